@@ -1,0 +1,103 @@
+"""Server settings: one immutable value built from the command line.
+
+:class:`Settings` is the only configuration object; parts receive it (or the
+fields they need) through their constructors.  There is no global settings
+module.  :mod:`twisted_spark.tap` parses options and calls
+:meth:`Settings.from_options`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the server, with the defaults users get."""
+
+    #: Directory holding the database and the server key pair (created 0700).
+    data_dir: Path = Path("spark-data")
+    #: Twisted endpoint string for the REST API (``ssl:8443:privateKey=...`` for TLS).
+    api_endpoint: str = "tcp:8080"
+    #: Twisted endpoint string for the device protocol.
+    device_endpoint: str = "tcp:5683"
+
+    # -- device side ---------------------------------------------------------
+    #: Seconds a device has to finish the handshake (nonce → first frame).
+    handshake_timeout: float = 30.0
+    #: Seconds without any frame before a device is considered gone.
+    device_idle_timeout: float = 30.0
+    #: Seconds of silence after which the server pings the device itself.
+    device_ping_interval: float = 15.0
+    #: Largest encrypted frame accepted from a device, in bytes.
+    max_frame_size: int = 4 * KIB
+    #: Threads doing RSA private-key work for handshakes.
+    rsa_threads: int = 2
+    #: Store the key a device presents and accept it, instead of refusing.
+    accept_unknown_devices: bool = False
+    #: Device events per second allowed (token bucket, burst 4); 0 = no limit.
+    device_publish_rate: float = 0.0
+
+    # -- API side ------------------------------------------------------------
+    #: Seconds an API call waits for a device answer before 408.
+    request_timeout: float = 30.0
+    #: Largest request body in bytes (413 above it).
+    max_body_size: int = 1 * MIB
+    #: Largest firmware upload in bytes.
+    max_firmware_size: int = 4 * MIB
+    #: Function argument limit in bytes; ``None`` = the platform's own
+    #: (63 on a Core, 622 on a Photon).
+    max_function_argument: int | None = None
+    #: Largest event data in bytes.
+    max_event_data: int = 255
+    #: Lifetime of new access tokens when the client does not say (seconds).
+    token_lifetime: int = 90 * 24 * 3600
+    #: OAuth client ids accepted at /oauth/token; empty = any.
+    allowed_clients: tuple[str, ...] = ()
+    #: Let anyone create an account with POST /v1/users.
+    allow_signup: bool = False
+    #: Failed logins per address per minute before 429; 0 = no limit.
+    login_failures_per_minute: int = 10
+    #: Value of Access-Control-Allow-Origin.
+    cors_origin: str = "*"
+    #: Events queued for one SSE client before it is cut off.
+    sse_queue_size: int = 1000
+    #: Serve Prometheus text at /metrics.
+    metrics: bool = True
+
+    # -- firmware ------------------------------------------------------------
+    #: Template of the command compiling uploaded sources; ``{src}`` and ``{out}``
+    #: are replaced by the source directory and the output binary path.
+    compile_command: str | None = None
+    #: Seconds the compile command may run.
+    compile_timeout: float = 300.0
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "spark.sqlite"
+
+    @property
+    def server_key_path(self) -> Path:
+        return self.data_dir / "server_key.pem"
+
+    @property
+    def server_public_pem_path(self) -> Path:
+        return self.data_dir / "server_key.pub.pem"
+
+    @property
+    def server_public_der_path(self) -> Path:
+        return self.data_dir / "server_key.pub.der"
+
+    @classmethod
+    def from_options(cls, options) -> Settings:
+        """Build settings from a parsed :class:`twisted_spark.tap.Options`."""
+        values = {}
+        for spec in fields(cls):
+            option_name = spec.name.replace("_", "-")
+            if option_name in options:
+                values[spec.name] = options[option_name]
+        return cls(**values)

@@ -1,0 +1,143 @@
+"""The seams between parts, as ``zope.interface`` interfaces.
+
+Protocol code and API code meet only through these: the API never touches
+bytes and the device side never touches HTTP.  Methods documented as
+returning ``Deferred[X]`` always return a Deferred, even in the in-memory
+implementations, so callers are written once.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IUserStore(Interface):
+    """Users and their password hashes."""
+
+    def add_user(user):
+        """Store a new :class:`~twisted_spark.models.User`.
+
+        :rtype: Deferred[User]; fails with DuplicateUser if the name is taken.
+        """
+
+    def get_user(username):
+        """:rtype: Deferred[User | None]"""
+
+    def list_users():
+        """:rtype: Deferred[list[User]] sorted by username."""
+
+    def count_users():
+        """:rtype: Deferred[int]"""
+
+
+class ITokenStore(Interface):
+    """OAuth access tokens."""
+
+    def add_token(token):
+        """Store an :class:`~twisted_spark.models.AccessToken`. :rtype: Deferred[AccessToken]"""
+
+    def get_token(token):
+        """:rtype: Deferred[AccessToken | None] (expired tokens are returned too)."""
+
+    def list_tokens(username):
+        """:rtype: Deferred[list[AccessToken]] of that user, oldest first."""
+
+    def delete_token(token):
+        """:rtype: Deferred[bool], True if a token was removed."""
+
+    def delete_expired(now):
+        """Remove tokens that expired before ``now``. :rtype: Deferred[int]"""
+
+
+class IDeviceStore(Interface):
+    """What is remembered about devices: owner, name, key, attributes."""
+
+    def get_device(device_id):
+        """:rtype: Deferred[DeviceRecord | None]"""
+
+    def list_devices(owner=None):
+        """All devices, or those of ``owner``. :rtype: Deferred[list[DeviceRecord]] by id."""
+
+    def put_device(record):
+        """Insert or replace a whole record. :rtype: Deferred[DeviceRecord]"""
+
+    def update_device(device_id, **changes):
+        """Change some fields of a device, creating the record if absent.
+
+        :rtype: Deferred[DeviceRecord] (the record after the change).
+        """
+
+    def delete_device(device_id):
+        """:rtype: Deferred[bool]"""
+
+
+class IStore(IUserStore, ITokenStore, IDeviceStore):
+    """Everything persistent, in one place that can be opened and closed."""
+
+    def close():
+        """Release the database. :rtype: Deferred[None]"""
+
+
+class IDeviceSession(Interface):
+    """A live, handshaken connection to one device."""
+
+    device_id = Attribute("24 lowercase hex characters")
+    platform_id = Attribute("int or None (Core Hello has none; 0 is assumed)")
+    product_id = Attribute("int or None")
+    firmware_version = Attribute("int or None")
+    remote_ip = Attribute("str, the peer address")
+    functions = Attribute("tuple of function names from the cached Describe")
+    variables = Attribute("dict of variable name -> type name from the cached Describe")
+
+    def describe():
+        """Ask the device for its functions and variables (cached).
+
+        :rtype: Deferred[dict] with keys ``functions`` and ``variables``.
+        """
+
+    def call_function(name, argument):
+        """Call a device function with ``argument`` (bytes).
+
+        :rtype: Deferred[int]; fails with UnknownFunction, DeviceTimeout,
+            DeviceNotConnected, ArgumentTooLong or DeviceBusy.
+        """
+
+    def read_variable(name):
+        """:rtype: Deferred[bool | int | float | str] typed by the Describe."""
+
+    def signal(on):
+        """Start or stop the rainbow LED. :rtype: Deferred[bool]"""
+
+    def ping():
+        """CoAP ping; :rtype: Deferred[bool] (True if the device answered)."""
+
+    def send_event(event):
+        """Deliver a :class:`~twisted_spark.models.Event` to the device (no reply)."""
+
+    def disconnect(reason):
+        """Close the connection, failing every pending request."""
+
+
+class IDeviceRegistry(Interface):
+    """The table of online sessions, by device id."""
+
+    def get(device_id):
+        """The online :class:`IDeviceSession` for ``device_id``, or ``None``."""
+
+    def online_ids():
+        """A set of the ids of the devices online now."""
+
+    def add_observer(observer):
+        """Call ``observer.device_online(session)`` and ``observer.device_offline(session)``."""
+
+
+class IEventBus(Interface):
+    """Publish/subscribe of :class:`~twisted_spark.models.Event`."""
+
+    def publish(event):
+        """Deliver ``event`` to every matching subscriber; never raises."""
+
+    def subscribe(prefix, callback, accepts=None):
+        """Call ``callback(event)`` for each event whose name starts with ``prefix``
+        and for which ``accepts(event)`` (a visibility rule) is true.
+
+        :return: a subscription with a ``cancel()`` method.
+        """

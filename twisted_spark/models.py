@@ -1,0 +1,85 @@
+"""Plain value types shared by the store, the registry and the API.
+
+They are frozen so that a record handed out by a store can never be changed
+behind the store's back; use :func:`dataclasses.replace` to derive new ones.
+Times are POSIX seconds (``float``) taken from an injected clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+
+@dataclass(frozen=True)
+class User:
+    """A person or program that owns devices and tokens."""
+
+    username: str
+    password_hash: str
+    is_admin: bool = False
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """An OAuth bearer token; ``expires_at`` of ``None`` never expires."""
+
+    token: str
+    username: str
+    client_id: str
+    created_at: float
+    expires_at: float | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """What the server remembers about one device between connections.
+
+    ``public_key`` is the device's RSA-1024 public key as DER
+    SubjectPublicKeyInfo bytes, or ``None`` when only seen, never registered.
+    ``functions`` and ``variables`` hold the last Describe answer so the API
+    can show them while the device is offline.
+    """
+
+    device_id: str
+    owner: str | None = None
+    name: str | None = None
+    public_key: bytes | None = None
+    product_id: int | None = None
+    platform_id: int | None = None
+    firmware_version: int | None = None
+    last_heard: float | None = None
+    last_ip: str | None = None
+    last_app: str | None = None
+    functions: tuple[str, ...] = ()
+    variables: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+def iso8601(seconds: float | None) -> str | None:
+    """Format POSIX seconds as ISO-8601 UTC with milliseconds, like the cloud."""
+    if seconds is None:
+        return None
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One published event, from a device (``coreid`` = its id) or the API.
+
+    ``owner`` is the user the event belongs to for visibility: the owner of
+    the publishing device, or the API caller; ``None`` for unowned devices.
+    """
+
+    name: str
+    data: str | None
+    ttl: int
+    published_at: float
+    coreid: str
+    public: bool
+    owner: str | None = None

@@ -1,0 +1,152 @@
+"""DeviceRegistry: online table, replacement, observers, status events, persistence."""
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from twisted_spark.interfaces import IDeviceRegistry
+from twisted_spark.registry import DeviceRegistry
+
+
+class FakeSession:
+    def __init__(self, device_id, ip="10.0.0.1", owner="alice"):
+        self.device_id = device_id
+        self.remote_ip = ip
+        self.owner = owner
+        self.platform_id = 6
+        self.product_id = 0xFFFF
+        self.firmware_version = 3
+        self.last_heard = 0.0
+        self.last_saved = 0.0
+        self.disconnected = []
+
+    def disconnect(self, reason):
+        self.disconnected.append(reason)
+
+
+class FakeBus:
+    def __init__(self):
+        self.events = []
+
+    def publish(self, event):
+        self.events.append(event)
+
+
+class FakeStore:
+    def __init__(self):
+        self.updates = []
+
+    def update_device(self, device_id, **changes):
+        self.updates.append((device_id, changes))
+        return defer.succeed(None)
+
+
+class Observer:
+    def __init__(self):
+        self.calls = []
+
+    def device_online(self, s):
+        self.calls.append(("online", s))
+
+    def device_offline(self, s):
+        self.calls.append(("offline", s))
+
+
+def make():
+    clock = Clock()
+    clock.advance(1000)
+    bus, store = FakeBus(), FakeStore()
+    return clock, bus, store, DeviceRegistry(clock, bus=bus, store=store)
+
+
+def test_provides_interface():
+    assert verifyObject(IDeviceRegistry, DeviceRegistry(Clock()))
+
+
+def test_register_unregister_status_and_persistence():
+    clock, bus, store, reg = make()
+    obs = Observer()
+    reg.add_observer(obs)
+    s = FakeSession("aa" * 12)
+    reg.register(s)
+    assert reg.get(s.device_id) is s
+    assert reg.online_ids() == {s.device_id}
+    assert [(e.name, e.data, e.public, e.owner) for e in bus.events] == [
+        ("spark/status", "online", False, "alice")
+    ]
+    dev, changes = store.updates[0]
+    assert dev == s.device_id
+    assert changes["last_ip"] == "10.0.0.1" and changes["platform_id"] == 6
+    assert changes["last_heard"] == 1000
+    s.last_heard = 1005
+    reg.unregister(s)
+    assert reg.get(s.device_id) is None
+    assert bus.events[-1].data == "offline"
+    assert store.updates[-1] == (s.device_id, {"last_heard": 1005})
+    assert obs.calls == [("online", s), ("offline", s)]
+
+
+def test_replacement_gives_one_offline_online_pair():
+    clock, bus, store, reg = make()
+    obs = Observer()
+    reg.add_observer(obs)
+    old, new = FakeSession("bb" * 12, "1.1.1.1"), FakeSession("bb" * 12, "2.2.2.2")
+    reg.register(old)
+    reg.register(new)
+    assert old.disconnected and reg.get(new.device_id) is new
+    # the old session's own unregister (from its connectionLost) is a no-op now
+    reg.unregister(old)
+    assert reg.get(new.device_id) is new
+    assert [c[0] for c in obs.calls] == ["online", "offline", "online"]
+    assert [e.data for e in bus.events] == ["online", "offline", "online"]
+
+
+def test_last_heard_is_throttled():
+    clock, bus, store, reg = make()
+    s = FakeSession("cc" * 12)
+    reg.register(s)
+    n = len(store.updates)
+    for t in range(1001, 1059):
+        s.last_heard = t
+        reg.heard(s)
+    assert len(store.updates) == n
+    s.last_heard = 1060
+    reg.heard(s)
+    assert store.updates[-1] == (s.device_id, {"last_heard": 1060})
+    assert len(store.updates) == n + 1
+
+
+def test_observer_failure_is_contained():
+    clock, bus, store, reg = make()
+
+    class Bad:
+        def device_online(self, s):
+            raise RuntimeError("boom")
+
+        def device_offline(self, s):
+            raise RuntimeError("boom")
+
+    good = Observer()
+    reg.add_observer(Bad())
+    reg.add_observer(good)
+    s = FakeSession("dd" * 12)
+    reg.register(s)
+    reg.unregister(s)
+    assert [c[0] for c in good.calls] == ["online", "offline"]
+
+
+def test_store_failure_is_logged_not_raised():
+    clock = Clock()
+
+    class FailingStore:
+        def update_device(self, device_id, **changes):
+            return defer.fail(RuntimeError("db down"))
+
+    reg = DeviceRegistry(clock, store=FailingStore())
+    s = FakeSession("ee" * 12)
+    reg.register(s)
+    d = reg.save(s.device_id, last_heard=1)
+    results = []
+    d.addCallback(results.append)
+    assert results == [None]
+    assert reg.get(s.device_id) is s

@@ -1,0 +1,1 @@
+"""The device side: TCP server for Spark Core/Photon devices (PROTOCOL.md)."""

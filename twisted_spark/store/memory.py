@@ -1,0 +1,122 @@
+"""An in-memory :class:`~twisted_spark.interfaces.IStore` for tests.
+
+It follows the same contract as the SQLite store, integrity rules included,
+so code tested against it behaves the same in production.  Every method
+returns an already-fired Deferred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from twisted_spark.errors import DuplicateUser
+from twisted_spark.interfaces import IStore
+from twisted_spark.models import AccessToken, DeviceRecord, User
+from twisted_spark.store import ConstraintError, check_device_changes, normalize_device
+
+
+@implementer(IStore)
+class MemoryStore:
+    """Users, tokens and devices in dicts; nothing survives the process."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, User] = {}
+        # Insertion order breaks created_at ties, like the SQLite rowid does.
+        self._tokens: dict[str, AccessToken] = {}
+        self._devices: dict[str, DeviceRecord] = {}
+
+    # -- users ---------------------------------------------------------------
+
+    def add_user(self, user: User) -> defer.Deferred:
+        if user.username in self._users:
+            return defer.fail(DuplicateUser(user.username))
+        self._users[user.username] = user
+        return defer.succeed(user)
+
+    def get_user(self, username: str) -> defer.Deferred:
+        return defer.succeed(self._users.get(username))
+
+    def list_users(self) -> defer.Deferred:
+        return defer.succeed([self._users[name] for name in sorted(self._users)])
+
+    def count_users(self) -> defer.Deferred:
+        return defer.succeed(len(self._users))
+
+    # -- tokens --------------------------------------------------------------
+
+    def add_token(self, token: AccessToken) -> defer.Deferred:
+        if token.token in self._tokens:
+            return defer.fail(ConstraintError("duplicate access token"))
+        if token.username not in self._users:
+            return defer.fail(ConstraintError(f"unknown user {token.username!r}"))
+        self._tokens[token.token] = token
+        return defer.succeed(token)
+
+    def get_token(self, token: str) -> defer.Deferred:
+        return defer.succeed(self._tokens.get(token))
+
+    def list_tokens(self, username: str) -> defer.Deferred:
+        mine = [t for t in self._tokens.values() if t.username == username]
+        mine.sort(key=lambda t: t.created_at)  # stable: insertion order on ties
+        return defer.succeed(mine)
+
+    def delete_token(self, token: str) -> defer.Deferred:
+        return defer.succeed(self._tokens.pop(token, None) is not None)
+
+    def delete_expired(self, now: float) -> defer.Deferred:
+        """Remove tokens for which ``AccessToken.expired(now)`` is true."""
+        dead = [key for key, t in self._tokens.items() if t.expired(now)]
+        for key in dead:
+            del self._tokens[key]
+        return defer.succeed(len(dead))
+
+    # -- devices -------------------------------------------------------------
+
+    def _check_owner(self, record: DeviceRecord) -> None:
+        if record.owner is not None and record.owner not in self._users:
+            raise ConstraintError(f"unknown owner {record.owner!r}")
+
+    def get_device(self, device_id: str) -> defer.Deferred:
+        record = self._devices.get(device_id)
+        return defer.succeed(None if record is None else normalize_device(record))
+
+    def list_devices(self, owner: str | None = None) -> defer.Deferred:
+        chosen = [
+            normalize_device(self._devices[key])
+            for key in sorted(self._devices)
+            if owner is None or self._devices[key].owner == owner
+        ]
+        return defer.succeed(chosen)
+
+    def put_device(self, record: DeviceRecord) -> defer.Deferred:
+        record = normalize_device(record)
+        try:
+            self._check_owner(record)
+        except ConstraintError as e:
+            return defer.fail(e)
+        self._devices[record.device_id] = record
+        return defer.succeed(normalize_device(record))
+
+    def update_device(self, device_id: str, **changes) -> defer.Deferred:
+        try:
+            check_device_changes(changes)
+            current = self._devices.get(device_id)
+            if current is None:
+                record = DeviceRecord(device_id=device_id, **changes)
+            else:
+                record = replace(current, **changes)
+            record = normalize_device(record)
+            self._check_owner(record)
+        except (TypeError, ConstraintError) as e:
+            return defer.fail(e)
+        self._devices[device_id] = record
+        return defer.succeed(normalize_device(record))
+
+    def delete_device(self, device_id: str) -> defer.Deferred:
+        return defer.succeed(self._devices.pop(device_id, None) is not None)
+
+    def close(self) -> defer.Deferred:
+        return defer.succeed(None)

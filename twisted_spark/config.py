@@ -94,10 +94,18 @@ class Settings:
 
     @classmethod
     def from_options(cls, options) -> Settings:
-        """Build settings from a parsed :class:`twisted_spark.tap.Options`."""
+        """Build settings from a parsed :class:`twisted_spark.tap.Options`.
+
+        Option names are the field names with dashes, except the two
+        endpoints (``--api``, ``--device``) and ``--no-metrics``.
+        """
+        renamed = {"api_endpoint": "api", "device_endpoint": "device"}
         values = {}
         for spec in fields(cls):
-            option_name = spec.name.replace("_", "-")
-            if option_name in options:
+            option_name = renamed.get(spec.name, spec.name.replace("_", "-"))
+            if option_name in options and options[option_name] is not None:
                 values[spec.name] = options[option_name]
+        if options.get("no-metrics"):
+            values["metrics"] = False
+        values["data_dir"] = Path(values.get("data_dir", cls.data_dir))
         return cls(**values)

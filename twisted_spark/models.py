@@ -8,7 +8,7 @@ Times are POSIX seconds (``float``) taken from an injected clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def iso8601(seconds: float | None) -> str | None:
     """Format POSIX seconds as ISO-8601 UTC with milliseconds, like the cloud."""
     if seconds is None:
         return None
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

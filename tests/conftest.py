@@ -1,0 +1,44 @@
+"""Shared pytest fixtures.
+
+pytest-twisted installs the global reactor; the ``reactor`` fixture hands it
+to tests that need real sockets.  Most tests use an injected ``Clock``
+instead and never touch it.
+"""
+
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).parent
+PROJECT_ROOT = TESTS_DIR.parent
+
+
+@pytest.fixture
+def reactor():
+    from twisted.internet import reactor as global_reactor
+
+    return global_reactor
+
+
+@pytest.fixture
+def project_root():
+    return PROJECT_ROOT
+
+KEYS_DIR = TESTS_DIR / "keys"
+
+
+@pytest.fixture
+def server_key_pem():
+    """The shipped RSA-2048 test server key (generating one is slow)."""
+    return (KEYS_DIR / "server.pem").read_bytes()
+
+
+@pytest.fixture
+def data_dir(tmp_path, server_key_pem):
+    """A private data directory that already holds the shipped server key."""
+    from twisted_spark.datadir import prepare_data_dir
+
+    path = prepare_data_dir(tmp_path / "spark-data")
+    (path / "server_key.pem").write_bytes(server_key_pem)
+    (path / "server_key.pem").chmod(0o600)
+    return path

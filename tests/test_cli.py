@@ -1,0 +1,179 @@
+"""The keys and users administration commands, against a real SQLite database."""
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from conftest import KEYS_DIR, PROJECT_ROOT
+
+from twisted_spark import cli
+from twisted_spark.crypto import keys
+from twisted_spark.store.sqlite import SQLiteStore
+
+DEVICE_ID = "53ff6f065067544816300187"
+
+
+def parsed(options_class, *argv):
+    options = options_class()
+    options.parseOptions(list(argv))
+    return options
+
+
+async def run(reactor, table, data_dir, *argv):
+    """Run one subcommand and return what it printed."""
+    group = parsed(cli.KeysOptions if table is cli.KEYS_COMMANDS else cli.UsersOptions, *argv)
+    out = io.StringIO()
+    command = table[group.subCommand]
+    await command(reactor, Path(data_dir), group.subOptions, out=out)
+    return out.getvalue()
+
+
+async def stored_devices(reactor, data_dir):
+    store = await SQLiteStore.open(Path(data_dir) / "spark.sqlite", reactor=reactor)
+    try:
+        return await store.list_devices()
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def fast_passwords(monkeypatch):
+    from twisted_spark import passwords
+
+    monkeypatch.setattr(passwords, "ITERATIONS", 1000, raising=False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_keys_add_and_list(reactor, data_dir):
+    key_file = KEYS_DIR / "device-1.pub.pem"
+    printed = await run(reactor, cli.KEYS_COMMANDS, data_dir, "add", DEVICE_ID.upper(),
+                        str(key_file))
+    expected_key = keys.load_device_public_key(key_file.read_bytes())
+    assert f"Registered device {DEVICE_ID}" in printed
+    [record] = await stored_devices(reactor, data_dir)
+    assert record.device_id == DEVICE_ID
+    assert record.public_key == keys.public_key_der(expected_key)
+    assert record.owner is None
+
+    listing = await run(reactor, cli.KEYS_COMMANDS, data_dir, "list")
+    assert DEVICE_ID in listing and keys.fingerprint(expected_key) in listing
+
+
+@pytest_twisted.ensureDeferred
+async def test_keys_add_der_file(reactor, data_dir, tmp_path):
+    key = keys.load_device_public_key((KEYS_DIR / "device-2.pub.pem").read_bytes())
+    der_file = tmp_path / "device.der"
+    der_file.write_bytes(keys.public_key_der(key))
+    await run(reactor, cli.KEYS_COMMANDS, data_dir, "add", DEVICE_ID, str(der_file))
+    [record] = await stored_devices(reactor, data_dir)
+    assert record.public_key == keys.public_key_der(key)
+
+
+@pytest_twisted.ensureDeferred
+async def test_keys_add_refuses_a_server_sized_key(reactor, data_dir):
+    with pytest.raises(cli.CommandError, match="RSA-1024"):
+        await run(reactor, cli.KEYS_COMMANDS, data_dir, "add", DEVICE_ID,
+                  str(KEYS_DIR / "server.pub.pem"))
+    assert await stored_devices(reactor, data_dir) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_keys_add_refuses_bad_id_and_unknown_owner(reactor, data_dir):
+    with pytest.raises(cli.CommandError, match="24"):
+        await run(reactor, cli.KEYS_COMMANDS, data_dir, "add", "not-a-device",
+                  str(KEYS_DIR / "device-1.pub.pem"))
+    with pytest.raises(cli.CommandError, match="users add bob"):
+        await run(reactor, cli.KEYS_COMMANDS, data_dir, "add", DEVICE_ID,
+                  str(KEYS_DIR / "device-1.pub.pem"), "--owner", "bob")
+    assert await stored_devices(reactor, data_dir) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_keys_import_spark_server_directory(reactor, data_dir, tmp_path, fast_passwords):
+    core_keys = tmp_path / "core_keys"
+    core_keys.mkdir()
+    second = "0123456789abcdef01234567"
+    (core_keys / f"{DEVICE_ID}.pub.pem").write_bytes((KEYS_DIR / "device-1.pub.pem").read_bytes())
+    (core_keys / f"{second}.pub.pem").write_bytes((KEYS_DIR / "device-2.pub.pem").read_bytes())
+    (core_keys / f"{DEVICE_ID}.json").write_text(json.dumps({"name": "kitchen"}))
+    (core_keys / "garbage.pub.pem").write_text("not a key")
+    user_file = tmp_path / "pw"
+    user_file.write_text("correct horse\n")
+    await run(reactor, cli.USERS_COMMANDS, data_dir, "add", "alice", "--password-file",
+              str(user_file))
+
+    printed = await run(reactor, cli.KEYS_COMMANDS, data_dir, "import", str(core_keys),
+                        "--owner", "alice")
+    assert "Imported 2 device key(s)" in printed and "skipped 1" in printed
+    assert "garbage.pub.pem" in printed
+    records = {r.device_id: r for r in await stored_devices(reactor, data_dir)}
+    assert set(records) == {DEVICE_ID, second}
+    assert records[DEVICE_ID].name == "kitchen" and records[second].name is None
+    assert {r.owner for r in records.values()} == {"alice"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_users_add_list_and_duplicate(reactor, data_dir, tmp_path, fast_passwords):
+    from twisted_spark.passwords import verify_password
+
+    password_file = tmp_path / "pw"
+    password_file.write_text("s3cret-password\n")
+    first = await run(reactor, cli.USERS_COMMANDS, data_dir, "add", "Alice",
+                      "--password-file", str(password_file))
+    second = await run(reactor, cli.USERS_COMMANDS, data_dir, "add", "bob",
+                       "--password-file", str(password_file))
+    assert "alice (administrator)" in first.replace("Created user ", "")
+    assert "administrator" not in second
+    with pytest.raises(cli.CommandError, match="already exists"):
+        await run(reactor, cli.USERS_COMMANDS, data_dir, "add", "bob",
+                  "--password-file", str(password_file))
+    listing = await run(reactor, cli.USERS_COMMANDS, data_dir, "list")
+    assert listing.splitlines() == ["alice  (administrator)", "bob"]
+
+    store = await SQLiteStore.open(data_dir / "spark.sqlite", reactor=reactor)
+    try:
+        alice = await store.get_user("alice")
+    finally:
+        await store.close()
+    assert verify_password("s3cret-password", alice.password_hash)
+    assert not verify_password("wrong-password", alice.password_hash)
+
+
+def test_users_add_rejects_short_password(tmp_path):
+    password_file = tmp_path / "pw"
+    password_file.write_text("short\n")
+    options = parsed(cli.UsersAddOptions, "carol", "--password-file", str(password_file))
+    with pytest.raises(cli.CommandError, match="at least 8"):
+        cli._password(options)
+
+
+def test_users_add_prompt_must_match():
+    options = parsed(cli.UsersAddOptions, "carol")
+    answers = iter(["first-password", "other-password"])
+    with pytest.raises(cli.CommandError, match="do not match"):
+        cli._password(options, prompt=lambda _: next(answers))
+
+
+def test_command_line_error_exit_status(data_dir):
+    """A mistake prints one line on stderr and exits 1; no traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted_spark", "keys", "add", DEVICE_ID,
+         str(data_dir / "missing.pem"), "--data-dir", str(data_dir)],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot read")
+    assert "Traceback" not in result.stderr
+
+
+def test_command_line_server_key(data_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted_spark", "keys", "server", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    key = keys.load_server_private_key((data_dir / "server_key.pem").read_bytes())
+    assert keys.fingerprint(key.publickey()) in result.stdout
+    assert str(data_dir / "server_key.pub.der") in result.stdout

@@ -1,0 +1,143 @@
+"""Options parsing, plugin discovery and makeService wiring."""
+
+from pathlib import Path
+
+import pytest
+from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet import defer
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.python import usage
+
+from twisted_spark.config import Settings
+from twisted_spark.device.rsa_pool import SynchronousRsaPool
+from twisted_spark.store.memory import MemoryStore
+from twisted_spark.tap import Options, makeService
+
+DEFAULT_OPTIONS = {
+    "data-dir": "spark-data",
+    "api": "tcp:8080",
+    "device": "tcp:5683",
+    "handshake-timeout": 30.0,
+    "device-idle-timeout": 30.0,
+    "device-ping-interval": 15.0,
+    "max-frame-size": 4096,
+    "rsa-threads": 2,
+    "device-publish-rate": 0.0,
+    "request-timeout": 30.0,
+    "max-body-size": 1048576,
+    "max-firmware-size": 4194304,
+    "max-function-argument": None,
+    "max-event-data": 255,
+    "token-lifetime": 7776000,
+    "allowed-clients": "",
+    "login-failures-per-minute": 10,
+    "cors-origin": "*",
+    "sse-queue-size": 1000,
+    "compile-command": None,
+    "compile-timeout": 300.0,
+    "accept-unknown-devices": False,
+    "allow-signup": False,
+    "no-metrics": False,
+}
+
+
+def parse(*argv):
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_defaults_whole_dict():
+    options = parse()
+    assert {key: options[key] for key in DEFAULT_OPTIONS} == DEFAULT_OPTIONS
+    assert set(options.keys()) == set(DEFAULT_OPTIONS)
+    assert options.settings == Settings()
+
+
+def test_every_option_reaches_settings():
+    options = parse(
+        "--data-dir", "/tmp/x", "--api", "ssl:8443:privateKey=k.pem", "--device", "tcp:15683",
+        "--handshake-timeout", "5", "--device-idle-timeout", "12.5",
+        "--device-ping-interval", "6", "--max-frame-size", "2048", "--rsa-threads", "4",
+        "--device-publish-rate", "1", "--request-timeout", "3", "--max-body-size", "100",
+        "--max-firmware-size", "200", "--max-function-argument", "622",
+        "--max-event-data", "622", "--token-lifetime", "60", "--allowed-clients", "spark, cli",
+        "--login-failures-per-minute", "0", "--cors-origin", "https://example.org",
+        "--sse-queue-size", "10", "--compile-command", "make -C {src} OUT={out}",
+        "--compile-timeout", "9", "--accept-unknown-devices", "--allow-signup", "--no-metrics",
+    )
+    assert options.settings == Settings(
+        data_dir=Path("/tmp/x"), api_endpoint="ssl:8443:privateKey=k.pem",
+        device_endpoint="tcp:15683", handshake_timeout=5.0, device_idle_timeout=12.5,
+        device_ping_interval=6.0, max_frame_size=2048, rsa_threads=4,
+        device_publish_rate=1.0, request_timeout=3.0, max_body_size=100,
+        max_firmware_size=200, max_function_argument=622, max_event_data=622,
+        token_lifetime=60, allowed_clients=("spark", "cli"), login_failures_per_minute=0,
+        cors_origin="https://example.org", sse_queue_size=10,
+        compile_command="make -C {src} OUT={out}", compile_timeout=9.0,
+        accept_unknown_devices=True, allow_signup=True, metrics=False,
+    )
+
+
+@pytest.mark.parametrize("argv", [
+    ["--request-timeout", "0"],
+    ["--request-timeout", "soon"],
+    ["--rsa-threads", "-1"],
+    ["--max-body-size", "1.5"],
+    ["--login-failures-per-minute", "-3"],
+    ["--no-such-option"],
+])
+def test_bad_values_are_usage_errors(argv):
+    with pytest.raises(usage.UsageError):
+        parse(*argv)
+
+
+def test_plugin_is_discovered():
+    makers = [maker for maker in getPlugins(IServiceMaker) if maker.tapname == "spark"]
+    assert len(makers) == 1
+    assert makers[0].options is Options
+    assert makers[0].makeService is makeService
+
+
+def _synchronous(reactor, function, *args):
+    return defer.maybeDeferred(function, *args)
+
+
+def test_make_service_listens_on_both_endpoints(data_dir):
+    reactor = MemoryReactorClock()
+    store = MemoryStore()
+    options = parse("--data-dir", str(data_dir), "--api", "tcp:18080",
+                    "--device", "tcp:15683:interface=127.0.0.1")
+    service = makeService(
+        options, reactor=reactor,
+        open_store=lambda settings, reactor: defer.succeed(store),
+        run_in_thread=_synchronous, rsa_pool=SynchronousRsaPool())
+    assert isinstance(service, MultiService)
+    service.startService()
+    assert service.ready.called
+    ports = {(port, interface) for port, _factory, _backlog, interface in reactor.tcpServers}
+    assert ports == {(15683, "127.0.0.1"), (18080, "")}
+    device_factory = next(f for p, f, _, _ in reactor.tcpServers if p == 15683)
+    api_factory = next(f for p, f, _, _ in reactor.tcpServers if p == 18080)
+    assert type(device_factory).__name__ == "DeviceServerFactory"
+    assert type(api_factory).__name__ == "Site"
+    assert service.store is store
+    assert (data_dir / "server_key.pub.der").exists()
+    service.stopService()
+
+
+def test_make_service_reports_failed_start(data_dir):
+    reactor = MemoryReactorClock()
+    options = parse("--data-dir", str(data_dir))
+
+    def broken_store(settings, reactor):
+        return defer.fail(RuntimeError("database is broken"))
+
+    service = makeService(options, reactor=reactor, open_store=broken_store,
+                          run_in_thread=_synchronous, rsa_pool=SynchronousRsaPool())
+    service.startService()
+    failures = []
+    service.ready.addErrback(failures.append)
+    assert failures and failures[0].check(RuntimeError)
+    assert reactor.tcpServers == []

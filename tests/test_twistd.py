@@ -1,0 +1,93 @@
+"""A real ``twistd -n spark`` process: starts, answers on both ports, stops cleanly."""
+
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest_twisted
+import treq
+from conftest import PROJECT_ROOT
+from twisted.internet import defer, protocol, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+READY = re.compile(rb"API on \S+ \(127\.0\.0\.1:(\d+)\); devices on \S+ \(127\.0\.0\.1:(\d+)\)")
+
+
+class Output(protocol.ProcessProtocol):
+    def __init__(self):
+        self.data = b""
+        self.ended = defer.Deferred()
+
+    def outReceived(self, data):
+        self.data += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value)
+
+
+class NonceReader(protocol.Protocol):
+    def __init__(self):
+        self.received = b""
+        self.got_nonce = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.received += data
+        if len(self.received) >= 40 and not self.got_nonce.called:
+            self.got_nonce.callback(self.received)
+
+
+async def wait_for(reactor, condition, timeout, what):
+    """Poll ``condition`` every 50 ms for at most ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.05)):
+        result = condition()
+        if result:
+            return result
+        await task.deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def twistd_command():
+    script = Path(sys.executable).with_name("twistd")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_spark_serves_both_ports_and_stops(reactor, tmp_path, data_dir):
+    output = Output()
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
+    argv = twistd_command() + [
+        "-n", "--pidfile", str(tmp_path / "twistd.pid"), "--logfile", "-",
+        "spark", "--data-dir", str(data_dir),
+        "--api", "tcp:0:interface=127.0.0.1", "--device", "tcp:0:interface=127.0.0.1",
+    ]
+    process = reactor.spawnProcess(output, argv[0], argv, env=env, path=str(tmp_path))
+    try:
+        match = await wait_for(reactor, lambda: READY.search(output.data), 60,
+                               "the startup line")
+        api_port, device_port = int(match.group(1)), int(match.group(2))
+        assert str(data_dir).encode() in output.data
+        assert b"fingerprint SHA256:" in output.data
+
+        response = await treq.get(f"http://127.0.0.1:{api_port}/healthz", persistent=False)
+        assert response.code == 200
+        assert await response.json() == {"ok": True, "devices_online": 0}
+
+        reader = NonceReader()
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", device_port)
+        await connectProtocol(endpoint, reader)
+        nonce = await reader.got_nonce
+        assert len(nonce) == 40
+        reader.transport.loseConnection()
+    finally:
+        if output.ended.called is False:
+            process.signalProcess(signal.SIGTERM)
+    status = await output.ended
+    assert status.exitCode == 0, output.data.decode(errors="replace")
+    assert b"Server Shut Down." in output.data
+    assert not (tmp_path / "twistd.pid").exists()

@@ -1,0 +1,92 @@
+"""``python -m twisted_spark``: serve, manage keys and users, simulate devices."""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.python import usage
+
+from twisted_spark import __version__
+
+
+class MainOptions(usage.Options):
+    synopsis = "python -m twisted_spark <command> [options]"
+    longdesc = "Run and manage a twisted-spark server. '<command> --help' describes each command."
+    optParameters = [["data-dir", "d", "spark-data",
+                      "The server's data directory (for keys and users)."]]
+
+    def __init__(self):
+        super().__init__()
+        from twisted_spark.cli import KeysOptions, UsersOptions
+        from twisted_spark.tap import Options as ServeOptions
+
+        self.subCommands = [
+            ["serve", None, ServeOptions, "Run the server in the foreground."],
+            ["keys", None, KeysOptions, "Register and list device keys; show the server key."],
+            ["users", None, UsersOptions, "Create and list users."],
+            ["simulate", None, usage.Options,
+             "Run virtual devices ('simulate --help' for their options)."],
+        ]
+
+    def opt_version(self):
+        """Print the version and exit."""
+        print(f"twisted-spark {__version__}")
+        sys.exit(0)
+
+    def postOptions(self):
+        if self.subCommand is None:
+            raise usage.UsageError("a command is required: serve, keys, users or simulate")
+
+
+def _serve(reactor, options):
+    from twisted.internet import defer
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from twisted_spark.tap import makeService
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    service = makeService(options, reactor=reactor)
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    return defer.Deferred()  # runs until the process is told to stop
+
+
+def _admin(reactor, table, options):
+    from twisted_spark.cli import CommandError, run_command
+
+    def report(failure):
+        failure.trap(CommandError)
+        print(f"error: {failure.value}", file=sys.stderr)
+        raise SystemExit(1)
+
+    return run_command(reactor, table, options["data-dir"], options.subOptions).addErrback(report)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "simulate":
+        from twisted_spark.sim.cli import main as simulate
+
+        simulate(argv[1:])
+        return
+    options = MainOptions()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as error:
+        print(f"{options}\nerror: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    from twisted.internet import task
+
+    from twisted_spark.cli import KEYS_COMMANDS, USERS_COMMANDS
+
+    if options.subCommand == "serve":
+        task.react(_serve, [options.subOptions])
+    elif options.subCommand == "keys":
+        task.react(_admin, [KEYS_COMMANDS, options])
+    else:
+        task.react(_admin, [USERS_COMMANDS, options])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The data directory: created private, holding the database and server keys.
+
+Everything here is plain blocking file I/O, meant to run once at startup (in
+a thread when the reactor is running) or from the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from twisted.logger import Logger
+
+from twisted_spark.crypto import keys
+
+log = Logger()
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+PUBLIC_FILE_MODE = 0o644
+
+
+@dataclass(frozen=True)
+class ServerKeyPaths:
+    """Where the server key pair lives inside a data directory."""
+
+    private_pem: Path
+    public_pem: Path
+    public_der: Path
+
+    @classmethod
+    def in_dir(cls, data_dir: Path) -> ServerKeyPaths:
+        return cls(
+            data_dir / "server_key.pem",
+            data_dir / "server_key.pub.pem",
+            data_dir / "server_key.pub.der",
+        )
+
+
+def prepare_data_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700) if needed and return it absolute.
+
+    An existing directory readable by others is tightened to 0700, with a
+    warning, because it holds the server's private key and every token.
+    """
+    path = Path(path).absolute()
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode != PRIVATE_DIR_MODE:
+        log.warn(
+            "Data directory {path} had mode {mode:o}; setting it to 0700 because it "
+            "holds the server private key and access tokens.",
+            path=str(path),
+            mode=mode,
+        )
+        path.chmod(PRIVATE_DIR_MODE)
+    return path
+
+
+def write_file_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename.
+
+    The file is created with ``mode`` from the start, so a private key is
+    never readable by others, not even for a moment.
+    """
+    temporary = path.with_name(path.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def load_or_create_server_key(data_dir: Path):
+    """Return the server's RSA-2048 private key, generating it on first start.
+
+    An existing ``server_key.pem`` is never overwritten; missing public key
+    files are (re)derived from it, so ``particle keys server`` always has a
+    DER file to load.
+    """
+    paths = ServerKeyPaths.in_dir(Path(data_dir))
+    if paths.private_pem.exists():
+        key = keys.load_server_private_key(paths.private_pem.read_bytes())
+        created = False
+    else:
+        key = keys.generate_server_key()
+        created = True
+    files = keys.server_key_files(key)
+    if created:
+        write_file_atomically(paths.private_pem, files["server_key.pem"], PRIVATE_FILE_MODE)
+        log.info("Generated a new server key pair in {dir}", dir=str(paths.private_pem.parent))
+    for path, name in ((paths.public_pem, "server_key.pub.pem"),
+                       (paths.public_der, "server_key.pub.der")):
+        if created or not path.exists():
+            write_file_atomically(path, files[name], PUBLIC_FILE_MODE)
+    return key

@@ -1,0 +1,1 @@
+"""The event side of the cloud: the bus and its subscribers."""

@@ -1,0 +1,138 @@
+"""SparkService: wires the store, device server, registry, bus and API together.
+
+Startup is asynchronous (the database opens in a thread; the first start
+generates the server key off the reactor), so the service starts its
+listeners once everything they need exists.  ``ready`` fires then, with the
+listening ports, which tests and embedders use to find ephemeral ports.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService
+from twisted.internet import defer, endpoints, threads
+from twisted.logger import Logger
+
+from twisted_spark.config import Settings
+from twisted_spark.crypto import keys
+from twisted_spark.datadir import load_or_create_server_key, prepare_data_dir
+
+log = Logger()
+
+
+def _open_sqlite_store(settings: Settings, reactor):
+    from twisted_spark.store.sqlite import SQLiteStore
+
+    return SQLiteStore.open(settings.database_path, reactor=reactor)
+
+
+def _run_in_thread(reactor, function, *args):
+    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+
+
+class SparkService(MultiService):
+    """The whole server as one service: start it, and devices and clients can connect.
+
+    :param open_store: ``(settings, reactor) -> Deferred[IStore]``; SQLite by default.
+    :param run_in_thread: ``(reactor, f, *args) -> Deferred``; the reactor pool by default.
+    :param rsa_pool: the thread pool for handshake RSA work; built from settings by default.
+    """
+
+    def __init__(self, settings: Settings, reactor, open_store=None, run_in_thread=None,
+                 rsa_pool=None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.reactor = reactor
+        self._open_store = open_store or _open_sqlite_store
+        self._run_in_thread = run_in_thread or _run_in_thread
+        self._rsa_pool = rsa_pool
+        self.store = None
+        self.registry = None
+        self.bus = None
+        self.server_key = None
+        self.data_dir = None
+        self.device_port = None
+        self.api_port = None
+        self.ready: defer.Deferred = defer.Deferred()
+        self._starting = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._starting = defer.ensureDeferred(self._start())
+        self._starting.addCallbacks(self._started, self._failed)
+
+    async def _start(self):
+        settings, reactor = self.settings, self.reactor
+        self.data_dir = prepare_data_dir(settings.data_dir)
+        self.server_key = await self._run_in_thread(
+            reactor, load_or_create_server_key, self.data_dir)
+        self.store = await self._open_store(settings, reactor)
+
+        from twisted.web.server import Site
+
+        from twisted_spark.api.app import SparkAPI
+        from twisted_spark.device.factory import DeviceServerFactory
+        from twisted_spark.device.rsa_pool import RsaPool
+        from twisted_spark.events.bus import EventBus
+        from twisted_spark.registry import DeviceRegistry
+
+        self.bus = EventBus()
+        self.registry = DeviceRegistry(clock=reactor, bus=self.bus, store=self.store)
+        if self._rsa_pool is None:
+            self._rsa_pool = RsaPool(reactor, settings.rsa_threads)
+        self._rsa_pool.start()
+        device_factory = DeviceServerFactory(
+            self.server_key, self.store, self.registry, self.bus, settings,
+            clock=reactor, rsa_pool=self._rsa_pool)
+        api = SparkAPI(self.store, self.registry, settings, clock=reactor, bus=self.bus)
+        site = Site(api.resource())
+        site.displayTracebacks = False
+
+        self.device_port = await endpoints.serverFromString(
+            reactor, settings.device_endpoint).listen(device_factory)
+        self.api_port = await endpoints.serverFromString(
+            reactor, settings.api_endpoint).listen(site)
+        log.info(
+            "twisted-spark ready: data dir {data_dir}; API on {api} ({api_host}); devices on "
+            "{device} ({device_host}); server key fingerprint {fingerprint}",
+            data_dir=str(self.data_dir),
+            api=settings.api_endpoint,
+            api_host=_describe_port(self.api_port),
+            device=settings.device_endpoint,
+            device_host=_describe_port(self.device_port),
+            fingerprint=keys.fingerprint(self.server_key.publickey()),
+        )
+        return self
+
+    def _started(self, _):
+        self.ready.callback(self)
+
+    def _failed(self, failure):
+        log.failure("twisted-spark could not start: {message}", failure,
+                    message=failure.getErrorMessage())
+        self.ready.errback(failure)
+        stop = getattr(self.reactor, "stop", None)
+        if stop is not None and getattr(self.reactor, "running", False):
+            stop()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        yield defer.maybeDeferred(super().stopService)
+        if self._starting is not None and not self._starting.called:
+            yield self.ready.addErrback(lambda _: None)
+        for port in (self.api_port, self.device_port):
+            if port is not None:
+                yield defer.maybeDeferred(port.stopListening)
+        if self.registry is not None:
+            for session in list(self.registry.sessions()):
+                session.disconnect("server shutting down")
+        if self._rsa_pool is not None:
+            self._rsa_pool.stop()
+        if self.store is not None:
+            yield self.store.close()
+
+
+def _describe_port(port) -> str:
+    host = port.getHost()
+    address = getattr(host, "host", None)
+    number = getattr(host, "port", None)
+    return f"{address}:{number}" if number is not None else str(host)

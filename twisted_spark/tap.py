@@ -1,0 +1,144 @@
+"""Command-line options and ``makeService``: the one entry shared by every launcher.
+
+``twistd -n spark``, ``python -m twisted_spark serve`` and applications that
+embed the server all go through :class:`Options` and :func:`makeService`.
+This module stays import-light (no Klein) so ``twistd --help`` is quick and
+does not install a reactor.
+"""
+
+from __future__ import annotations
+
+from twisted.python import usage
+
+from twisted_spark.config import Settings
+
+_DEFAULTS = Settings()
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError(f"must be greater than 0, got {value}")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"must be greater than 0, got {value}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return number
+
+
+def _client_list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_positive_float.coerceDoc = "Seconds, greater than 0."
+_non_negative_float.coerceDoc = "A number, 0 or more."
+_positive_int.coerceDoc = "An integer greater than 0."
+_non_negative_int.coerceDoc = "An integer, 0 or more."
+_client_list.coerceDoc = "Comma-separated; empty means any client id."
+
+
+class Options(usage.Options):
+    """Options of the twisted-spark server."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run a self-hosted Spark Cloud: Spark Core, Photon and P1 devices connect "
+        "to the device endpoint; REST clients (curl, particle-cli, particle-api-js) "
+        "use the API endpoint. Endpoints are Twisted endpoint strings, so "
+        "'ssl:8443:privateKey=key.pem:certKey=cert.pem' serves the API over TLS."
+    )
+
+    optParameters = [
+        ["data-dir", "d", str(_DEFAULTS.data_dir),
+         "Directory for the database and server keys (created with mode 0700)."],
+        ["api", "a", _DEFAULTS.api_endpoint, "Endpoint of the REST API."],
+        ["device", None, _DEFAULTS.device_endpoint, "Endpoint devices connect to."],
+        ["handshake-timeout", None, _DEFAULTS.handshake_timeout,
+         "Seconds a device has to complete the handshake.", _positive_float],
+        ["device-idle-timeout", None, _DEFAULTS.device_idle_timeout,
+         "Seconds without a frame before a device is marked offline.", _positive_float],
+        ["device-ping-interval", None, _DEFAULTS.device_ping_interval,
+         "Seconds of device silence before the server pings it.", _positive_float],
+        ["max-frame-size", None, _DEFAULTS.max_frame_size,
+         "Largest encrypted frame accepted from a device (bytes).", _positive_int],
+        ["rsa-threads", None, _DEFAULTS.rsa_threads,
+         "Threads for RSA private-key work during handshakes.", _positive_int],
+        ["device-publish-rate", None, _DEFAULTS.device_publish_rate,
+         "Events per second a device may publish (burst 4); 0 = unlimited.",
+         _non_negative_float],
+        ["request-timeout", None, _DEFAULTS.request_timeout,
+         "Seconds an API call waits for a device before answering 408.", _positive_float],
+        ["max-body-size", None, _DEFAULTS.max_body_size,
+         "Largest API request body (bytes); larger ones get 413.", _positive_int],
+        ["max-firmware-size", None, _DEFAULTS.max_firmware_size,
+         "Largest firmware upload (bytes).", _positive_int],
+        ["max-function-argument", None, None,
+         "Function argument limit in bytes (default: the device platform's, "
+         "63 on a Core, 622 on a Photon).", _positive_int],
+        ["max-event-data", None, _DEFAULTS.max_event_data,
+         "Largest event data (bytes).", _positive_int],
+        ["token-lifetime", None, _DEFAULTS.token_lifetime,
+         "Default lifetime of new access tokens (seconds).", _positive_int],
+        ["allowed-clients", None, "",
+         "OAuth client ids accepted at /oauth/token.", _client_list],
+        ["login-failures-per-minute", None, _DEFAULTS.login_failures_per_minute,
+         "Failed logins per address per minute before 429; 0 = no limit.",
+         _non_negative_int],
+        ["cors-origin", None, _DEFAULTS.cors_origin, "Access-Control-Allow-Origin value."],
+        ["sse-queue-size", None, _DEFAULTS.sse_queue_size,
+         "Events queued for a slow event-stream client before it is cut off.",
+         _positive_int],
+        ["compile-command", None, None,
+         "Command compiling uploaded firmware sources; {src} and {out} are replaced "
+         "by the source directory and the output binary path."],
+        ["compile-timeout", None, _DEFAULTS.compile_timeout,
+         "Seconds the compile command may run.", _positive_float],
+    ]
+
+    optFlags = [
+        ["accept-unknown-devices", None,
+         "Register the key of an unknown device on its first handshake (off: refuse)."],
+        ["allow-signup", None, "Let anyone create an account with POST /v1/users."],
+        ["no-metrics", None, "Do not serve /metrics."],
+    ]
+
+    def postOptions(self) -> None:
+        for flag in ("accept-unknown-devices", "allow-signup", "no-metrics"):
+            self[flag] = bool(self[flag])
+        try:
+            self.settings = Settings.from_options(self)
+        except (TypeError, ValueError) as error:
+            raise usage.UsageError(str(error)) from error
+
+
+def makeService(options, reactor=None, **collaborators):
+    """Build the server as a :class:`~twisted.application.service.MultiService`.
+
+    ``options`` is a parsed :class:`Options` (or any mapping with its keys).
+    ``reactor`` defaults to the global one; ``collaborators`` are passed to
+    :class:`twisted_spark.service.SparkService` so tests and embedders can
+    substitute the store or thread pools.
+    """
+    from twisted_spark.service import SparkService
+
+    if reactor is None:
+        from twisted.internet import reactor
+    settings = getattr(options, "settings", None) or Settings.from_options(options)
+    return SparkService(settings, reactor, **collaborators)

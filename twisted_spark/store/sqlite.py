@@ -30,7 +30,7 @@ from twisted_spark.errors import DuplicateUser, SparkError
 from twisted_spark.interfaces import IStore
 from twisted_spark.models import AccessToken, DeviceRecord, User
 from twisted_spark.store import ConstraintError, check_device_changes, normalize_device
-from twisted_spark.store.schema import migrate
+from twisted_spark.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
 
 #: Seconds SQLite waits for another connection's lock before failing.
 BUSY_TIMEOUT = 5.0
@@ -81,6 +81,10 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
         path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
     )
     try:
+        # Refuse a newer database before changing anything in it (even its journal).
+        found = schema_version(connection)
+        if found > SCHEMA_VERSION:
+            raise SchemaTooNew(found, SCHEMA_VERSION)
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise sqlite3.OperationalError(f"could not enable WAL journal (got {mode!r})")

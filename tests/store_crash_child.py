@@ -1,0 +1,53 @@
+"""Child process for ``test_store_durability``: write, acknowledge, wait to be killed.
+
+Usage: ``python store_crash_child.py DB_PATH ROUNDS``.  Each round adds a
+user, a token for them and a device they own; after each write's Deferred
+fires the child prints ``ACK <n> <kind> <key>`` (flushed), exactly as a
+server would answer a client.  With ROUNDS 0 it writes until killed; else it
+prints ``IDLE`` after the last round and keeps the reactor running.
+"""
+
+import sys
+
+from twisted.internet import defer, task
+
+from twisted_spark.models import AccessToken, DeviceRecord, User
+from twisted_spark.store.sqlite import SQLiteStore
+
+
+def ack(count, kind, key):
+    print(f"ACK {count} {kind} {key}", flush=True)
+
+
+async def main(reactor, path, rounds):
+    store = await SQLiteStore.open(path, reactor=reactor)
+    count = 0
+    index = 0
+    while rounds == 0 or index < rounds:
+        username = f"user{index:05d}"
+        await store.add_user(User(username, f"hash-{index}", created_at=float(index)))
+        count += 1
+        ack(count, "user", username)
+        token = f"token{index:05d}"
+        await store.add_token(AccessToken(token, username, "cli", float(index)))
+        count += 1
+        ack(count, "token", token)
+        device_id = f"{index:024x}"
+        await store.put_device(
+            DeviceRecord(
+                device_id,
+                owner=username,
+                name=f"dev{index}",
+                functions=("f",),
+                variables={"v": "int32"},
+            )
+        )
+        count += 1
+        ack(count, "device", device_id)
+        index += 1
+    print("IDLE", flush=True)
+    await defer.Deferred()  # keep running until SIGKILL
+
+
+if __name__ == "__main__":
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor, sys.argv[1], int(sys.argv[2]))))

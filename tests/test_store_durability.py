@@ -1,0 +1,130 @@
+"""An acknowledged write survives SIGKILL of the process that made it.
+
+A child process (``store_crash_child.py``) writes through SQLiteStore and
+prints an ACK once each write's Deferred has fired; the test kills it with
+SIGKILL and reads every acknowledged write back from the file.
+"""
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest_twisted
+from twisted.internet import defer, protocol
+
+from twisted_spark.models import AccessToken, DeviceRecord, User
+from twisted_spark.store.sqlite import SQLiteStore
+
+CHILD = Path(__file__).with_name("store_crash_child.py")
+DEADLINE = 60.0  # seconds; generous for slow CI, never waited on when all is well
+
+
+class Child(protocol.ProcessProtocol):
+    """Collects ACK lines; ``ready`` fires once ``wanted`` acks (or IDLE) arrived."""
+
+    def __init__(self, wanted=None):
+        self.wanted = wanted
+        self.acks = []
+        self.stderr = b""
+        self._partial = b""
+        self.ready = defer.Deferred()
+        self.ended = defer.Deferred()
+
+    def outReceived(self, data):
+        self._partial += data
+        *lines, self._partial = self._partial.split(b"\n")
+        for line in lines:
+            words = line.decode().split()
+            if words[:1] == ["ACK"]:
+                self.acks.append((words[2], words[3]))
+                if self.wanted is not None and len(self.acks) >= self.wanted:
+                    self._fire()
+            elif words == ["IDLE"]:
+                self._fire()
+
+    def errReceived(self, data):
+        self.stderr += data
+
+    def _fire(self):
+        if not self.ready.called:
+            self.ready.callback(self.acks[:])
+
+    def processEnded(self, reason):
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(f"child ended early: {self.stderr.decode()}"))
+        self.ended.callback(reason.value)
+
+
+async def run_and_kill(reactor, project_root, path, rounds, wanted=None):
+    """Start the child, wait (bounded) for its acks, SIGKILL it; return the acks seen."""
+    child = Child(wanted)
+    env = dict(os.environ, PYTHONPATH=str(project_root))
+    transport = reactor.spawnProcess(
+        child, sys.executable, [sys.executable, str(CHILD), str(path), str(rounds)], env=env
+    )
+    try:
+        acks = await child.ready.addTimeout(DEADLINE, reactor)
+    finally:
+        if not child.ended.called:
+            transport.signalProcess("KILL")
+        ended = await child.ended
+    assert getattr(ended, "signal", None) == signal.SIGKILL, (ended, child.stderr)
+    return acks
+
+
+async def assert_all_acked_writes_present(reactor, path, acks):
+    store = await SQLiteStore.open(path, reactor=reactor)
+    try:
+        for kind, key in acks:
+            index = int(key[-5:]) if kind != "device" else int(key, 16)
+            username = f"user{index:05d}"
+            if kind == "user":
+                expected = User(username, f"hash-{index}", created_at=float(index))
+                assert await store.get_user(key) == expected
+            elif kind == "token":
+                expected = AccessToken(key, username, "cli", float(index))
+                assert await store.get_token(key) == expected
+            else:
+                expected = DeviceRecord(
+                    key,
+                    owner=username,
+                    name=f"dev{index}",
+                    functions=("f",),
+                    variables={"v": "int32"},
+                )
+                assert await store.get_device(key) == expected
+    finally:
+        await store.close()
+
+
+def health(connection):
+    """(integrity_check result, rows breaking a foreign key) -- run on the store thread."""
+    return (
+        connection.execute("PRAGMA integrity_check").fetchone()[0],
+        connection.execute("PRAGMA foreign_key_check").fetchall(),
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_acknowledged_writes_survive_sigkill(reactor, project_root, tmp_path):
+    path = tmp_path / "spark.sqlite"
+    acks = await run_and_kill(reactor, project_root, path, rounds=3)
+    assert [kind for kind, _ in acks] == ["user", "token", "device"] * 3
+    await assert_all_acked_writes_present(reactor, path, acks)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigkill_in_the_middle_of_writing(reactor, project_root, tmp_path):
+    """Killed while writes are in flight: every acked one is there, the file is sound."""
+    path = tmp_path / "spark.sqlite"
+    acks = await run_and_kill(reactor, project_root, path, rounds=0, wanted=60)
+    assert len(acks) >= 60
+    await assert_all_acked_writes_present(reactor, path, acks)
+    store = await SQLiteStore.open(path, reactor=reactor)
+    try:
+        integrity, dangling = await store._call(health)
+        assert integrity == "ok"
+        assert dangling == []
+    finally:
+        await store.close()

@@ -1,0 +1,10 @@
+"""The REST API (API.md): a Klein app per :class:`SparkAPI` instance.
+
+Importing this package imports Klein, which installs the default reactor;
+the tap module imports it lazily, inside ``makeService``.
+"""
+
+from twisted_spark.api.app import SparkAPI
+from twisted_spark.api.errors import ApiError
+
+__all__ = ["ApiError", "SparkAPI"]

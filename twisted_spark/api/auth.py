@@ -1,0 +1,150 @@
+"""Who is calling: bearer tokens (three carriers) and HTTP Basic.
+
+:class:`Authenticator` is the only place that reads credentials.  The route
+decorator in :mod:`twisted_spark.api.app` calls :meth:`Authenticator.caller`
+for every token route, so handlers only ever see a resolved :class:`Caller`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+from twisted_spark.api.errors import ApiError, bad_request
+from twisted_spark.api.tokens import looks_like_token
+from twisted_spark.models import AccessToken, User
+
+MISSING = ApiError(401, "invalid_request", "The access token was not found")
+INVALID = ApiError(401, "invalid_token", "The access token provided is invalid.")
+EXPIRED = ApiError(401, "invalid_token", "The access token provided has expired.")
+TWO_CARRIERS = bad_request(
+    "Only one method may be used to authenticate at a time (Auth header, GET or POST)."
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user of one request, and the token it used."""
+
+    user: User
+    token: AccessToken | None = None
+
+    @property
+    def username(self) -> str:
+        return self.user.username
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.is_admin
+
+
+def query_args(request) -> dict[str, str]:
+    """The query string as ``{name: first value}``."""
+    query = urlsplit(request.uri.decode("latin-1")).query
+    args: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        args.setdefault(name, value)
+    return args
+
+
+def _authorization(request) -> tuple[str, str] | None:
+    raw = request.getHeader(b"authorization")
+    if raw is None:
+        return None
+    scheme, _, rest = raw.decode("latin-1").strip().partition(" ")
+    return scheme.lower(), rest.strip()
+
+
+def bearer_token(request, body) -> str | None:
+    """The token of the request, from exactly one carrier, or ``None``.
+
+    Carriers: ``Authorization: Bearer``, ``?access_token=`` and a body field
+    ``access_token``; more than one → 400.  The body field is removed.
+    """
+    found = []
+    auth = _authorization(request)
+    if auth is not None and auth[0] == "bearer":
+        found.append(auth[1])
+    query = query_args(request).get("access_token")
+    if query is not None:
+        found.append(query)
+    if "access_token" in body.fields:
+        found.append(body.text("access_token") or "")
+        del body.fields["access_token"]
+    if len(found) > 1:
+        raise TWO_CARRIERS
+    return found[0] if found else None
+
+
+def basic_credentials(request) -> tuple[str, str] | None:
+    """``(username, password)`` from an ``Authorization: Basic`` header, or None."""
+    auth = _authorization(request)
+    if auth is None or auth[0] != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(auth[1], validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    name, sep, password = decoded.partition(":")
+    if not sep:
+        return None
+    return name, password
+
+
+class Authenticator:
+    """Resolve tokens and passwords against the store.
+
+    :param store: an :class:`~twisted_spark.interfaces.IStore`.
+    :param clock: ``IReactorTime`` for token expiry.
+    :param verify_password: ``(password, hash) -> Deferred[bool]``, run off the reactor.
+    :param hash_password: ``(password) -> Deferred[str]``; used once to build a
+        decoy hash so unknown users cost as much time as wrong passwords.
+    """
+
+    def __init__(self, store, clock, verify_password, hash_password):
+        self.store = store
+        self.clock = clock
+        self.verify_password = verify_password
+        self.hash_password = hash_password
+        self._decoy = None
+
+    async def token_caller(self, token: str | None) -> Caller:
+        """The :class:`Caller` for ``token``, or the 401 :class:`ApiError`."""
+        if token is None:
+            raise MISSING
+        if not looks_like_token(token):
+            raise INVALID
+        record = await self.store.get_token(token)
+        if record is None:
+            raise INVALID
+        if record.expired(self.clock.seconds()):
+            raise EXPIRED
+        user = await self.store.get_user(record.username)
+        if user is None:
+            raise INVALID
+        return Caller(user, record)
+
+    async def caller(self, request, body) -> Caller:
+        """Authenticate a token route (exactly one carrier, valid and unexpired)."""
+        return await self.token_caller(bearer_token(request, body))
+
+    async def optional_caller(self, request, body) -> Caller | None:
+        """Like :meth:`caller`, but ``None`` when no token was sent at all."""
+        token = bearer_token(request, body)
+        if token is None:
+            return None
+        return await self.token_caller(token)
+
+    async def check_password(self, username: str, password: str) -> User | None:
+        """The user if ``password`` is right, else ``None`` (same cost either way)."""
+        user = await self.store.get_user(username.strip().lower())
+        if user is None:
+            if self._decoy is None:
+                self._decoy = await self.hash_password("decoy password, never matches")
+            await self.verify_password(password, self._decoy)
+            return None
+        if await self.verify_password(password, user.password_hash):
+            return user
+        return None

@@ -1,0 +1,356 @@
+"""Device routes (API.md §4): list, info, claim, release, rename, signal,
+variables, functions, ping, provisioning; and the flashing hook.
+
+A device is named by its 24-hex id (any case) or by its name among the
+caller's devices.  A device that does not exist and one that belongs to
+someone else both answer 403, so existence never leaks; administrators see
+every device.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted_spark.api.context import Reply
+from twisted_spark.api.errors import ApiError, bad_request, forbidden
+from twisted_spark.crypto.keys import KeyFormatError, load_device_public_key, public_key_der
+from twisted_spark.errors import DeviceNotConnected, UnknownFunction, UnknownVariable
+from twisted_spark.models import DeviceRecord, iso8601
+
+DEVICE_ID = re.compile(r"[0-9a-fA-F]{24}")
+DEVICE_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
+#: Old firmware registers only this many characters of a name (seed §Controlling a Core).
+NAME_LIMIT = 12
+#: Function argument limit by platform id when Settings does not fix one.
+CORE_ARGUMENT_LIMIT = 63
+PHOTON_ARGUMENT_LIMIT = 622
+CORE_PLATFORMS = (None, 0)
+
+
+# -- resolution and views -----------------------------------------------------
+
+
+async def resolve(api, caller, ident: str) -> DeviceRecord:
+    """The caller's device called ``ident`` (id or name), or 403."""
+    record = None
+    if DEVICE_ID.fullmatch(ident):
+        device_id = ident.lower()
+        record = await api.store.get_device(device_id)
+        if record is None and caller.is_admin and api.registry.get(device_id) is not None:
+            record = DeviceRecord(device_id)  # online, never stored: only admins see it
+    if record is None:
+        record = await by_name(api, caller, ident)
+    if record is None or not (caller.is_admin or record.owner == caller.username):
+        raise forbidden()
+    return record
+
+
+async def by_name(api, caller, name):
+    candidates = await api.store.list_devices(owner=caller.username)
+    if caller.is_admin:
+        candidates += [r for r in await api.store.list_devices() if r.owner != caller.username]
+    for same in (lambda r: r.name == name, lambda r: (r.name or "").lower() == name.lower()):
+        matches = [r for r in candidates if r.name and same(r)]
+        if matches:
+            return matches[0]
+    return None
+
+
+def summary(api, record: DeviceRecord) -> dict:
+    """The list item: cached state plus the live session table, no round-trip."""
+    session = api.registry.get(record.device_id)
+    last_heard = getattr(session, "last_heard", None) if session else None
+    view = {
+        "id": record.device_id,
+        "name": record.name,
+        "last_app": record.last_app,
+        "last_heard": iso8601(last_heard or record.last_heard),
+        "connected": session is not None,
+        "last_ip_address": getattr(session, "remote_ip", None) if session else record.last_ip,
+        "platform_id": pick(session, "platform_id", record.platform_id),
+        "product_id": pick(session, "product_id", record.product_id),
+        "status": "normal",
+    }
+    return view
+
+
+def pick(session, name, fallback):
+    value = getattr(session, name, None) if session is not None else None
+    return fallback if value is None else value
+
+
+def exposed(session, record):
+    """(variables dict, functions list) from the session's cached Describe."""
+    variables = dict(getattr(session, "variables", None) or {}) if session else {}
+    functions = list(getattr(session, "functions", None) or ()) if session else []
+    if not variables and not functions:
+        variables, functions = dict(record.variables), list(record.functions)
+    return variables, functions
+
+
+def match_name(name: str, available) -> str | None:
+    """``name`` as the device knows it: exact, else truncated to 12 characters."""
+    if name in available:
+        return name
+    if len(name) > NAME_LIMIT and name[:NAME_LIMIT] in available:
+        return name[:NAME_LIMIT]
+    return None
+
+
+def online(api, record):
+    session = api.registry.get(record.device_id)
+    if session is None:
+        raise DeviceNotConnected(record.device_id)
+    return session
+
+
+async def described(api, session, kind):
+    """The session's names of ``kind``; asks the device once if nothing is cached."""
+    names = getattr(session, kind, None)
+    other = "functions" if kind == "variables" else "variables"
+    if not names and not getattr(session, other, None):
+        answer = await api.with_timeout(session.describe())
+        names = answer.get(kind) if isinstance(answer, dict) else None
+    return names or ()
+
+
+def argument_limit(api, session) -> int:
+    if api.settings.max_function_argument is not None:
+        return api.settings.max_function_argument
+    platform = getattr(session, "platform_id", None)
+    return CORE_ARGUMENT_LIMIT if platform in CORE_PLATFORMS else PHOTON_ARGUMENT_LIMIT
+
+
+def raw_text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_signal(value) -> bool:
+    text = (value or "").strip().lower()
+    if text in ("1", "true", "on"):
+        return True
+    if text in ("0", "false", "off"):
+        return False
+    raise bad_request("Wrong signal value: give signal=1 or signal=0.")
+
+
+# -- routes -------------------------------------------------------------------
+
+
+def register(api):
+    route = api.route
+
+    @route("/v1/devices", ["GET"])
+    async def list_devices(call):
+        owner = None if call.caller.is_admin else call.caller.username
+        return [summary(api, r) for r in await api.store.list_devices(owner=owner)]
+
+    @route("/v1/devices", ["POST"])
+    async def claim(call):
+        ident = (call.body.text("id") or call.body.text("deviceID") or "").strip()
+        if not ident:
+            raise bad_request("No device id given.", errors=["arg.deviceID is empty"])
+        device_id = ident.lower()
+        record = await api.store.get_device(device_id) if DEVICE_ID.fullmatch(ident) else None
+        known = record is not None or (
+            DEVICE_ID.fullmatch(ident) and api.registry.get(device_id) is not None
+        )
+        if not known:
+            sentence = "device doesn't exist"
+            raise ApiError(404, "Not Found", sentence, errors=[sentence])
+        owner = record.owner if record else None
+        if owner not in (None, call.caller.username):
+            raise ApiError(
+                403, "Forbidden", "That belongs to someone else",
+                errors=["That belongs to someone else"],
+            )
+        await api.store.update_device(device_id, owner=call.caller.username)
+        return {
+            "ok": True,
+            "user_id": call.caller.username,
+            "id": device_id,
+            "connected": api.registry.get(device_id) is not None,
+        }
+
+    @route("/v1/devices/<device>", ["DELETE"])
+    async def release(call, device):
+        record = await resolve(api, call.caller, device)
+        await api.store.update_device(record.device_id, owner=None)
+        return {"ok": True}
+
+    @route("/v1/devices/<device>", ["GET"])
+    async def info(call, device):
+        record = await resolve(api, call.caller, device)
+        session = api.registry.get(record.device_id)
+        variables, functions = exposed(session, record)
+        view = summary(api, record)
+        view.update(
+            variables=variables,
+            functions=functions,
+            firmware_version=pick(session, "firmware_version", record.firmware_version),
+        )
+        return view
+
+    @route("/v1/devices/<device>", ["PUT"], body_limit=api.settings.max_firmware_size)
+    async def update(call, device):
+        record = await resolve(api, call.caller, device)
+        body = call.body
+        actions = [a for a in ("name", "signal", "file") if a in body.fields or a in body.files]
+        if len(actions) != 1:
+            raise bad_request(
+                "Give exactly one of name, signal or file.",
+                errors=["Nothing to do? Give exactly one of name, signal or file."],
+            )
+        return await {"name": rename, "signal": signal, "file": flash}[actions[0]](
+            api, call, record
+        )
+
+    @route("/v1/devices/<device>/<variable>", ["GET"])
+    async def read_variable(call, device, variable):
+        record = await resolve(api, call.caller, device)
+        session = online(api, record)
+        name = match_name(variable, await described(api, session, "variables"))
+        if name is None:
+            raise UnknownVariable(variable)
+        value = await api.with_timeout(session.read_variable(name))
+        if call.query.get("format") == "raw":
+            return Reply(raw_text(value), content_type="text/plain; charset=utf-8")
+        return {
+            "cmd": "VarReturn",
+            "name": name,
+            "result": value,
+            "coreInfo": {
+                "last_app": record.last_app,
+                "last_heard": iso8601(getattr(session, "last_heard", None) or record.last_heard),
+                "connected": True,
+                "deviceID": record.device_id,
+            },
+        }
+
+    @route("/v1/devices/<device>/<function>", ["POST"])
+    async def call_function(call, device, function):
+        record = await resolve(api, call.caller, device)
+        session = online(api, record)
+        name = match_name(function, await described(api, session, "functions"))
+        if name is None:
+            raise UnknownFunction(function)
+        body = call.body
+        argument = next(
+            (body.text(k) for k in ("arg", "args", "params") if body.get(k) is not None), ""
+        )
+        data = argument.encode("utf-8")
+        limit = argument_limit(api, session)
+        if len(data) > limit:
+            raise ApiError(
+                400, "Argument too long", f"The function argument is longer than {limit} bytes."
+            )
+        result = await api.with_timeout(session.call_function(name, data))
+        return {
+            "id": record.device_id,
+            "name": record.name,
+            "last_app": record.last_app,
+            "connected": True,
+            "return_value": result,
+        }
+
+    @route("/v1/devices/<device>/ping", ["PUT"])
+    async def ping(call, device):
+        record = await resolve(api, call.caller, device)
+        session = api.registry.get(record.device_id)
+        alive = False
+        if session is not None:
+            try:
+                alive = bool(await api.with_timeout(session.ping()))
+            except Exception as e:  # a silent or vanished device is simply not online
+                if not isinstance(e, (DeviceNotConnected,)) and not is_timeout(e):
+                    raise
+        return {"online": alive, "ok": True}
+
+    @route("/v1/provisioning/<device>", ["POST"])
+    async def provision(call, device):
+        ident = device if DEVICE_ID.fullmatch(device) else (call.body.text("deviceID") or "")
+        if not DEVICE_ID.fullmatch(ident):
+            raise bad_request("The device id must be 24 hex characters.")
+        device_id = ident.lower()
+        pem = call.body.text("publicKey") or (
+            call.body.files["publicKey"].data.decode("latin-1")
+            if "publicKey" in call.body.files else None
+        )
+        if not pem:
+            raise bad_request("No key provided", errors=["No key provided"])
+        algorithm = (call.body.text("algorithm") or "rsa").lower()
+        if algorithm != "rsa":
+            raise bad_request(f"Only RSA device keys are supported, not {algorithm!r}.")
+        try:
+            key = load_device_public_key(pem)
+        except KeyFormatError as e:
+            raise bad_request(f"Key error: {e}", errors=[f"Key error: {e}"]) from None
+        record = await api.store.get_device(device_id)
+        owner = record.owner if record else None
+        if owner not in (None, call.caller.username) and not call.caller.is_admin:
+            raise ApiError(
+                403, "Forbidden", "That belongs to someone else",
+                errors=["That belongs to someone else"],
+            )
+        await api.store.update_device(
+            device_id, public_key=public_key_der(key), owner=owner or call.caller.username
+        )
+        return {"ok": True, "id": device_id}
+
+
+def is_timeout(exc) -> bool:
+    from twisted.internet.defer import TimeoutError
+
+    from twisted_spark.errors import DeviceTimeout
+
+    return isinstance(exc, (TimeoutError, DeviceTimeout))
+
+
+# -- PUT actions ----------------------------------------------------------------
+
+
+async def rename(api, call, record):
+    name = (call.body.text("name") or "").strip()
+    if not DEVICE_NAME.fullmatch(name):
+        raise bad_request(
+            "Device names are 1 to 63 characters of letters, digits, '_' and '-'.",
+            errors=["Invalid device name"],
+        )
+    if record.owner is not None:
+        siblings = await api.store.list_devices(owner=record.owner)
+        if any(r.name == name and r.device_id != record.device_id for r in siblings):
+            raise bad_request(
+                "That name is already used by another device.",
+                errors=["That name is already used by another device."],
+            )
+    await api.store.update_device(record.device_id, name=name)
+    return {"ok": True, "id": record.device_id, "name": name}
+
+
+async def signal(api, call, record):
+    on = parse_signal(call.body.text("signal"))
+    session = online(api, record)
+    await api.with_timeout(session.signal(on))
+    return {"id": record.device_id, "connected": True, "signaling": on}
+
+
+async def flash(api, call, record):
+    """Hand the upload to the firmware hook (the firmware issue provides it).
+
+    ``api.firmware.flash(call, record, upload, binary)`` must return a
+    Deferred/awaitable of the response dict (or raise :class:`ApiError`).
+    """
+    upload = call.body.files.get("file")
+    if upload is None:
+        raise bad_request("The file must be sent as multipart/form-data.")
+    binary = call.body.text("file_type") == "binary" or (upload.filename or "").endswith(".bin")
+    if api.firmware is None:
+        sentence = (
+            "Flashing is not configured on this server"
+            if binary
+            else "Compilation is not configured on this server"
+        )
+        raise ApiError(400, "Not Implemented", sentence, errors=[sentence])
+    return await api.firmware.flash(call, record, upload, binary)

@@ -1,0 +1,131 @@
+"""One JSON error body for every failure, and one mapping from exceptions to it.
+
+Handlers raise :class:`ApiError` (or let a domain error from
+:mod:`twisted_spark.errors` propagate); :func:`install_error_handler`
+registers the single Klein error handler that turns any failure into
+``{"ok": false, "error": ..., "error_description": ...}`` with the status
+API.md §1 gives it.  Nothing else in the API writes an error response.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
+
+from twisted_spark import errors as domain
+
+log = Logger()
+
+
+class ApiError(Exception):
+    """An HTTP error with its JSON body.
+
+    :param status: HTTP status code.
+    :param error: the short ``error`` string.
+    :param description: the ``error_description`` sentence (defaults to ``error``).
+    :param errors: the optional ``errors`` list some routes carry.
+    :param extra: more keys merged into the body.
+    :param headers: extra response headers (``{name: value}``).
+    """
+
+    def __init__(self, status, error, description=None, errors=None, extra=None, headers=None):
+        super().__init__(status, error, description)
+        self.status = status
+        self.error = error
+        self.description = description or error
+        self.errors = errors
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        body = {"ok": False, "error": self.error, "error_description": self.description}
+        if self.errors is not None:
+            body["errors"] = list(self.errors)
+        body.update(self.extra)
+        return body
+
+
+def bad_request(description, errors=None, error="invalid_request") -> ApiError:
+    return ApiError(400, error, description, errors=errors)
+
+
+def forbidden(errors=None) -> ApiError:
+    """403 for a device the caller may not use, or that does not exist."""
+    return ApiError(
+        403,
+        "Permission Denied",
+        "I didn't recognize that device name or ID, or it is not yours.",
+        errors=errors,
+    )
+
+
+#: domain exception -> (status, error, error_description)
+DOMAIN_ERRORS = {
+    domain.DeviceNotConnected: (
+        404,
+        "Device is not connected",
+        "The device is not connected to the cloud.",
+    ),
+    domain.DeviceTimeout: (408, "Timed out.", "The device did not answer in time."),
+    defer.TimeoutError: (408, "Timed out.", "The device did not answer in time."),
+    domain.DeviceBusy: (409, "Device is being updated", "The device is being updated; try later."),
+    domain.UnknownFunction: (400, "Function not found", "The device has no such function."),
+    domain.UnknownVariable: (400, "Variable not found", "The device has no such variable."),
+    domain.ArgumentTooLong: (400, "Argument too long", "The function argument is too long."),
+    domain.DeviceRequestFailed: (400, "Device request failed", "The device refused the request."),
+    domain.DuplicateUser: (400, "Bad request", "That username is already taken"),
+}
+
+
+def api_error_for(exc: BaseException) -> ApiError:
+    """The :class:`ApiError` for any exception (500 for the unexpected)."""
+    if isinstance(exc, ApiError):
+        return exc
+    for kind, (status, error, description) in DOMAIN_ERRORS.items():
+        if isinstance(exc, kind):
+            errors = [description] if kind is domain.DuplicateUser else None
+            return ApiError(status, error, description, errors=errors)
+    if isinstance(exc, HTTPException):
+        # Unknown route or unknown method on a known route: API.md §1 says 404.
+        return ApiError(404, "Not Found", "There is no such API route.")
+    return ApiError(500, "server_error", "The server failed to handle this request.")
+
+
+def json_bytes(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+
+
+def write_error(request, api_error: ApiError, cors_origin: str) -> bytes:
+    """Set status and headers for ``api_error`` and return the body bytes."""
+    request.setResponseCode(api_error.status)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    request.setHeader(b"access-control-allow-origin", cors_origin.encode())
+    for name, value in api_error.headers.items():
+        request.setHeader(name.encode(), str(value).encode())
+    if request.method == b"HEAD":
+        return b""
+    return json_bytes(api_error.body())
+
+
+def install_error_handler(app, cors_origin: str) -> None:
+    """Register the one error handler of the Klein ``app``."""
+
+    @app.handle_errors(Exception)
+    def handle(request, failure):
+        exc = failure.value
+        if isinstance(exc, defer.CancelledError):
+            return b""  # the client went away; nobody is listening
+        if isinstance(exc, RequestRedirect):
+            request.setResponseCode(exc.code)
+            request.setHeader(b"location", exc.new_url.encode())
+            request.setHeader(b"access-control-allow-origin", cors_origin.encode())
+            return b""
+        api_error = api_error_for(exc)
+        if api_error.status >= 500:
+            log.failure("Unhandled error in {method} {uri}", failure,
+                        method=request.method, uri=request.uri)
+        return write_error(request, api_error, cors_origin)

@@ -78,6 +78,7 @@ class FakeDeviceSession:
         if isinstance(self.mode, BaseException):
             return defer.fail(self.mode)
         if self.mode == "hang":
+
             def cancel(d):
                 self.cancelled += 1
 
@@ -186,6 +187,19 @@ class Result:
         return values[0] if values else None
 
 
+def assert_error(result, status, error=None, description=None):
+    assert result.status == status, result.body
+    body = result.json
+    assert body["ok"] is False
+    assert isinstance(body["error"], str) and body["error"]
+    assert isinstance(body["error_description"], str) and body["error_description"]
+    if error is not None:
+        assert body["error"] == error
+    if description is not None:
+        assert body["error_description"] == description
+    return body
+
+
 class Harness:
     """A SparkAPI on fakes, driven through StubTreq with a Clock."""
 
@@ -206,8 +220,18 @@ class Harness:
 
     # -- requests -----------------------------------------------------------------
 
-    def start(self, method, path, token=None, basic=None, form=None, json_body=None,
-              data=None, headers=None, files=None):
+    def start(
+        self,
+        method,
+        path,
+        token=None,
+        basic=None,
+        form=None,
+        json_body=None,
+        data=None,
+        headers=None,
+        files=None,
+    ):
         """Send a request; returns the Deferred[IResponse] (fires once answered)."""
         all_headers = dict(headers or {})
         if token is not None:
@@ -248,17 +272,22 @@ class Harness:
             await self.store.add_user(User(name, fast_hash(PASSWORD), is_admin=admin))
         token = os.urandom(20).hex()
         expires = None if lifetime is None else self.clock.seconds() + lifetime
-        await self.store.add_token(
-            AccessToken(token, name, "spark", self.clock.seconds(), expires)
-        )
+        await self.store.add_token(AccessToken(token, name, "spark", self.clock.seconds(), expires))
         return token
 
     async def device(self, n, owner=None, name=None, online=True, **session_kwargs):
         """Store device ``n`` (owned by ``owner``) and optionally connect a fake session."""
         did = device_id(n)
         await self.store.put_device(
-            DeviceRecord(did, owner=owner, name=name, last_heard=1_600_000_000.0,
-                         platform_id=6, variables={"old": "int32"}, functions=("oldfn",))
+            DeviceRecord(
+                did,
+                owner=owner,
+                name=name,
+                last_heard=1_600_000_000.0,
+                platform_id=6,
+                variables={"old": "int32"},
+                functions=("oldfn",),
+            )
         )
         if online:
             return self.registry.connect(FakeDeviceSession(did, **session_kwargs))

@@ -41,8 +41,9 @@ class SparkAPI:
         (defaults to the global reactor, looked up lazily).
     """
 
-    def __init__(self, store, registry, settings=None, clock=None, bus=None, *,
-                 firmware=None, reactor=None):
+    def __init__(
+        self, store, registry, settings=None, clock=None, bus=None, *, firmware=None, reactor=None
+    ):
         if clock is None:
             from twisted.internet import reactor as clock
         self.store = store

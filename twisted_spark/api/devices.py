@@ -163,7 +163,9 @@ def register(api):
         owner = record.owner if record else None
         if owner not in (None, call.caller.username):
             raise ApiError(
-                403, "Forbidden", "That belongs to someone else",
+                403,
+                "Forbidden",
+                "That belongs to someone else",
                 errors=["That belongs to someone else"],
             )
         await api.store.update_device(device_id, owner=call.caller.username)
@@ -276,7 +278,8 @@ def register(api):
         device_id = ident.lower()
         pem = call.body.text("publicKey") or (
             call.body.files["publicKey"].data.decode("latin-1")
-            if "publicKey" in call.body.files else None
+            if "publicKey" in call.body.files
+            else None
         )
         if not pem:
             raise bad_request("No key provided", errors=["No key provided"])
@@ -291,7 +294,9 @@ def register(api):
         owner = record.owner if record else None
         if owner not in (None, call.caller.username) and not call.caller.is_admin:
             raise ApiError(
-                403, "Forbidden", "That belongs to someone else",
+                403,
+                "Forbidden",
+                "That belongs to someone else",
                 errors=["That belongs to someone else"],
             )
         await api.store.update_device(

@@ -126,6 +126,7 @@ def install_error_handler(app, cors_origin: str) -> None:
             return b""
         api_error = api_error_for(exc)
         if api_error.status >= 500:
-            log.failure("Unhandled error in {method} {uri}", failure,
-                        method=request.method, uri=request.uri)
+            log.failure(
+                "Unhandled error in {method} {uri}", failure, method=request.method, uri=request.uri
+            )
         return write_error(request, api_error, cors_origin)

@@ -1,0 +1,125 @@
+"""POST /v1/users (API.md §3)."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from api_fakes import PASSWORD, Harness, assert_error
+
+from twisted_spark import passwords
+
+
+@pytest_twisted.ensureDeferred
+async def test_first_user_becomes_admin_then_signup_is_closed():
+    h = Harness()
+    r = await h.call(
+        "POST", "/v1/users", form={"username": "Root@Example.com", "password": PASSWORD}
+    )
+    assert r.status == 200 and r.json == {"ok": True}
+    root = await h.store.get_user("root@example.com")
+    assert root.is_admin and passwords.verify_password(PASSWORD, root.password_hash)
+    r = await h.call("POST", "/v1/users", form={"username": "eve", "password": PASSWORD})
+    assert_error(r, 401, "invalid_request")
+    assert await h.store.get_user("eve") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_token_creates_users_plain_token_does_not():
+    h = Harness()
+    admin = await h.user("root", admin=True)
+    plain = await h.user("alice")
+    r = await h.call(
+        "POST", "/v1/users", token=plain, form={"username": "eve", "password": PASSWORD}
+    )
+    assert assert_error(r, 403)["errors"]
+    r = await h.call(
+        "POST", "/v1/users", token=admin, json_body={"username": "bob", "password": PASSWORD}
+    )
+    assert r.status == 200
+    assert (await h.store.get_user("bob")).is_admin is False
+    r = await h.call(
+        "POST",
+        "/v1/users",
+        token=admin,
+        form={"username": "carol", "password": PASSWORD, "admin": "true"},
+    )
+    assert r.status == 200 and (await h.store.get_user("carol")).is_admin
+
+
+@pytest_twisted.ensureDeferred
+async def test_signup_option_opens_registration_without_admin_rights():
+    h = Harness(allow_signup=True)
+    await h.user("root", admin=True)
+    r = await h.call(
+        "POST", "/v1/users", form={"username": "eve", "password": PASSWORD, "admin": "1"}
+    )
+    assert r.status == 200
+    assert (await h.store.get_user("eve")).is_admin is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_duplicate_username_is_400_with_errors():
+    h = Harness(allow_signup=True)
+    await h.user("alice")
+    r = await h.call("POST", "/v1/users", form={"username": "ALICE", "password": PASSWORD})
+    assert assert_error(r, 400)["errors"] == ["That username is already taken"]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"username": "alice"},
+        {"password": PASSWORD},
+        {"username": "alice", "password": "short"},
+        {"username": "a" * 255, "password": PASSWORD},
+        {"username": "with space", "password": PASSWORD},
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_invalid_user_fields_are_400(form):
+    h = Harness()
+    r = await h.call("POST", "/v1/users", form=form)
+    body = assert_error(r, 400)
+    assert body["errors"] and isinstance(body["errors"][0], str)
+    assert await h.store.count_users() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_first_signups_make_one_admin():
+    h = Harness(allow_signup=True)
+    gate = []
+
+    def slow_hash(pw):
+        from twisted.internet import defer
+
+        d = defer.Deferred()
+        gate.append((d, pw))
+        return d
+
+    h.api.auth.hash_password = slow_hash
+    d1 = h.start("POST", "/v1/users", form={"username": "a1", "password": PASSWORD})
+    d2 = h.start("POST", "/v1/users", form={"username": "a2", "password": PASSWORD})
+    assert len(gate) == 2  # both passed the "first user" check before hashing
+    for d, _pw in gate:
+        d.callback("pbkdf2_sha256$1$AAAA$AAAA")
+    assert (await h.finish(d1)).status == 200
+    assert (await h.finish(d2)).status == 200
+    admins = [u for u in await h.store.list_users() if u.is_admin]
+    assert len(admins) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_token_on_users_is_401_even_when_open():
+    h = Harness(allow_signup=True)
+    r = await h.call(
+        "POST", "/v1/users", token="0" * 40, form={"username": "eve", "password": PASSWORD}
+    )
+    assert_error(r, 401, "invalid_token")
+
+
+@pytest_twisted.ensureDeferred
+async def test_whoami():
+    h = Harness()
+    token = await h.user("alice")
+    assert (await h.call("GET", "/v1/user", token=token)).json == {"username": "alice"}
+    assert_error(await h.call("GET", "/v1/user"), 401)

@@ -1,0 +1,354 @@
+"""The device TCP protocol: raw RSA handshake, then AES-framed CoAP.
+
+PROTOCOL.md §3-§5, §10.  One :class:`DeviceProtocol` per connection:
+
+1. ``connectionMade``: send the 40-byte nonce, arm the handshake timer.
+2. Buffer exactly 256 bytes (TCP splits and joins), decrypt them in the RSA
+   pool, look the device key up in the store, build the 384-byte session
+   blob in the pool, send it and switch to framed mode.  Bytes that arrived
+   meanwhile belong to the frame stream.
+3. The first frame must be the device Hello: the server Hello goes out at
+   once, a :class:`~twisted_spark.device.session.DeviceSession` is created
+   and registered.
+4. Afterwards every frame is decrypted and handed to the session.  The same
+   single timer now does keep-alive: after ``device_ping_interval`` seconds
+   of silence the server pings, after ``device_idle_timeout`` it closes.
+
+Any bad input (oversized frame, bad padding, unparsable CoAP, bad counter)
+closes this connection with one log line; other connections are unaffected.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_spark.coap import codec as C
+from twisted_spark.coap import messages as M
+from twisted_spark.crypto.channel import AesCbcChannel, FrameError, FrameReader
+from twisted_spark.crypto.handshake import (
+    IDENTITY_LENGTH,
+    HandshakeError,
+    build_session_blob,
+    decrypt_identity,
+    make_nonce,
+)
+from twisted_spark.device.session import DeviceSession
+
+NONCE, WORKING, HELLO, READY, CLOSED = range(5)
+STATE_NAMES = (
+    "waiting for the identity blob",
+    "handshaking",
+    "waiting for the Hello",
+    "ready",
+    "closed",
+)
+
+
+class Refused(Exception):
+    """The handshake is refused for a reason worth one log line."""
+
+
+@implementer(IProtocol)
+class DeviceProtocol:
+    """Bytes → handshake → frames for one device connection.
+
+    Not derived from ``Protocol`` so that ``__slots__`` really removes the
+    per-instance ``__dict__`` (thousands of idle devices per process).
+    """
+
+    log = Logger()
+
+    __slots__ = (
+        "factory",
+        "transport",
+        "connected",
+        "state",
+        "device_id",
+        "remote_ip",
+        "session",
+        "_nonce",
+        "_buffer",
+        "_channel",
+        "_reader",
+        "_timer",
+        "_pinged_at",
+        "_record",
+    )
+
+    def __init__(self, factory, address=None):
+        self.factory = factory
+        self.transport = None
+        self.connected = 0
+        self.state = NONCE
+        self.device_id = None
+        self.remote_ip = getattr(address, "host", None) or "?"
+        self.session = None
+        self._nonce = None
+        self._buffer = bytearray()
+        self._channel = None
+        self._reader = None
+        self._timer = None
+        self._pinged_at = 0.0
+        self._record = None
+
+    # -- Twisted hooks -------------------------------------------------------------
+
+    def makeConnection(self, transport):
+        self.connected = 1
+        self.transport = transport
+        self.connectionMade()
+
+    def logPrefix(self):
+        return "DeviceProtocol"
+
+    def connectionMade(self):
+        if self.remote_ip == "?":
+            peer = self.transport.getPeer()
+            self.remote_ip = getattr(peer, "host", "?")
+        self._nonce = make_nonce(self.factory.random_bytes)
+        self.transport.write(self._nonce)
+        self._timer = self.factory.clock.callLater(
+            self.factory.settings.handshake_timeout, self._handshake_timed_out
+        )
+
+    def dataReceived(self, data):
+        state = self.state
+        if state >= HELLO:
+            if state == CLOSED:
+                return
+            self._frames_received(data)
+            return
+        self._buffer += data
+        if state == NONCE and len(self._buffer) >= IDENTITY_LENGTH:
+            blob = bytes(self._buffer[:IDENTITY_LENGTH])
+            del self._buffer[:IDENTITY_LENGTH]
+            self.state = WORKING
+            d = self.factory.rsa_pool.run(
+                decrypt_identity, self.factory.server_key, blob, self._nonce
+            )
+            d.addCallback(lambda identity: ensureDeferred(self._identified(identity)))
+            d.addErrback(self._handshake_failed)
+
+    def connectionLost(self, reason=None):
+        self.connected = 0
+        previous, self.state = self.state, CLOSED
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._buffer = None
+        if self.session is not None:
+            self.session.connection_lost(reason.getErrorMessage() if reason else "closed")
+        elif previous != CLOSED:
+            self.log.debug("Connection from {ip} closed during the handshake", ip=self.remote_ip)
+        self.factory.connection_closed(self)
+
+    # -- handshake ------------------------------------------------------------------
+
+    async def _lookup(self, identity):
+        """Find the device key; refuse unknown devices and mismatched keys."""
+        factory = self.factory
+        device_id = identity.device_id
+        record = await factory.store.get_device(device_id)
+        stored = record.public_key if record is not None else None
+        presented = identity.public_key_der
+        if stored is None:
+            if presented is not None and factory.settings.accept_unknown_devices:
+                self.log.info(
+                    "Accepting unknown device {device_id} from {ip} and storing the key it "
+                    "presented (--accept-unknown-devices)",
+                    device_id=device_id,
+                    ip=self.remote_ip,
+                )
+                record = await factory.store.update_device(device_id, public_key=presented)
+                stored = presented
+            else:
+                hint = "" if presented is not None else " (it sent no key: a Core)"
+                raise Refused(
+                    f"unknown device{hint}; register its key with: "
+                    f"python -m twisted_spark keys add {device_id} <file>"
+                )
+        elif presented is not None and presented != stored:
+            raise Refused(
+                "the key it presented differs from the registered one; if the device was "
+                f"re-keyed, update it with: python -m twisted_spark keys add {device_id} <file>"
+            )
+        return record, factory.device_key(stored)
+
+    async def _identified(self, identity):
+        if self.state == CLOSED:
+            return
+        self.device_id = identity.device_id
+        record, device_key = await self._lookup(identity)
+        if self.state == CLOSED:
+            return
+        self._record = record
+        session = self.factory.random_bytes(40)
+        _, blob = await self.factory.rsa_pool.run(
+            build_session_blob, self.factory.server_key, device_key, session
+        )
+        if self.state == CLOSED:
+            return
+        self._channel = AesCbcChannel.from_session(session)
+        self._reader = FrameReader(self.factory.settings.max_frame_size)
+        self.transport.write(blob)
+        self.state = HELLO
+        pending, self._buffer = bytes(self._buffer), None
+        if pending:
+            self._frames_received(pending)
+
+    def _handshake_failed(self, failure):
+        if self.state == CLOSED:
+            return
+        if failure.check(Refused, HandshakeError):
+            reason = str(failure.value)
+        else:
+            reason = f"internal error: {failure.getErrorMessage()}"
+            self.log.failure("Handshake with {ip} failed", failure, ip=self.remote_ip)
+        self.close(f"handshake refused: {reason}", error=True)
+
+    def _handshake_timed_out(self):
+        self._timer = None
+        self.close(
+            f"handshake not completed within {self.factory.settings.handshake_timeout:g} s "
+            f"({STATE_NAMES[self.state]})",
+            error=True,
+        )
+
+    # -- frames ---------------------------------------------------------------------
+
+    def _frames_received(self, data):
+        try:
+            bodies = self._reader.feed(data)
+        except FrameError as e:
+            self.close(f"bad frame: {e.reason}", error=True)
+            return
+        for body in bodies:
+            if self.state == CLOSED:
+                return
+            try:
+                plaintext = self._channel.decrypt(body)
+            except FrameError as e:
+                self.close(f"bad frame: {e.reason}", error=True)
+                return
+            try:
+                msg = C.decode(plaintext)
+            except C.CoapError as e:
+                self.close(f"unparsable CoAP message ({e}): {plaintext[:32].hex()}", error=True)
+                return
+            if self.state == READY:
+                try:
+                    self.session.message_received(msg)
+                except Exception:
+                    self.log.failure(
+                        "Handling a message from device {device_id} failed",
+                        device_id=self.device_id,
+                    )
+                    self.close("internal error while handling a message", error=True)
+            else:
+                self._hello_received(msg)
+
+    def _hello_received(self, msg):
+        if M.classify(msg) is not M.MessageKind.HELLO:
+            self.close(f"first frame is not a Hello: {msg!r}", error=True)
+            return
+        try:
+            hello = M.parse_hello(msg.payload)
+        except C.CoapError as e:
+            self.close(f"bad Hello: {e}", error=True)
+            return
+        factory = self.factory
+        start = int.from_bytes(factory.random_bytes(2), "big")
+        record = self._record
+        session = DeviceSession(
+            self,
+            factory,
+            self.device_id,
+            record.owner if record is not None else None,
+            self.remote_ip,
+            hello,
+            msg.message_id,
+            start,
+        )
+        self.session = session
+        self.state = READY
+        self._record = None
+        self.send_coap(M.hello(session.next_mid()))
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = factory.clock.callLater(
+            factory.settings.device_ping_interval, self._idle_check
+        )
+        factory.registry.register(session)
+        self.log.info(
+            "Device {device_id} online from {ip} (platform {platform}, product {product}, "
+            "firmware {firmware})",
+            device_id=self.device_id,
+            ip=self.remote_ip,
+            platform=session.platform_id,
+            product=session.product_id,
+            firmware=session.firmware_version,
+        )
+        if factory.describe_on_connect and self.state == READY:
+            d = session.describe()
+            d.addErrback(
+                lambda f: self.log.info(
+                    "Describe of {device_id} failed: {why}",
+                    device_id=self.device_id,
+                    why=f.getErrorMessage(),
+                )
+            )
+
+    def send_coap(self, coap):
+        """Encrypt and write one CoAP message (in call order: the IV chain needs it)."""
+        if self.state == CLOSED or self._channel is None:
+            return
+        self.transport.write(self._channel.encrypt_frame(coap))
+
+    # -- keep-alive -------------------------------------------------------------------
+
+    def _idle_check(self):
+        self._timer = None
+        if self.state != READY:
+            return
+        settings = self.factory.settings
+        clock = self.factory.clock
+        now = clock.seconds()
+        last = self.session.last_heard
+        silence = now - last
+        if silence >= settings.device_idle_timeout:
+            self.close(f"no data for {silence:.0f} s", error=True)
+            return
+        ping_interval = settings.device_ping_interval
+        if silence >= ping_interval:
+            if self._pinged_at < last:
+                self._pinged_at = now
+                self.send_coap(M.ping(self.session.next_mid()))
+            next_at = last + settings.device_idle_timeout
+        else:
+            next_at = last + ping_interval
+        self._timer = clock.callLater(max(0.0, next_at - now), self._idle_check)
+
+    # -- closing ------------------------------------------------------------------------
+
+    def close(self, reason, error=False):
+        """Close the connection with one log line naming device, address and reason."""
+        if self.state == CLOSED:
+            return
+        log = self.log.warn if error else self.log.info
+        log(
+            "Closing connection of device {device_id} from {ip}: {reason}",
+            device_id=self.device_id or "(unidentified)",
+            ip=self.remote_ip,
+            reason=reason,
+        )
+        if self.session is not None:
+            self.session.connection_lost(reason)
+        self.state = CLOSED
+        if self.transport is not None:
+            if error:
+                self.transport.abortConnection()
+            else:
+                self.transport.loseConnection()

@@ -1,0 +1,476 @@
+"""A virtual Spark Core / Photon: the client half of the device protocol.
+
+:class:`VirtualDevice` is an ordinary Twisted protocol that does what the
+firmware does (PROTOCOL.md §3-§11): answers the nonce with its identity,
+checks the server's session blob, sends its Hello, then serves Describe,
+function calls, variable reads (every type), signal, pings, events pushed to
+it, and OTA updates (classic and fast mode), and can publish, subscribe,
+ask the time and ping.  Tests, benchmarks and users without hardware use it.
+
+Functions are ``name -> callable(argument: bytes) -> int``; variables are
+``name -> (type, value)`` with type one of ``bool``, ``int32``, ``string``,
+``double`` and value a constant or a zero-argument callable.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from twisted.internet import defer
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.logger import Logger
+
+from twisted_spark.coap import codec as C
+from twisted_spark.coap import messages as M
+from twisted_spark.crypto.channel import AesCbcChannel, FrameError, FrameReader
+from twisted_spark.crypto.handshake import (
+    NONCE_LENGTH,
+    SESSION_BLOB_LENGTH,
+    encrypt_identity,
+    open_session_blob,
+    session_seeds,
+)
+from twisted_spark.crypto.keys import public_key_der
+
+CORE, PHOTON = 0, 6
+PLATFORMS = {"core": CORE, "photon": PHOTON, "p1": 8}
+TYPE_CODES = {"bool": 1, "int32": 2, "string": 4, "double": 9}
+DescribeStyles = ("core", "photon-0.4.9", "photon-0.6", "photon-separate")
+
+
+def default_functions():
+    """``brew`` returns the argument length; ``negate`` returns -int(argument)."""
+    return {
+        "brew": lambda arg: len(arg),
+        "negate": lambda arg: -int(arg or b"0"),
+    }
+
+
+def default_variables():
+    """One variable of every type."""
+    return {
+        "ready": ("bool", True),
+        "temperature": ("int32", -98765),
+        "message": ("string", "woot"),
+        "ratio": ("double", -104.858),
+    }
+
+
+class VirtualDevice(Protocol):
+    """One simulated device connection (see the module docstring).
+
+    :param device_id: 24 hex characters.
+    :param private_key: the device's RSA-1024 ``RsaKey`` (private).
+    :param server_public_key: the server's RSA-2048 public ``RsaKey``.
+    :param platform: ``"core"`` (6-byte Hello, no key in the handshake,
+        640-byte buffer) or ``"photon"`` (8-byte Hello, sends its key).
+    :param describe_style: how Describe is answered: ``core`` (one ACK),
+        ``photon-0.4.9`` (two ACKs: system, then application),
+        ``photon-0.6`` (one merged ACK), ``photon-separate`` (empty ACK,
+        then NON parts).  Default by platform.
+    :param separate_variables: answer variable reads with empty ACK + NON
+        2.05 (device OS >= 1.5) instead of a piggy-backed ACK.
+    :param clock: ``IReactorTime`` for the optional keep-alive ping.
+    :param keepalive: ping the server after ``keepalive`` seconds of silence
+        (the firmware uses 15); ``None`` = never.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        device_id,
+        private_key,
+        server_public_key,
+        platform="core",
+        functions=None,
+        variables=None,
+        describe_style=None,
+        separate_variables=False,
+        product_id=0xFFFF,
+        firmware_version=0xFFFF,
+        flags=0,
+        clock=None,
+        keepalive=None,
+        fast_ota=True,
+    ):
+        self.device_id = device_id.lower()
+        self.private_key = private_key
+        self.server_public_key = server_public_key
+        self.platform = platform
+        self.platform_id = PLATFORMS[platform]
+        self.functions = default_functions() if functions is None else dict(functions)
+        self.variables = default_variables() if variables is None else dict(variables)
+        if describe_style is None:
+            describe_style = "core" if self.platform_id == CORE else "photon-0.6"
+        self.describe_style = describe_style
+        self.separate_variables = separate_variables
+        self.product_id = product_id
+        self.firmware_version = firmware_version
+        self.flags = flags
+        self.clock = clock
+        self.keepalive = keepalive
+        self.fast_ota = fast_ota and self.platform_id != CORE
+        #: Fires with self once the server Hello has arrived.
+        self.online = defer.Deferred()
+        #: Fires with the failure reason (str) when the connection ends.
+        self.closed = defer.Deferred()
+        self.events = []  # (name, data, ttl, private) received from the server
+        self.calls = []  # (function, argument) the server called
+        self.signalling = False
+        self.firmware = None  # bytes of the last completed OTA update
+        self.ota_done = defer.Deferred()
+        self.handshake_error = None
+        self._buffer = b""
+        self._state = "nonce"
+        self._channel = None
+        self._reader = None
+        self._mid = 0
+        self._token = 0
+        self._waiting = {}  # our message id -> Deferred (CON requests)
+        self._time = {}  # token -> Deferred
+        self._ota = None
+        self._timer = None
+        self._last_received = 0.0
+
+    # -- connection -----------------------------------------------------------------
+
+    def connectionMade(self):
+        self._state = "nonce"
+
+    def dataReceived(self, data):
+        if self._state == "framed":
+            self._frames(data)
+            return
+        if self._state == "dead":
+            return
+        self._buffer += data
+        if self._state == "nonce" and len(self._buffer) >= NONCE_LENGTH:
+            nonce, self._buffer = self._buffer[:NONCE_LENGTH], self._buffer[NONCE_LENGTH:]
+            key_der = public_key_der(self.private_key) if self.platform_id != CORE else None
+            self.transport.write(
+                encrypt_identity(self.server_public_key, nonce, self.device_id, key_der)
+            )
+            self._state = "session"
+        if self._state == "session" and len(self._buffer) >= SESSION_BLOB_LENGTH:
+            blob = self._buffer[:SESSION_BLOB_LENGTH]
+            rest, self._buffer = self._buffer[SESSION_BLOB_LENGTH:], b""
+            try:
+                session = open_session_blob(self.private_key, self.server_public_key, blob)
+            except Exception as e:
+                self.handshake_error = str(e)
+                self._state = "dead"
+                self.transport.loseConnection()
+                return
+            self._channel = AesCbcChannel.from_session(session)
+            self._reader = FrameReader(0xFFF0)
+            self._mid, self._token = session_seeds(session)
+            self._state = "framed"
+            self.send(
+                M.device_hello(
+                    self._next_mid(),
+                    self.product_id,
+                    self.firmware_version,
+                    self.flags,
+                    None if self.platform_id == CORE else self.platform_id,
+                )
+            )
+            self._arm_keepalive()
+            if rest:
+                self._frames(rest)
+
+    def connectionLost(self, reason=None):
+        self._state = "dead"
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        why = reason.getErrorMessage() if reason is not None else "closed"
+        waiting = list(self._waiting.values()) + list(self._time.values())
+        self._waiting.clear()
+        self._time.clear()
+        for d in waiting:
+            d.errback(ConnectionError(why))
+        if not self.online.called:
+            self.online.errback(ConnectionError(self.handshake_error or why))
+        if not self.closed.called:
+            self.closed.callback(why)
+
+    def disconnect(self):
+        """Close the TCP connection."""
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    # -- sending ----------------------------------------------------------------------
+
+    def _next_mid(self):
+        self._mid = (self._mid + 1) & 0xFFFF
+        return self._mid
+
+    def send(self, coap):
+        """Encrypt and write one CoAP message (raw; tests use it for bad input)."""
+        if self._state != "framed":
+            return
+        self.transport.write(self._channel.encrypt_frame(coap))
+
+    def publish(self, name, data=None, ttl=60, private=False, confirmable=False):
+        """Publish an event; with ``confirmable``, Deferred[bool] of the ACK."""
+        mid = self._next_mid()
+        d = self._expect(mid) if confirmable else defer.succeed(None)
+        self.send(M.device_event(mid, name, data, ttl, private, confirmable))
+        return d
+
+    def subscribe(self, prefix=None, my_devices=False, device_id=None):
+        """Subscribe -> Deferred[bool] (True = SubscribeAck, False = SubscribeFail)."""
+        mid = self._next_mid()
+        d = self._expect(mid)
+        self.send(M.subscribe(mid, prefix, my_devices, device_id))
+        return d
+
+    def ping(self):
+        """CoAP ping -> Deferred[bool]."""
+        mid = self._next_mid()
+        d = self._expect(mid)
+        self.send(M.ping(mid))
+        return d
+
+    def request_time(self):
+        """GetTime -> Deferred[int] (Unix seconds from the server)."""
+        self._token = (self._token + 1) & 0xFF
+        d = defer.Deferred()
+        self._time[self._token] = d
+        self.send(M.get_time(self._next_mid(), self._token))
+        return d
+
+    def _expect(self, mid):
+        d = defer.Deferred()
+        self._waiting[mid] = d
+        return d
+
+    def _arm_keepalive(self):
+        if self.keepalive is None or self.clock is None:
+            return
+        self._last_received = self.clock.seconds()
+        self._timer = self.clock.callLater(self.keepalive, self._keepalive_check)
+
+    def _keepalive_check(self):
+        self._timer = None
+        if self._state != "framed":
+            return
+        silence = self.clock.seconds() - self._last_received
+        if silence >= self.keepalive:
+            self.ping().addErrback(lambda f: None)
+            delay = self.keepalive
+        else:
+            delay = self.keepalive - silence
+        self._timer = self.clock.callLater(delay, self._keepalive_check)
+
+    # -- receiving --------------------------------------------------------------------
+
+    def _frames(self, data):
+        try:
+            bodies = self._reader.feed(data)
+        except FrameError:
+            self.transport.loseConnection()
+            return
+        for body in bodies:
+            try:
+                msg = C.decode(self._channel.decrypt(body))
+            except (FrameError, C.CoapError):
+                continue  # devices silently drop garbage (the IV has advanced)
+            if self.clock is not None:
+                self._last_received = self.clock.seconds()
+            try:
+                self._handle(msg)
+            except Exception:
+                self.log.failure(
+                    "Virtual device {id} failed on {msg!r}", id=self.device_id, msg=msg
+                )
+
+    def _handle(self, msg):
+        kind = M.classify_device_bound(msg)
+        mid = msg.message_id
+        K = M.DeviceBoundKind
+        if kind is K.HELLO:
+            if not self.online.called:
+                self.online.callback(self)
+        elif kind is K.PING:
+            self.send(M.empty_ack(mid))
+        elif kind is K.EMPTY_ACK or kind is K.ACK_RESPONSE:
+            d = self._waiting.pop(mid, None)
+            if d is not None:
+                d.callback(msg.code == 0)
+        elif kind is K.TIME_REPLY:
+            d = self._time.pop(msg.token[0], None) if msg.token else None
+            if d is not None:
+                d.callback(M.parse_time_reply(msg.payload))
+        elif kind is K.DESCRIBE:
+            self._describe(msg)
+        elif kind is K.FUNCTION_CALL:
+            self._function(msg)
+        elif kind is K.VARIABLE_REQUEST:
+            self._variable(msg)
+        elif kind is K.SIGNAL:
+            self.signalling = M.parse_signal(msg)
+            self.send(M.signal_ack(mid, msg.token))
+        elif kind is K.PUBLIC_EVENT or kind is K.PRIVATE_EVENT:
+            self.events.append(tuple(M.parse_event(msg)))
+        elif kind is K.UPDATE_BEGIN or kind is K.SAVE_BEGIN:
+            self._update_begin(msg)
+        elif kind is K.CHUNK:
+            self._chunk(msg)
+        elif kind is K.UPDATE_DONE:
+            self._update_done(msg)
+
+    def _describe(self, msg):
+        mid, token = msg.message_id, msg.token
+        app = {
+            "f": list(self.functions),
+            "v": {name: TYPE_CODES[t] for name, (t, _) in self.variables.items()},
+        }
+        system = {
+            "p": self.platform_id,
+            "m": [{"s": 262144, "l": "m", "vc": 30, "vv": 30, "f": "s", "n": "1", "v": 11}],
+        }
+        style = self.describe_style
+        if style == "core":
+            self.send(M.describe_response(mid, token, app))
+        elif style == "photon-0.4.9":
+            self.send(M.describe_response(mid, token, {**system, "f": [], "v": {}}))
+            self.send(M.describe_response(mid, token, app))
+        elif style == "photon-0.6":
+            self.send(M.describe_response(mid, token, {**app, **system}))
+        else:
+            self.send(M.empty_ack(mid))
+            for part in (system, app):
+                body = M.describe_response(self._next_mid(), token, part)
+                self.send(
+                    bytes(
+                        (body[0] & 0xCF) | 0x10,
+                    )
+                    + body[1:]
+                )  # ACK -> NON
+
+    def _function(self, msg):
+        name, argument = M.parse_function_call(msg)
+        self.calls.append((name, argument))
+        func = self.functions.get(name)
+        if self.platform_id == CORE and len(argument) >= 64:
+            self.transport.loseConnection()  # what a real Core does
+            return
+        self.send(M.empty_ack(msg.message_id))
+        value = func(argument) if func is not None else -1
+        self.send(M.function_return(self._next_mid(), msg.token, int(value)))
+
+    def _variable(self, msg):
+        name = M.parse_variable_request(msg)
+        entry = self.variables.get(name)
+        if entry is None:
+            self.send(M.coded_ack(msg.message_id, msg.token, C.Code.NOT_FOUND))
+            return
+        type_name, value = entry
+        if callable(value):
+            value = value()
+        encoded = M.encode_variable(type_name, value)
+        if self.separate_variables:
+            self.send(M.empty_ack(msg.message_id))
+            self.send(M.variable_value(self._next_mid(), msg.token, encoded, separate=True))
+        else:
+            self.send(M.variable_value(msg.message_id, msg.token, encoded))
+
+    # -- OTA ------------------------------------------------------------------------------
+
+    def _update_begin(self, msg):
+        params = M.parse_update_begin(msg.payload) if self.platform_id != CORE else None
+        fast = bool(params and params.fast_ota and self.fast_ota)
+        self._ota = {
+            "params": params,
+            "fast": fast,
+            "chunks": {},
+            "next": 0,
+            "chunk_size": params.chunk_size if params else None,
+        }
+        self.send(M.empty_ack(msg.message_id))
+        ready = fast if self.platform_id != CORE else None
+        self.send(M.update_ready(self._next_mid(), msg.token, ready))
+
+    def _chunk(self, msg):
+        ota = self._ota
+        if ota is None:
+            self.send(M.empty_ack(msg.message_id))
+            return
+        info = M.parse_chunk(msg)
+        ok = zlib.crc32(info.data) & 0xFFFFFFFF == info.crc
+        if ota["chunk_size"] is None:
+            ota["chunk_size"] = len(info.data)
+        if ota["fast"]:
+            if ok and info.index is not None:
+                ota["chunks"][info.index] = info.data
+                self.send(M.empty_ack(msg.message_id))
+                self.send(M.chunk_received(self._next_mid(), msg.token, True))
+            return
+        self.send(M.empty_ack(msg.message_id))
+        if ok:
+            ota["chunks"][ota["next"]] = info.data
+            ota["next"] += 1
+        self.send(M.chunk_received(self._next_mid(), msg.token, ok))
+
+    def _missing(self):
+        ota = self._ota
+        params = ota["params"]
+        if params is None or not ota["chunk_size"]:
+            return []
+        total = -(-params.file_size // ota["chunk_size"])
+        return [i for i in range(total) if i not in ota["chunks"]]
+
+    def _update_done(self, msg):
+        ota = self._ota
+        if ota is None:
+            self.send(M.update_done_ack(msg.message_id, msg.token, ok=False))
+            return
+        missing = self._missing() if ota["fast"] else []
+        if missing:
+            self.send(M.update_done_ack(msg.message_id, msg.token, ok=False))
+            self.send(M.chunk_missed(self._next_mid(), missing[:40]))
+            return
+        image = b"".join(ota["chunks"][i] for i in sorted(ota["chunks"]))
+        if ota["params"] is not None:
+            image = image[: ota["params"].file_size]
+        self.firmware = image
+        self._ota = None
+        self.send(M.update_done_ack(msg.message_id, msg.token, ok=True))
+        if not self.ota_done.called:
+            self.ota_done.callback(image)
+
+
+class VirtualDeviceFactory(ClientFactory):
+    """Connects one :class:`VirtualDevice` (built by ``make_device()``)."""
+
+    def __init__(self, make_device):
+        self.make_device = make_device
+        self.device = None
+
+    def buildProtocol(self, addr):
+        self.device = self.make_device()
+        self.device.factory = self
+        return self.device
+
+
+async def connect_device(reactor, host, port, device, timeout=30.0):
+    """Connect ``device`` to ``host:port`` and wait until it is online."""
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    await connectProtocol(endpoint, device)
+    timer = reactor.callLater(timeout, _give_up, device)
+    try:
+        await device.online
+    finally:
+        if timer.active():
+            timer.cancel()
+    return device
+
+
+def _give_up(device):
+    if not device.online.called:
+        device.handshake_error = device.handshake_error or "timed out waiting for the server Hello"
+        device.disconnect()

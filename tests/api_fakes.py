@@ -254,9 +254,20 @@ class Harness:
         self.stub.flush()
         return d
 
-    async def finish(self, d) -> Result:
+    def answered(self, d) -> bool:
+        """True once the response to ``d`` has arrived (after pumping the stub)."""
         self.stub.flush()
-        assert d.called, "the API has not answered yet"
+        box = []
+
+        def seen(result):
+            box.append(True)
+            return result
+
+        d.addBoth(seen)
+        return bool(box)
+
+    async def finish(self, d) -> Result:
+        assert self.answered(d), "the API has not answered yet"
         response = await d
         body = await self.stub.content(response)
         return Result(response.code, response.headers, body)
@@ -278,6 +289,8 @@ class Harness:
     async def device(self, n, owner=None, name=None, online=True, **session_kwargs):
         """Store device ``n`` (owned by ``owner``) and optionally connect a fake session."""
         did = device_id(n)
+        if owner is not None and await self.store.get_user(owner) is None:
+            await self.store.add_user(User(owner, fast_hash(PASSWORD)))
         await self.store.put_device(
             DeviceRecord(
                 did,

@@ -323,7 +323,7 @@ class DeviceProtocol:
             return
         ping_interval = settings.device_ping_interval
         if silence >= ping_interval:
-            if self._pinged_at < last:
+            if self._pinged_at <= last:
                 self._pinged_at = now
                 self.send_coap(M.ping(self.session.next_mid()))
             next_at = last + settings.device_idle_timeout

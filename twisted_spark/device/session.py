@@ -293,7 +293,10 @@ class DeviceSession:
     def _request(self, kind, build, name=None, timeout=None):
         if self._closed:
             return defer.fail(DeviceNotConnected(self.device_id))
-        token = self._next_token()
+        try:
+            token = self._next_token()
+        except DeviceBusy:
+            return defer.fail()
         mid = self.next_mid()
         d = defer.Deferred()
         pending = _Pending(kind, d, mid, token, name)

@@ -343,12 +343,7 @@ class VirtualDevice(Protocol):
             self.send(M.empty_ack(mid))
             for part in (system, app):
                 body = M.describe_response(self._next_mid(), token, part)
-                self.send(
-                    bytes(
-                        (body[0] & 0xCF) | 0x10,
-                    )
-                    + body[1:]
-                )  # ACK -> NON
+                self.send(bytes([(body[0] & 0xCF) | 0x10]) + body[1:])  # ACK -> NON
 
     def _function(self, msg):
         name, argument = M.parse_function_call(msg)

@@ -1,0 +1,241 @@
+"""DeviceSession with a VirtualDevice over an in-memory pump and a Clock."""
+
+from __future__ import annotations
+
+import pytest
+from device_fixtures import CORE_ID, DEVICE_KEYS, PHOTON_ID, Server, failure_of, result
+from zope.interface.verify import verifyObject
+
+from twisted_spark.config import Settings
+from twisted_spark.errors import (
+    ArgumentTooLong,
+    DeviceBusy,
+    DeviceNotConnected,
+    DeviceTimeout,
+    UnknownFunction,
+    UnknownVariable,
+)
+from twisted_spark.interfaces import IDeviceSession
+from twisted_spark.models import Event
+
+
+def online(platform="core", settings=None, owner=None, **device_kw):
+    s = Server(settings)
+    device_id = CORE_ID if platform == "core" else PHOTON_ID
+    key = DEVICE_KEYS[0] if platform == "core" else DEVICE_KEYS[1]
+    s.register(device_id, key=key, owner=owner)
+    device = s.device(device_id, key, platform=platform, **device_kw)
+    proto, pump = s.connect(device)
+    assert device.online.called
+    return s, device, s.registry.get(device_id), pump
+
+
+def run(pump, d):
+    pump.flush()
+    return d
+
+
+def test_session_provides_interface():
+    s, device, session, pump = online()
+    assert verifyObject(IDeviceSession, session)
+
+
+@pytest.mark.parametrize(
+    "platform,style,separate",
+    [
+        ("core", "core", False),
+        ("photon", "photon-0.4.9", False),
+        ("photon", "photon-0.6", False),
+        ("photon", "photon-separate", True),
+    ],
+)
+def test_function_and_every_variable_type(platform, style, separate):
+    s, device, session, pump = online(platform, describe_style=style, separate_variables=separate)
+    d = session.describe()
+    pump.flush()
+    s.clock.advance(1.5)  # system parts wait a short grace for an application part
+    pump.flush()
+    desc = result(d)
+    assert set(desc["functions"]) == {"brew", "negate"}
+    assert desc["variables"] == {
+        "ready": "bool",
+        "temperature": "int32",
+        "message": "string",
+        "ratio": "double",
+    }
+    assert result(run(pump, session.call_function("brew", b"32,240"))) == 6
+    assert result(run(pump, session.call_function("negate", "17"))) == -17
+    assert device.calls[-1] == ("negate", b"17")
+    assert result(run(pump, session.read_variable("ready"))) is True
+    assert result(run(pump, session.read_variable("temperature"))) == -98765
+    assert result(run(pump, session.read_variable("message"))) == "woot"
+    assert result(run(pump, session.read_variable("ratio"))) == pytest.approx(-104.858)
+    record = s.store._devices[session.device_id]
+    assert set(record.functions) == {"brew", "negate"}
+
+
+def test_empty_argument_is_sent_as_query():
+    s, device, session, pump = online()
+    assert result(run(pump, session.call_function("brew", b""))) == 0
+    assert device.calls == [("brew", b"")]
+
+
+def test_describe_is_cached_and_invalidated():
+    s, device, session, pump = online()
+    result(run(pump, session.describe()))
+    device.functions["new"] = lambda a: 1
+    assert "new" not in result(run(pump, session.describe()))["functions"]
+    session.invalidate_describe()
+    assert "new" in result(run(pump, session.describe()))["functions"]
+
+
+def test_concurrent_describes_share_one_request():
+    s, device, session, pump = online()
+    d1, d2 = session.describe(), session.describe()
+    assert len(session._pending) == 1
+    pump.flush()
+    assert result(d1) is result(d2)
+
+
+def test_unknown_function_variable_and_long_argument():
+    s, device, session, pump = online()
+    assert failure_of(run(pump, session.call_function("nope", b""))).check(UnknownFunction)
+    assert failure_of(run(pump, session.read_variable("nope"))).check(UnknownVariable)
+    d = run(pump, session.call_function("brew", b"x" * 64))
+    assert failure_of(d).check(ArgumentTooLong)
+    assert result(run(pump, session.call_function("brew", b"x" * 63))) == 63
+
+
+def test_variable_unknown_to_device_maps_to_unknown_variable():
+    s, device, session, pump = online()
+    result(run(pump, session.describe()))
+    del device.variables["message"]
+    assert failure_of(run(pump, session.read_variable("message"))).check(UnknownVariable)
+
+
+def test_signal_start_stop():
+    s, device, session, pump = online()
+    assert result(run(pump, session.signal(True))) is True and device.signalling
+    assert result(run(pump, session.signal(False))) is True and not device.signalling
+
+
+def test_pings_both_ways_and_time():
+    s, device, session, pump = online()
+    assert result(run(pump, session.ping())) is True
+    assert result(run(pump, device.ping())) is True
+    assert result(run(pump, device.request_time())) == int(s.clock.seconds())
+
+
+def test_request_timeout_fails_cleanly():
+    s, device, session, pump = online(settings=Settings(request_timeout=5))
+    result(run(pump, session.describe()))
+    device.functions["brew"] = lambda a: 1
+    # A device that never answers: drop what the server writes.
+    device.dataReceived = lambda data: None
+    d = run(pump, session.call_function("brew", b""))
+    assert not d.called
+    s.clock.advance(5.1)
+    assert failure_of(d).check(DeviceTimeout)
+    assert session._pending == {} and session._by_mid == {}
+
+
+def test_pending_requests_fail_on_disconnect():
+    s, device, session, pump = online()
+    result(run(pump, session.describe()))
+    device.dataReceived = lambda data: None
+    d1 = run(pump, session.call_function("brew", b""))
+    d2 = run(pump, session.read_variable("ready"))
+    d3 = session.ping()
+    device.disconnect()
+    pump.flush()
+    for d in (d1, d2, d3):
+        assert failure_of(d).check(DeviceNotConnected)
+    assert s.registry.get(CORE_ID) is None
+    assert failure_of(session.call_function("brew", b"")).check(DeviceNotConnected)
+    assert s.clock.getDelayedCalls() == []
+
+
+def test_busy_session_refuses_calls():
+    s, device, session, pump = online()
+    session.busy = True
+    assert failure_of(session.call_function("brew", b"")).check(DeviceBusy)
+    assert failure_of(session.read_variable("ready")).check(DeviceBusy)
+
+
+def test_device_events_published_and_acknowledged():
+    s, device, session, pump = online(owner=None)
+    device.publish("motion-detected", None, ttl=60)
+    device.publish("lake-depth/1", "28m", ttl=21600, private=True)
+    device.publish("spark/cc3000-patch-version", "1.28")
+    acked = device.publish("confirm", "x", confirmable=True)
+    pump.flush()
+    assert result(acked) is True
+    events = [e for e in s.bus.events if e.name != "spark/status"]
+    assert [(e.name, e.data, e.ttl, e.public) for e in events] == [
+        ("motion-detected", None, 60, True),
+        ("lake-depth/1", "28m", 21600, False),
+        ("spark/cc3000-patch-version", "1.28", 60, False),
+        ("confirm", "x", 60, True),
+    ]
+    assert all(e.coreid == CORE_ID and e.published_at == s.clock.seconds() for e in events)
+
+
+def test_publish_rate_limit_sends_slowdown():
+    s, device, session, pump = online(settings=Settings(device_publish_rate=1.0))
+    acks = [device.publish(f"e{i}", confirmable=True) for i in range(5)]
+    pump.flush()
+    assert [result(a) for a in acks] == [True, True, True, True, False]
+    assert len([e for e in s.bus.events if e.name.startswith("e")]) == 4
+
+
+def test_subscriptions_recorded_and_refused_form():
+    s, device, session, pump = online()
+    assert result(run(pump, device.subscribe("motion/open", my_devices=True))) is True
+    assert result(run(pump, device.subscribe(None, device_id=PHOTON_ID))) is True
+    assert result(run(pump, device.subscribe("weather"))) is True
+    from twisted_spark.coap import messages as M
+
+    mid = device._next_mid()
+    d = device._expect(mid)
+    device.send(M.encode_message(0, 1, mid, b"", ((11, b"e"),)))  # no prefix, no scope
+    pump.flush()
+    assert result(d) is False
+    assert session.subscriptions == [
+        ("motion/open", True, None),
+        ("", False, PHOTON_ID),
+        ("weather", False, None),
+    ]
+
+
+def test_send_event_and_buffer_limit():
+    s, device, session, pump = online()
+    event = Event("teapot-boiled", "208F", 60, 1.0, PHOTON_ID, True)
+    assert session.send_event(event) is True
+    assert session.send_event(Event("secret", None, 3600, 1.0, PHOTON_ID, False)) is True
+    assert session.send_event(Event("big", "x" * 700, 60, 1.0, PHOTON_ID, True)) is False
+    pump.flush()
+    assert device.events == [("teapot-boiled", "208F", 60, False), ("secret", None, 3600, True)]
+    # A Photon's buffer is larger (800 bytes).
+    s2, device2, session2, pump2 = online("photon")
+    assert session2.send_event(Event("big", "x" * 700, 60, 1.0, CORE_ID, True)) is True
+
+
+def test_reconnect_replaces_old_session():
+    s, device, session, pump = online()
+    device2 = s.device()
+    s.connect(device2)
+    assert s.registry.get(CORE_ID) is not session
+    assert not session.connected
+    statuses = [e.data for e in s.bus.named("spark/status")]
+    assert statuses == ["online", "offline", "online"]
+    pump.flush()
+    assert device.closed.called
+
+
+def test_describe_on_connect_populates_functions():
+    s = Server(describe_on_connect=True)
+    s.register(CORE_ID)
+    device = s.device()
+    _, pump = s.connect(device)
+    session = s.registry.get(CORE_ID)
+    assert set(session.functions) == {"brew", "negate"}

@@ -1,0 +1,161 @@
+"""Who may see which event: the visibility rules as small pure predicates.
+
+Each factory returns a *rule*, a ``Callable[[Event], bool]`` handed to
+:meth:`EventBus.subscribe <twisted_spark.events.bus.EventBus.subscribe>` as
+``accepts``.  The name-prefix filter is the bus's job; a rule only decides
+visibility (and the device-id filter of device subscriptions).
+
+Words used below: an event's *owner* is the user owning the publishing
+device, or the API caller who published it (``coreid == "api"``); ``None``
+for a device nobody has claimed.
+
+API streams (API.md §5):
+
+==========================  ===============================================
+``/v1/events``              public events of any owned publisher, plus every
+                            event owned by the caller
+``/v1/devices/events``      every event owned by the caller (their devices
+                            and their own API publishes)
+``/v1/devices/:id/events``  events of that device: all of them for its owner,
+                            only the public ones for anyone else
+==========================  ===============================================
+
+Device subscriptions (PROTOCOL.md §9.3/§9.4), subscriber = a device with
+owner O:
+
+* ``prefix`` only ("firehose"): public events of any owned publisher;
+* ``u`` (MY_DEVICES), with or without prefix: events owned by O, public or
+  private;
+* device id (with or without prefix): events of that one device that the
+  subscriber may see: public ones, or private ones when owned by O (with
+  ``u`` as well: only when owned by O);
+* a device always sees its own events when a subscription matches them;
+* ``spark*`` events never reach device subscriptions (see below).
+
+Decisions (the documents leave these open):
+
+* **Unowned devices** (``owner is None``): their events reach nobody but
+  administrators' API streams (and the device itself, through a matching
+  subscription of its own).  This is [BSP]'s "events from unclaimed devices are
+  not published to users"; a single-user server claims its devices for the
+  local user.  An unowned *subscriber* device gets public events through a
+  firehose subscription and nothing through ``u``.
+* **Administrators** see every event on all three API streams, whatever its
+  owner (an administrator can already list, read and call every device, so
+  this reveals nothing new, and it is the only way to watch unclaimed
+  devices).  The administrator flag gives a *device* no extra power.
+* **System events** (names starting with ``spark``, any letter case) are
+  private (the device session forces it; the API refuses to publish them).
+  They reach their owner's API streams but never a device subscription: a
+  device's own ``spark/...`` publishes are not echoed back (an echoed
+  ``spark/device/claim/code`` would clear the device's claim code), and
+  other devices never see them.  Server commands addressed to one device
+  (``spark/device/reset``...) are sent to that one connection directly
+  (:meth:`DeviceRouter.send_to_device
+  <twisted_spark.events.device_routing.DeviceRouter.send_to_device>`), never
+  through the bus — so they can reach no one else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted_spark.models import Event
+
+Rule = Callable[[Event], bool]
+
+#: ``coreid`` of events published through the API.
+API_COREID = "api"
+
+
+def is_system(name: str) -> bool:
+    """Whether ``name`` is reserved for the system (starts with ``spark``, any case)."""
+    return name[:5].lower() == "spark"
+
+
+def everything(event: Event) -> bool:
+    """The administrators' rule: every event is visible."""
+    return True
+
+
+def firehose_rule(user: str, is_admin: bool = False) -> Rule:
+    """``GET /v1/events``: public events of owned publishers + the user's own."""
+    if is_admin:
+        return everything
+
+    def firehose(event: Event) -> bool:
+        owner = event.owner
+        return owner is not None and (event.public or owner == user)
+
+    return firehose
+
+
+def my_devices_rule(user: str, is_admin: bool = False) -> Rule:
+    """``GET /v1/devices/events``: events of the user's devices and API publishes."""
+    if is_admin:
+        return everything
+
+    def mine(event: Event) -> bool:
+        return event.owner is not None and event.owner == user
+
+    return mine
+
+
+def device_rule(
+    device_id: str, user: str, is_admin: bool = False, owner: str | None = None
+) -> Rule:
+    """``GET /v1/devices/:id/events``: one device's events as ``user`` may see them.
+
+    :param owner: the device's owner per the store when the stream opens; a
+        caller who is that owner, or who owns the event itself, sees private
+        events too.  Others see public events of an owned device.  The route
+        answers 403/404 *before* opening a stream when the caller may not
+        watch the device at all.
+    """
+    if is_admin or (owner is not None and owner == user):
+
+        def all_of_device(event: Event) -> bool:
+            return event.coreid == device_id
+
+        return all_of_device
+
+    def device(event: Event) -> bool:
+        if event.coreid != device_id:
+            return False
+        event_owner = event.owner
+        return event_owner is not None and (event.public or event_owner == user)
+
+    return device
+
+
+def device_subscription_rule(
+    subscriber_id: str,
+    subscriber_owner: str | None,
+    my_devices: bool = False,
+    device_id: str | None = None,
+) -> Rule:
+    """The §9.4 rule of one device subscription (the prefix is the bus's part).
+
+    :param subscriber_id: the subscribing device's id.
+    :param subscriber_owner: its owner, ``None`` when unclaimed.
+    :param my_devices: the subscription carried the ``u`` query (MY_DEVICES).
+    :param device_id: the subscription named one publisher device (payload).
+    """
+
+    def device_subscription(event: Event) -> bool:
+        if is_system(event.name):
+            return False
+        coreid = event.coreid
+        if device_id is not None and coreid != device_id:
+            return False
+        if coreid == subscriber_id:
+            return True
+        owner = event.owner
+        if owner is None:
+            return False
+        same_owner = subscriber_owner is not None and owner == subscriber_owner
+        if my_devices:
+            return same_owner
+        return event.public or (device_id is not None and same_owner)
+
+    return device_subscription

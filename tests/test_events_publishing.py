@@ -1,0 +1,132 @@
+"""Validation of API publishes and the device publish token bucket."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+
+from twisted_spark.events.publishing import InvalidEvent, api_event, parse_private, parse_ttl
+from twisted_spark.events.rate_limit import DeviceRateLimiter, TokenBucket
+from twisted_spark.models import Event
+
+
+def publish(name="temp", data=None, private=None, ttl=None, max_data=255):
+    return api_event(name, data, private, ttl, owner="alice", now=12.5, max_data=max_data)
+
+
+def test_defaults():
+    assert publish() == Event("temp", None, 60, 12.5, "api", True, "alice")
+
+
+def test_all_fields():
+    assert publish("a/b c", "21.5", "TRUE", "3600") == Event(
+        "a/b c", "21.5", 3600, 12.5, "api", False, "alice"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "private"),
+    [(None, False), ("", False), ("true", True), ("True", True), ("TRUE", True), ("1", True),
+     ("false", False), ("False", False), ("0", False), (" true ", True), (True, True),
+     (False, False)],
+)
+def test_private_parsing(value, private):
+    assert parse_private(value) is private
+
+
+@pytest.mark.parametrize("value", ["yes", "no", "2", "t", "on"])
+def test_private_garbage_refused(value):
+    with pytest.raises(InvalidEvent, match="private") as info:
+        parse_private(value)
+    assert info.value.field == "private"
+
+
+@pytest.mark.parametrize(
+    ("value", "ttl"),
+    [(None, 60), ("", 60), ("60", 60), ("1", 1), (" 30 ", 30), (120, 120), ("0", 60),
+     ("-5", 60), ("16777215", 16777215)],
+)
+def test_ttl_parsing(value, ttl):
+    assert parse_ttl(value) == ttl
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "1e3", "16777216", True, "0x10"])
+def test_ttl_garbage_refused(value):
+    with pytest.raises(InvalidEvent, match="ttl"):
+        parse_ttl(value)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (None, "required"),
+        ("", "required"),
+        ("x" * 64, "at most 63"),
+        ("é" * 32, "at most 63"),  # 64 bytes in UTF-8
+        ("spark", "reserved"),
+        ("spark/status", "reserved"),
+        ("Spark/x", "reserved"),
+        ("SPARKy", "reserved"),
+        ("line\nbreak", "control"),
+        ("cr\rhere", "control"),
+        ("nul\x00", "control"),
+        (42, "string"),
+    ],
+)
+def test_bad_names(name, message):
+    with pytest.raises(InvalidEvent, match=message) as info:
+        publish(name)
+    assert isinstance(info.value, ValueError)
+    assert info.value.field == "name"
+    assert str(info.value).endswith(".")
+
+
+@pytest.mark.parametrize("name", ["x", "x" * 63, "my/spark", "parky", "temp/room 1"])
+def test_good_names(name):
+    assert publish(name).name == name
+
+
+def test_data_limits():
+    assert publish(data="x" * 255).data == "x" * 255
+    assert publish(data="").data is None
+    with pytest.raises(InvalidEvent, match="at most 255 bytes"):
+        publish(data="x" * 256)
+    with pytest.raises(InvalidEvent, match="at most 10 bytes"):
+        publish(data="é" * 6, max_data=10)  # 12 bytes
+    with pytest.raises(InvalidEvent, match="NUL"):
+        publish(data="a\x00b")
+
+
+def test_bucket_off_when_rate_is_zero():
+    clock = Clock()
+    bucket = TokenBucket(0, clock)
+    assert all(bucket.allow() for _ in range(1000))
+
+
+def test_bucket_burst_then_rate():
+    clock = Clock()
+    bucket = TokenBucket(1.0, clock)
+    assert [bucket.allow() for _ in range(5)] == [True] * 4 + [False]
+    clock.advance(0.5)
+    assert not bucket.allow()
+    clock.advance(0.5)
+    assert bucket.allow() and not bucket.allow()
+    clock.advance(100)  # refills to the burst, not beyond
+    assert [bucket.allow() for _ in range(5)] == [True] * 4 + [False]
+
+
+def test_device_limiter_is_per_device():
+    clock = Clock()
+    limiter = DeviceRateLimiter(2.0, clock)
+    assert [limiter.allow("a") for _ in range(5)] == [True] * 4 + [False]
+    assert limiter.allow("b")
+    assert limiter.refused == 1
+    clock.advance(0.5)
+    assert limiter.allow("a") and not limiter.allow("a")
+
+    class Session:
+        device_id = "a"
+
+    limiter.device_offline(Session())
+    assert len(limiter) == 1
+    assert DeviceRateLimiter(0, clock).allow("a") and len(DeviceRateLimiter(0, clock)) == 0

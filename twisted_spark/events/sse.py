@@ -1,0 +1,437 @@
+"""Server-Sent Event streams of the API (API.md §5).
+
+* :func:`format_event` builds an event's frame; :func:`encode_event` returns
+  it from a one-entry cache, so an event fanned out to many streams is
+  formatted once and every stream writes the same ``bytes`` object.
+* :class:`EventStream` is one open SSE response bound to a twisted.web
+  request: headers and ``:ok``, a bus subscription, one keep-alive timer, a
+  push producer bounding what a slow client can make the server hold, and
+  cleanup however the stream ends.
+* :class:`StreamRegistry` opens streams and finds them again by access token
+  (token deleted → its streams close) or all at once (server stopping).
+
+A route answers 401/403/404 with the JSON error body *before* opening a
+stream; once :meth:`EventStream.start` has run the status and headers are
+sent and the request belongs to the stream (the route returns
+``NOT_DONE_YET``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from urllib.parse import unquote
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_spark.models import Event, iso8601
+
+log = Logger()
+
+#: Seconds without a write after which a keep-alive line is sent.
+KEEPALIVE_INTERVAL = 9.0
+#: First bytes of every stream (also flushes the headers).
+PREAMBLE = b":ok\n\n"
+#: The keep-alive line.
+KEEPALIVE = b"\n"
+
+HEADERS = (
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"connection", b"keep-alive"),
+    (b"x-accel-buffering", b"no"),
+)
+
+_NAME_UNSAFE = str.maketrans({"\r": " ", "\n": " "})
+
+
+def format_event(event: Event) -> bytes:
+    """The SSE frame of ``event``.
+
+    ``event: <name>\\ndata: {"data":…,"ttl":"60","published_at":"…","coreid":"…"}\\n\\n``
+    with the keys in that order, ``ttl`` as a string and ``data`` ``null``
+    when absent or empty.  CR and LF in a name (only a device could send
+    them) become spaces so a frame can never be split.
+    """
+    payload = json.dumps(
+        {
+            "data": event.data or None,
+            "ttl": str(event.ttl),
+            "published_at": iso8601(event.published_at),
+            "coreid": event.coreid,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    name = event.name.translate(_NAME_UNSAFE)
+    return f"event: {name}\ndata: {payload}\n\n".encode("utf-8", "replace")
+
+
+_last_event: Event | None = None
+_last_frame = b""
+
+
+def encode_event(event: Event) -> bytes:
+    """:func:`format_event`, cached for the event being fanned out right now.
+
+    The bus delivers one event to all its subscribers before the next, so a
+    one-entry identity cache makes every stream after the first reuse the
+    frame (the same ``bytes`` object).
+    """
+    global _last_event, _last_frame
+    if event is not _last_event:
+        _last_frame = format_event(event)
+        _last_event = event
+    return _last_frame
+
+
+def prefix_from_path(path: bytes | str, fixed_segments: int) -> str:
+    """The event-name prefix: the whole URL-decoded rest of ``path``.
+
+    ``fixed_segments`` is the number of path segments of the route before the
+    prefix: 2 for ``/v1/events``, 3 for ``/v1/devices/events``, 4 for
+    ``/v1/devices/:id/events``.  ``/v1/events/spark%2Fstatus`` and
+    ``/v1/events/spark/status`` both give ``spark/status``.  Use the raw
+    ``request.path`` (no query), not an already-decoded route argument, so
+    the rest is decoded exactly once.
+    """
+    if isinstance(path, bytes):
+        path = path.decode("latin-1")
+    path = path.split("?", 1)[0]
+    parts = path.split("/", fixed_segments + 1)
+    if len(parts) <= fixed_segments + 1:
+        return ""
+    return unquote(parts[fixed_segments + 1], encoding="utf-8", errors="replace")
+
+
+@implementer(IPushProducer)
+class EventStream:
+    """One SSE response (see the module docstring).
+
+    :param request: the ``twisted.web`` ``IRequest``; nothing is written to it
+        before :meth:`start`.
+    :param clock: ``IReactorTime`` for the keep-alive timer and expiry.
+    :param queue_size: events held while the client does not read (the
+        transport asked us to pause); one more and the stream is cut off.
+    :param keepalive: seconds of silence before a keep-alive line.
+    :param token: the access token string the stream was opened with.
+    :param expires_at: POSIX time the token expires (the stream then closes,
+        at the next keep-alive check), or ``None``.
+    :param on_close: ``callable(stream)`` run once when the stream ends.
+
+    :ivar close_reason: why the stream ended (``None`` while open).
+    :ivar cut_off: the stream was closed because its client stopped reading.
+    """
+
+    __slots__ = (
+        "request",
+        "clock",
+        "queue_size",
+        "keepalive",
+        "token",
+        "expires_at",
+        "on_close",
+        "close_reason",
+        "cut_off",
+        "events_sent",
+        "_subscription",
+        "_timer",
+        "_queue",
+        "_paused",
+        "_last_write",
+        "_started",
+        "_closed",
+        "_gone",
+    )
+
+    def __init__(
+        self,
+        request,
+        clock,
+        *,
+        queue_size: int = 1000,
+        keepalive: float = KEEPALIVE_INTERVAL,
+        token: str | None = None,
+        expires_at: float | None = None,
+        on_close=None,
+    ) -> None:
+        if queue_size < 0 or keepalive <= 0:
+            raise ValueError("queue_size must be >= 0 and keepalive > 0")
+        self.request = request
+        self.clock = clock
+        self.queue_size = queue_size
+        self.keepalive = keepalive
+        self.token = token
+        self.expires_at = expires_at
+        self.on_close = on_close
+        self.close_reason: str | None = None
+        self.cut_off = False
+        self.events_sent = 0
+        self._subscription = None
+        self._timer = None
+        self._queue: deque[bytes] = deque()
+        self._paused = False
+        self._last_write = 0.0
+        self._started = False
+        self._closed = False
+        self._gone = False
+
+    # -- life cycle -------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued(self) -> int:
+        """Events waiting for a paused client."""
+        return len(self._queue)
+
+    def start(self, bus, prefix: str, accepts) -> EventStream:
+        """Send the headers and ``:ok``, then subscribe ``prefix`` with rule ``accepts``."""
+        if self._started:
+            raise RuntimeError("stream already started")
+        self._started = True
+        request = self.request
+        if getattr(request, "_disconnected", False) or getattr(request, "finished", False):
+            # The client left while the route was authenticating: notifyFinish
+            # would never fire and writes would vanish, leaking the subscription.
+            self._gone = True
+            self._cleanup("client disconnected")
+            return self
+        request.notifyFinish().addBoth(self._finished)
+        request.setResponseCode(200)
+        for name, value in HEADERS:
+            request.setHeader(name, value)
+        request.registerProducer(self, True)
+        self._write(PREAMBLE)
+        if self._closed:  # the connection died under the first write
+            return self
+        self._subscription = bus.subscribe(prefix, self._deliver, accepts)
+        self._timer = self.clock.callLater(self.keepalive, self._tick)
+        return self
+
+    def close(self, reason: str = "closed by the server") -> None:
+        """End the stream from the server side (token deleted, server stopping...).
+
+        The response is finished normally, or the connection aborted if its
+        client is not reading (finishing would leave the buffered data, and
+        the connection, waiting for a client that may never read again).
+        """
+        if self._closed:
+            return
+        abort = self._paused
+        self._cleanup(reason)
+        self._end_response(abort)
+
+    def _finished(self, result) -> None:
+        """``request.notifyFinish()`` fired: the response ended or the client left."""
+        if isinstance(result, Failure):
+            self._gone = True
+            self._cleanup("client disconnected")
+        else:
+            self._cleanup(self.close_reason or "finished")
+        return None
+
+    def _cleanup(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.close_reason = reason
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.cancel()
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._queue.clear()
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            try:
+                on_close(self)
+            except Exception:
+                log.failure("SSE on_close callback failed")
+
+    def _end_response(self, abort: bool) -> None:
+        if self._gone:
+            return  # never finish() a request whose connection is lost
+        request = self.request
+        try:
+            request.unregisterProducer()
+            if abort:
+                transport = getattr(getattr(request, "channel", None), "transport", None)
+                if transport is not None and hasattr(transport, "abortConnection"):
+                    self._gone = True
+                    transport.abortConnection()
+                    return
+            request.finish()
+        except Exception:
+            log.failure("Could not end SSE response")
+
+    # -- writing ----------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        self._last_write = self.clock.seconds()
+        try:
+            self.request.write(data)
+        except Exception:
+            log.failure("SSE write failed; closing the stream")
+            self._gone = True
+            self._cleanup("write failed")
+
+    def _deliver(self, event: Event) -> None:
+        if self._closed:
+            return
+        frame = encode_event(event)
+        if self._paused:
+            if len(self._queue) >= self.queue_size:
+                self._overflow()
+                return
+            self._queue.append(frame)
+            return
+        self.events_sent += 1
+        self._write(frame)
+
+    def _overflow(self) -> None:
+        log.warn(
+            "SSE client stopped reading; closing its stream after {n} queued events",
+            n=len(self._queue),
+        )
+        self.cut_off = True
+        self._cleanup("client too slow")
+        self._end_response(abort=True)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        now = self.clock.seconds()
+        if self.expires_at is not None and now >= self.expires_at:
+            self.close("access token expired")
+            return
+        idle = now - self._last_write
+        if self._paused or idle >= self.keepalive:
+            if not self._paused:
+                self._write(KEEPALIVE)
+                if self._closed:
+                    return
+            delay = self.keepalive
+        else:
+            delay = self.keepalive - idle
+        self._timer = self.clock.callLater(delay, self._tick)
+
+    # -- IPushProducer ----------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: queue events instead of writing."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The buffer drained: write what was queued, as one write."""
+        self._paused = False
+        if self._closed or not self._queue:
+            return
+        frames = b"".join(self._queue)
+        self.events_sent += len(self._queue)
+        self._queue.clear()
+        self._write(frames)
+
+    def stopProducing(self) -> None:
+        """The connection is going away."""
+        self._gone = True
+        self._cleanup("client disconnected")
+
+
+class StreamRegistry:
+    """The open SSE streams, by access token.
+
+    :param bus: the ``IEventBus`` streams subscribe to.
+    :param clock: ``IReactorTime`` for keep-alives.
+    :param queue_size: per-stream bound (``Settings.sse_queue_size``).
+    :param keepalive: keep-alive interval in seconds.
+
+    :ivar opened: streams opened so far.
+    :ivar cut_off: streams closed because their client stopped reading.
+    """
+
+    def __init__(self, bus, clock, queue_size: int = 1000, keepalive: float = KEEPALIVE_INTERVAL):
+        self.bus = bus
+        self.clock = clock
+        self.queue_size = queue_size
+        self.keepalive = keepalive
+        self._streams: dict[EventStream, None] = {}
+        self._by_token: dict[str, dict[EventStream, None]] = {}
+        self.opened = 0
+        self.cut_off = 0
+
+    @classmethod
+    def from_settings(cls, bus, clock, settings) -> StreamRegistry:
+        return cls(bus, clock, queue_size=settings.sse_queue_size)
+
+    def __len__(self) -> int:
+        """The number of open streams."""
+        return len(self._streams)
+
+    def streams(self, token: str | None = None) -> list[EventStream]:
+        """The open streams (of ``token``, if given)."""
+        if token is None:
+            return list(self._streams)
+        return list(self._by_token.get(token, ()))
+
+    def open(
+        self,
+        request,
+        prefix: str,
+        accepts,
+        token: str | None = None,
+        expires_at: float | None = None,
+    ) -> EventStream:
+        """Start an :class:`EventStream` on ``request`` and track it."""
+        stream = EventStream(
+            request,
+            self.clock,
+            queue_size=self.queue_size,
+            keepalive=self.keepalive,
+            token=token,
+            expires_at=expires_at,
+            on_close=self._closed,
+        )
+        self.opened += 1
+        self._streams[stream] = None
+        if token is not None:
+            self._by_token.setdefault(token, {})[stream] = None
+        stream.start(self.bus, prefix, accepts)
+        return stream
+
+    def _closed(self, stream: EventStream) -> None:
+        self._streams.pop(stream, None)
+        if stream.cut_off:
+            self.cut_off += 1
+        token = stream.token
+        if token is not None:
+            group = self._by_token.get(token)
+            if group is not None:
+                group.pop(stream, None)
+                if not group:
+                    del self._by_token[token]
+
+    def close_streams_for_token(self, token: str, reason: str = "access token deleted") -> int:
+        """Close every stream opened with ``token``; returns how many."""
+        streams = list(self._by_token.get(token, ()))
+        for stream in streams:
+            stream.close(reason)
+        return len(streams)
+
+    def close_all(self, reason: str = "server stopping") -> int:
+        """Close every stream; returns how many."""
+        streams = list(self._streams)
+        for stream in streams:
+            stream.close(reason)
+        return len(streams)
+
+    def stats(self) -> dict[str, int]:
+        """Numbers for ``/metrics``."""
+        return {"open": len(self._streams), "opened": self.opened, "cut_off": self.cut_off}

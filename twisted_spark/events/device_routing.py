@@ -1,0 +1,145 @@
+"""Events to devices: device subscriptions on the bus (PROTOCOL.md §9.3/§9.4).
+
+:class:`DeviceRouter` is a registry observer.  When a session comes online
+it subscribes each entry of ``session.subscriptions`` — ``(prefix,
+my_devices, device_id)`` tuples recorded by the device session — to the bus,
+with the rule of :func:`~twisted_spark.events.visibility.device_subscription_rule`
+and ``session.send_event`` as the callback (the session encodes the §9.2
+frame and refuses what does not fit the device's buffer).  When the session
+goes offline every one of its bus subscriptions is cancelled.
+
+Subscriptions usually arrive *after* the online notification (devices
+subscribe right after the handshake).  They reach the router through
+:meth:`DeviceRouter.subscription_added`; until the device session calls that
+hook itself, the router watches the session's list: at ``device_online`` it
+replaces ``session.subscriptions`` by a list that reports each ``append``.
+Both paths may run for one entry; the second is ignored.
+
+Server commands addressed to one device (``spark/device/reset``...) go
+through :meth:`DeviceRouter.send_to_device`, straight to that connection,
+never through the bus.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from twisted_spark.events.visibility import device_subscription_rule
+from twisted_spark.models import Event
+
+log = Logger()
+
+
+class WatchedSubscriptions(list):
+    """A list that calls ``on_append(entry)`` after each ``append``."""
+
+    __slots__ = ("on_append",)
+
+    def __init__(self, items, on_append) -> None:
+        super().__init__(items)
+        self.on_append = on_append
+
+    def append(self, entry) -> None:
+        super().append(entry)
+        on_append = self.on_append
+        if on_append is not None:
+            on_append(entry)
+
+
+class DeviceRouter:
+    """Keeps the bus subscriptions of online devices (see the module docstring).
+
+    :param bus: the ``IEventBus``.
+    :param registry: optional ``IDeviceRegistry``; the router adds itself as
+        an observer and uses it for :meth:`send_to_device`.
+    :param clock: ``IReactorTime`` stamping events made by :meth:`send_to_device`.
+    """
+
+    def __init__(self, bus, registry=None, clock=None) -> None:
+        self.bus = bus
+        self.registry = registry
+        self.clock = clock
+        # session -> {entry: Subscription}
+        self._routes: dict[object, dict[tuple, object]] = {}
+        if registry is not None:
+            registry.add_observer(self)
+
+    def __len__(self) -> int:
+        """The number of device subscriptions on the bus."""
+        return sum(len(routes) for routes in self._routes.values())
+
+    def subscriptions_of(self, session) -> list[tuple]:
+        """The entries of ``session`` routed now."""
+        return list(self._routes.get(session, ()))
+
+    # -- registry observer -----------------------------------------------------
+
+    def device_online(self, session) -> None:
+        if session in self._routes:
+            return
+        self._routes[session] = {}
+        current = session.subscriptions
+        if not isinstance(current, WatchedSubscriptions):
+            current = WatchedSubscriptions(
+                current, lambda entry: self.subscription_added(session, entry)
+            )
+            session.subscriptions = current
+        for entry in list(current):
+            self.subscription_added(session, entry)
+
+    def device_offline(self, session) -> None:
+        routes = self._routes.pop(session, None)
+        subscriptions = getattr(session, "subscriptions", None)
+        if isinstance(subscriptions, WatchedSubscriptions):
+            subscriptions.on_append = None
+        if routes:
+            for subscription in routes.values():
+                subscription.cancel()
+
+    # -- the hook ------------------------------------------------------------------
+
+    def subscription_added(self, session, entry) -> None:
+        """Route ``entry`` = ``(prefix, my_devices, device_id)`` of an online ``session``.
+
+        Ignored for sessions that are not online (they are picked up by
+        ``device_online``) and for entries already routed.
+        """
+        routes = self._routes.get(session)
+        if routes is None:
+            return
+        prefix, my_devices, device_id = entry
+        key = (prefix or "", bool(my_devices), device_id or None)
+        if key in routes:
+            return
+        accepts = device_subscription_rule(
+            session.device_id, getattr(session, "owner", None), key[1], key[2]
+        )
+        routes[key] = self.bus.subscribe(key[0], session.send_event, accepts)
+
+    # -- server → one device ----------------------------------------------------------
+
+    def send_to_device(self, device_id: str, name: str, data: str | None = None,
+                       ttl: int = 60) -> bool:
+        """Send a private system event to the one connection of ``device_id``.
+
+        :return: whether the device is online and the event was sent.
+        """
+        if self.registry is None:
+            raise RuntimeError("send_to_device needs the registry")
+        session = self.registry.get(device_id)
+        if session is None:
+            return False
+        event = Event(
+            name=name,
+            data=data,
+            ttl=ttl,
+            published_at=self.clock.seconds() if self.clock is not None else 0.0,
+            coreid=device_id,
+            public=False,
+            owner=getattr(session, "owner", None),
+        )
+        try:
+            return session.send_event(event) is not False
+        except Exception:
+            log.failure("Sending {name} to {device_id} failed", name=name, device_id=device_id)
+            return False

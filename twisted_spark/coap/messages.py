@@ -233,7 +233,10 @@ def chunk(
 ) -> bytes:
     """Chunk: CON POST /c?<crc32 BE>[?<index BE16>] ff <data>.
 
-    Give C{index} only in fast-OTA mode (never to a Core).
+    Give C{index} only in fast-OTA mode (never to a Core).  The index is a
+    second Uri-Query, so its header is ``02`` (delta 0) where PROTOCOL.md
+    §6.2 shows ``42``; the firmware reads only the length nibble, so both
+    work, and ``02`` is the valid CoAP form.
     """
     options: list[tuple[int, bytes]] = [(_PATH, b"c"), (_QUERY, crc.to_bytes(4, "big"))]
     if index is not None:
@@ -790,12 +793,17 @@ class ChunkInfo(NamedTuple):
 
 
 def parse_chunk(message: CoapMessage) -> ChunkInfo:
-    """Read POST /c?<crc>[?<index>] ff <data>."""
-    queries = message.uri_query
-    if not queries or len(queries[0]) != 4:
+    """Read POST /c?<crc>[?<index>] ff <data>.
+
+    Like the firmware, takes the first option after the Uri-Path as the CRC
+    and the second, whatever its number, as the index (a second Uri-Query
+    is encoded ``02 IH IL``; PROTOCOL.md §6.2 writes ``42``, option 19).
+    """
+    after_path = [value for number, value in message.options if number != _PATH]
+    if not after_path or len(after_path[0]) != 4:
         raise CoapError("chunk has no 4-byte CRC query")
-    index = decode_uint(queries[1]) if len(queries) > 1 else None
-    return ChunkInfo(decode_uint(queries[0]), index, message.payload)
+    index = decode_uint(after_path[1]) if len(after_path) > 1 else None
+    return ChunkInfo(decode_uint(after_path[0]), index, message.payload)
 
 
 def parse_chunk_missed(payload: bytes) -> list[int]:

@@ -5,18 +5,23 @@ Run from the repository root::
     PYTHONPATH=. python bench/bench_codec.py
 
 Prints thousands of operations per second (best of several runs) for
-decode and for encode-from-fields, for both codecs, plus our builders and
-the AES frame channel.  aiocoap is optional: without it only our numbers
-are printed.
+decode and for encode-from-fields, for both codecs, plus our builders,
+the AES frame channel and (with the shipped test keys) the milliseconds
+each RSA handshake step costs.  aiocoap is optional: without it only our
+numbers are printed.
 """
 
 from __future__ import annotations
 
+import os
 import timeit
 from collections.abc import Callable
+from pathlib import Path
 
 from twisted_spark.coap import codec, messages
+from twisted_spark.crypto import handshake
 from twisted_spark.crypto.channel import AesCbcChannel
+from twisted_spark.crypto.keys import RsaKey, load_server_private_key, public_key_der
 
 try:
     from aiocoap.message import Message as AioMessage
@@ -142,7 +147,47 @@ def bench_channel(count: int = 20000) -> None:
         )
 
 
+def milliseconds(function: Callable[[], object], number: int = 200) -> float:
+    """Best-of-REPEAT milliseconds per call."""
+    return min(timeit.repeat(function, number=number, repeat=REPEAT)) / number * 1000
+
+
+def bench_handshake() -> None:
+    keys = Path(__file__).resolve().parent.parent / "tests" / "keys"
+    if not (keys / "server.pem").exists():
+        return
+    from Crypto.PublicKey import RSA
+
+    server = load_server_private_key((keys / "server.pem").read_bytes())
+    device: RsaKey = RSA.import_key((keys / "device-1.pem").read_bytes())
+    nonce = handshake.make_nonce()
+    device_id = os.urandom(12)
+    core = handshake.encrypt_identity(server.public_key(), nonce, device_id)
+    photon = handshake.encrypt_identity(
+        server.public_key(), nonce, device_id, public_key_der(device)
+    )
+    _, blob = handshake.build_session_blob(server, device.public_key())
+    print("\nRSA handshake steps (ms per call; server side runs in a thread pool)")
+    rows = {
+        "decrypt_identity (Core, 52 B)": lambda: handshake.decrypt_identity(server, core, nonce),
+        "decrypt_identity (Photon, 214 B)": lambda: handshake.decrypt_identity(
+            server, photon, nonce
+        ),
+        "build_session_blob": lambda: handshake.build_session_blob(server, device.public_key()),
+        "  of which sign_raw": lambda: handshake.sign_raw(server, bytes(20)),
+        "device: encrypt_identity": lambda: handshake.encrypt_identity(
+            server.public_key(), nonce, device_id
+        ),
+        "device: open_session_blob": lambda: handshake.open_session_blob(
+            device, server.public_key(), blob
+        ),
+    }
+    for name, function in rows.items():
+        print(f"  {name:34} {milliseconds(function):6.2f}")
+
+
 if __name__ == "__main__":
     bench_codecs()
     bench_builders()
     bench_channel()
+    bench_handshake()

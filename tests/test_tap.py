@@ -30,7 +30,7 @@ DEFAULT_OPTIONS = {
     "max-function-argument": None,
     "max-event-data": 255,
     "token-lifetime": 7776000,
-    "allowed-clients": "",
+    "allowed-clients": None,
     "login-failures-per-minute": 10,
     "cors-origin": "*",
     "sse-queue-size": 1000,

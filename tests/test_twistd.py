@@ -88,6 +88,9 @@ async def test_twistd_spark_serves_both_ports_and_stops(reactor, tmp_path, data_
         if output.ended.called is False:
             process.signalProcess(signal.SIGTERM)
     status = await output.ended
-    assert status.exitCode == 0, output.data.decode(errors="replace")
+    # twistd ends by re-raising the signal it was stopped with, after a clean shutdown.
+    assert status.exitCode == 0 or status.signal == signal.SIGTERM, output.data.decode(
+        errors="replace")
+    assert b"Traceback" not in output.data, output.data.decode(errors="replace")
     assert b"Server Shut Down." in output.data
     assert not (tmp_path / "twistd.pid").exists()

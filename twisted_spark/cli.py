@@ -8,6 +8,7 @@ Deferred, so :mod:`twisted_spark.__main__` can run it under ``task.react``.
 
 from __future__ import annotations
 
+import getopt
 import getpass
 import json
 import sys
@@ -31,10 +32,31 @@ class CommandError(Exception):
 
 
 class DataDirOptions(usage.Options):
-    """Every subcommand takes ``--data-dir``; it falls back to the global one."""
+    """Every subcommand takes ``--data-dir``; it falls back to the global one.
+
+    Options may follow the positional arguments (``keys add ID FILE --owner
+    alice``), as people type them; plain ``usage.Options`` stops at the
+    first positional argument.
+    """
 
     optParameters = [["data-dir", "d", None,
                       "The server's data directory (default ./spark-data)."]]
+
+    def parseOptions(self, options=None):
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            pairs, positional = getopt.gnu_getopt(options, self.shortOpt, self.longOpt)
+        except getopt.error as error:
+            raise usage.UsageError(str(error)) from error
+        with_values = {name[:-1] for name in self.longOpt if name.endswith("=")}
+        ordered = []
+        for option, value in pairs:
+            if option.startswith("--") and option[2:] in with_values:
+                ordered.append(f"{option}={value}")
+            else:
+                ordered.append(option + value)
+        super().parseOptions(ordered + ["--"] + positional)
 
 
 class KeysAddOptions(DataDirOptions):

@@ -1,0 +1,74 @@
+"""The simulator's fleet helpers and CLI."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from device_fixtures import DEVICE_KEYS, KEYS
+from test_e2e_devices import LoopbackServer
+
+from twisted_spark.crypto.keys import public_key_der
+from twisted_spark.models import DeviceRecord
+from twisted_spark.sim import cli
+from twisted_spark.sim.fleet import (
+    Fleet,
+    device_ids,
+    ensure_key,
+    load_server_public_key,
+    make_factory,
+)
+
+
+def test_device_ids():
+    assert device_ids(3, "ab") == [
+        "ab" + "0" * 21 + "0",
+        "ab" + "0" * 21 + "1",
+        "ab" + "0" * 21 + "2",
+    ]
+    with pytest.raises(ValueError):
+        device_ids(1, "xyz")
+
+
+def test_register_only_generates_keys_and_prints_commands(tmp_path, capsys):
+    cli.main(
+        ["--key-dir", str(tmp_path), "--count", "1", "--register-only", "--device-id-prefix", "aa"]
+    )
+    out = capsys.readouterr().out
+    device_id = "aa" + "0" * 22
+    assert f"python -m twisted_spark keys add {device_id} {tmp_path}/{device_id}.pub.pem" in out
+    assert (tmp_path / f"{device_id}.pem").exists()
+    key, created = ensure_key(tmp_path, device_id)
+    assert not created and key.size_in_bits() == 1024
+
+
+def test_bad_options_exit_2():
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--platform", "toaster"])
+    assert e.value.code == 2
+
+
+def test_server_key_loads_from_pem_der_and_private():
+    pub = load_server_public_key((KEYS / "server.pub.der").read_bytes())
+    assert pub == load_server_public_key((KEYS / "server.pem").read_bytes())
+    assert not pub.has_private()
+
+
+@pytest_twisted.ensureDeferred
+async def test_fleet_mixed_platforms(reactor, tmp_path):
+    (tmp_path / "shared.pem").write_bytes((KEYS / "device-1.pem").read_bytes())
+    server = LoopbackServer()
+    factory, port = await server.start(reactor)
+    try:
+        ids = device_ids(6, "cc")
+        keys = [(i, ensure_key(tmp_path, i)[0]) for i in ids]
+        for i in ids:
+            factory.store._devices[i] = DeviceRecord(i, public_key=public_key_der(DEVICE_KEYS[0]))
+        pub = load_server_public_key((KEYS / "server.pub.pem").read_bytes())
+        fleet = Fleet(reactor, "127.0.0.1", port, make_factory(pub, keys, "mixed", reactor), 6)
+        online = await fleet.connect_all(timeout=10)
+        assert len(online) == 6 and not fleet.failures
+        platforms = {factory.registry.get(i).platform_id for i in ids}
+        assert platforms == {None, 6}
+        fleet.disconnect_all()
+    finally:
+        await server.stop()

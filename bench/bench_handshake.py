@@ -1,0 +1,212 @@
+"""Handshake throughput and CPU cost of the device server.
+
+Runs the real DeviceServerFactory (RSA in its thread pool, in-memory store)
+in this process on 127.0.0.1, and a load generator of virtual devices in a
+SEPARATE process (``--client``), so the two do not share a GIL.  Reports:
+
+* handshakes/s for a burst of N devices (first connect to last one online),
+* server CPU ms per handshake (process CPU time of the server, all threads),
+* the single-handshake server-side RSA cost measured in isolation.
+
+Usage::
+
+    PYTHONPATH=. python bench/bench_handshake.py [--count 500] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = ROOT / "tests" / "keys"
+sys.path.insert(0, str(ROOT))
+
+
+def raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def device_id(i):
+    return f"be{i:022x}"
+
+
+# -- load generator (separate process) ---------------------------------------------
+
+
+def client_main(host, port, count, concurrency, hold):
+    """Connect ``count`` Core devices; print one JSON line with timings."""
+    from Crypto.PublicKey import RSA
+    from twisted.internet import defer, task
+
+    from twisted_spark.sim.fleet import Fleet, make_factory
+
+    raise_fd_limit()
+    key = RSA.import_key((KEYS / "device-1.pem").read_bytes())
+    server_public = RSA.import_key((KEYS / "server.pub.pem").read_bytes())
+    keys = [(device_id(i), key) for i in range(count)]
+
+    async def run(reactor):
+        fleet = Fleet(
+            reactor,
+            host,
+            port,
+            make_factory(server_public, keys, "core", reactor),
+            count,
+            concurrency,
+        )
+        started = time.perf_counter()
+        online = await fleet.connect_all(timeout=120)
+        elapsed = time.perf_counter() - started
+        print(
+            json.dumps({"online": len(online), "seconds": elapsed, "failures": fleet.failures[:3]}),
+            flush=True,
+        )
+        if hold:
+            sys.stdin.readline()  # parent says when to let go
+        fleet.disconnect_all()
+        await task.deferLater(reactor, 0.5, lambda: None)
+
+    task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
+
+
+# -- server side -----------------------------------------------------------------------
+
+
+def start_server(reactor, threads, count, describe_on_connect=False):
+    """The device server on an ephemeral port with ``count`` devices registered."""
+    from Crypto.PublicKey import RSA
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+
+    from twisted_spark.config import Settings
+    from twisted_spark.crypto.keys import public_key_der
+    from twisted_spark.device.factory import DeviceServerFactory
+    from twisted_spark.device.rsa_pool import RsaPool
+    from twisted_spark.models import DeviceRecord
+    from twisted_spark.registry import DeviceRegistry
+    from twisted_spark.store.memory import MemoryStore
+
+    class NullBus:
+        def publish(self, event):
+            pass
+
+    server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
+    device_der = public_key_der(RSA.import_key((KEYS / "device-1.pem").read_bytes()))
+    store = MemoryStore()
+    for i in range(count):
+        store._devices[device_id(i)] = DeviceRecord(device_id(i), public_key=device_der)
+    registry = DeviceRegistry(reactor, bus=NullBus(), store=store)
+    pool = RsaPool(reactor, threads)
+    pool.start()
+    factory = DeviceServerFactory(
+        server_key,
+        store,
+        registry,
+        NullBus(),
+        Settings(),
+        clock=reactor,
+        rsa_pool=pool,
+        describe_on_connect=describe_on_connect,
+    )
+    port = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1", backlog=1024).listen(factory)
+    return factory, pool, port
+
+
+def rsa_cost(repeat=200):
+    """Server-side private-key work of one handshake, in ms (single thread)."""
+    from Crypto.PublicKey import RSA
+
+    from twisted_spark.crypto.handshake import (
+        build_session_blob,
+        decrypt_identity,
+        encrypt_identity,
+    )
+
+    server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
+    device_key = RSA.import_key((KEYS / "device-1.pem").read_bytes()).public_key()
+    nonce = os.urandom(40)
+    blob = encrypt_identity(server_key.public_key(), nonce, device_id(0))
+    started = time.process_time()
+    for _ in range(repeat):
+        decrypt_identity(server_key, blob, nonce)
+        build_session_blob(server_key, device_key)
+    return (time.process_time() - started) * 1000 / repeat
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=500)
+    parser.add_argument("--describe", action="store_true", help="Describe after each Hello")
+    parser.add_argument("--client", help=argparse.SUPPRESS)
+    parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        host, port = args.client.rsplit(":", 1)
+        client_main(host, int(port), args.count, args.concurrency, args.hold)
+        return
+    raise_fd_limit()
+    cost = rsa_cost()
+    print(f"server RSA work per handshake (1 thread, isolated): {cost:.2f} ms CPU")
+
+    from twisted.internet import defer, reactor, task, threads
+
+    async def run(reactor):
+        factory, pool, listening = start_server(reactor, args.threads, args.count, args.describe)
+        port = (await listening).getHost().port
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        cpu0 = time.process_time()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--client",
+                f"127.0.0.1:{port}",
+                "--count",
+                str(args.count),
+                "--concurrency",
+                str(args.concurrency),
+            ],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        first = [None]
+        started = time.perf_counter()
+        while len(factory.registry) < args.count and proc.poll() is None:
+            if first[0] is None and factory.connections:
+                first[0] = time.perf_counter()
+            await task.deferLater(reactor, 0.002, lambda: None)
+        done = time.perf_counter()
+        cpu = time.process_time() - cpu0
+        online = len(factory.registry)
+        report = json.loads(await threads.deferToThread(proc.stdout.readline) or "{}")
+        await threads.deferToThread(proc.wait)
+        window = done - (first[0] or started)
+        print(f"devices online: {online}/{args.count} (client saw {report.get('online')})")
+        print(
+            f"burst: {online / window:.0f} handshakes/s over {window:.2f} s "
+            f"(client-measured {report.get('seconds', 0):.2f} s)"
+        )
+        print(
+            f"server CPU: {cpu * 1000 / max(online, 1):.2f} ms per handshake "
+            f"(all threads, incl. framing/Hello/registry)"
+        )
+        for proto in list(factory.connections):
+            proto.close("bench over")
+        pool.stop()
+
+    task.react(lambda r: defer.ensureDeferred(run(r)))
+    del reactor
+
+
+if __name__ == "__main__":
+    main()

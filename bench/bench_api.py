@@ -1,0 +1,308 @@
+"""Function-call round trips through the real HTTP stack.
+
+Three processes, so the measured server shares its CPU with nobody:
+
+* ``server``  – the API (Klein on twisted.web) and the device server, on
+  loopback, MemoryStore, one pre-made token;
+* ``devices`` – N virtual devices (:mod:`twisted_spark.sim`) connected over TCP;
+* ``load``    – C concurrent HTTP clients (treq, persistent connections), each
+  calling ``POST /v1/devices/<id>/brew`` in a loop, round-robin over devices.
+
+``python bench/bench_api.py`` (the ``run`` command) starts all three, measures
+for ``--duration`` seconds after a warm-up, and prints requests per second,
+p50/p90/p99 latency and the server's CPU use.  Run from the repository root::
+
+    PYTHONPATH=. /work/venv/bin/python bench/bench_api.py --devices 10 --concurrency 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = ROOT / "tests" / "keys"
+TOKEN = "be0c4b0c4b0c4b0c4b0c4b0c4b0c4b0c4b0c4b0c"
+
+
+def device_ids(count):
+    return [f"be{n:022x}" for n in range(count)]
+
+
+# -- server -------------------------------------------------------------------------
+
+
+def serve(args):
+    from Crypto.PublicKey import RSA
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.web.server import Site
+
+    from twisted_spark.api import SparkAPI
+    from twisted_spark.config import Settings
+    from twisted_spark.crypto.keys import public_key_der
+    from twisted_spark.device.factory import DeviceServerFactory
+    from twisted_spark.device.rsa_pool import RsaPool
+    from twisted_spark.events.bus import EventBus
+    from twisted_spark.models import AccessToken, DeviceRecord, User
+    from twisted_spark.registry import DeviceRegistry
+    from twisted_spark.store import MemoryStore
+
+    if args.nodelay:
+        from twisted.internet import tcp
+
+        original = tcp.Server.__init__
+
+        def nodelay_init(self, *a, **kw):
+            original(self, *a, **kw)
+            self.setTcpNoDelay(True)
+
+        tcp.Server.__init__ = nodelay_init
+
+    server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
+    device_key = RSA.import_key((KEYS / "device-1.pem").read_bytes())
+    settings = Settings()
+    store = MemoryStore()
+    store.add_user(User("bench", "x", is_admin=False))
+    store.add_token(AccessToken(TOKEN, "bench", "bench", 0.0, None))
+    for device_id in device_ids(args.devices):
+        store.put_device(
+            DeviceRecord(device_id, owner="bench", public_key=public_key_der(device_key))
+        )
+    bus = EventBus()
+    registry = DeviceRegistry(reactor, bus=bus, store=store)
+    pool = RsaPool(reactor, settings.rsa_threads)
+    pool.start()
+    factory = DeviceServerFactory(
+        server_key, store, registry, bus, settings, clock=reactor, rsa_pool=pool
+    )
+    api = SparkAPI(store, registry, settings, clock=reactor, bus=bus)
+    site = Site(api.resource())
+    site.displayTracebacks = False
+    site.noisy = False
+
+    async def start():
+        device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        api_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+        print(
+            json.dumps({"api": api_port.getHost().port, "device": device_port.getHost().port}),
+            flush=True,
+        )
+
+    from twisted.internet import defer
+
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(start()))
+    reactor.addSystemEventTrigger("before", "shutdown", pool.stop)
+    reactor.run()
+
+
+# -- devices -------------------------------------------------------------------------
+
+
+def devices(args):
+    from Crypto.PublicKey import RSA
+    from twisted.internet import defer, reactor
+
+    from twisted_spark.sim.device import VirtualDevice, connect_device
+
+    server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
+    device_key = RSA.import_key((KEYS / "device-1.pem").read_bytes())
+
+    async def start():
+        connected = []
+        for device_id in device_ids(args.devices):
+            device = VirtualDevice(
+                device_id, device_key, server_key.public_key(), platform="photon"
+            )
+            connected.append(connect_device(reactor, "127.0.0.1", args.port, device, 30))
+        await defer.gatherResults([defer.ensureDeferred(c) for c in connected])
+        print("ready", flush=True)
+
+    def failed(f):
+        print(f"devices failed: {f.getErrorMessage()}", file=sys.stderr, flush=True)
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(start()).addErrback(failed))
+    reactor.run()
+
+
+# -- load --------------------------------------------------------------------------------
+
+
+def load(args):
+    import treq
+    from twisted.internet import defer, reactor, task
+    from twisted.web.client import HTTPConnectionPool
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = args.concurrency
+    pool.retryAutomatically = False
+    base = f"http://127.0.0.1:{args.port}"
+    ids = device_ids(args.devices)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    latencies, errors = [], {}
+    window = {}
+
+    async def worker(n):
+        i = n
+        while True:
+            now = time.perf_counter()
+            if now >= window["end"]:
+                return
+            url = f"{base}/v1/devices/{ids[i % len(ids)]}/brew"
+            i += 1
+            response = await treq.post(url, data={"arg": "bench"}, headers=headers, pool=pool)
+            body = await response.content()
+            done = time.perf_counter()
+            if response.code != 200 or b'"return_value":5' not in body:
+                errors[response.code] = errors.get(response.code, 0) + 1
+            elif now >= window["start"]:
+                latencies.append(done - now)
+
+    cpu = {}
+
+    def sample(key):
+        cpu[key] = (
+            cpu_seconds(args.server_pid) if args.server_pid else 0.0,
+            cpu_seconds("self"),
+            cpu_seconds(args.devices_pid) if args.devices_pid else 0.0,
+        )
+
+    async def main(_reactor):
+        start = time.perf_counter()
+        window["start"] = start + args.warmup
+        window["end"] = window["start"] + args.duration
+        reactor.callLater(args.warmup, sample, "start")
+        reactor.callLater(args.warmup + args.duration, sample, "end")
+        await defer.gatherResults(
+            [defer.ensureDeferred(worker(n)) for n in range(args.concurrency)]
+        )
+        await pool.closeCachedConnections()
+        latencies.sort()
+
+        def pct(p):
+            return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
+
+        print(
+            json.dumps(
+                {
+                    "requests": len(latencies),
+                    "seconds": args.duration,
+                    "rps": len(latencies) / args.duration,
+                    "p50_ms": pct(50),
+                    "p90_ms": pct(90),
+                    "p99_ms": pct(99),
+                    "max_ms": latencies[-1] * 1000,
+                    "errors": errors,
+                    "server_cpu_percent": 100 * (cpu["end"][0] - cpu["start"][0]) / args.duration,
+                    "load_cpu_percent": 100 * (cpu["end"][1] - cpu["start"][1]) / args.duration,
+                    "devices_cpu_percent": 100 * (cpu["end"][2] - cpu["start"][2]) / args.duration,
+                }
+            ),
+            flush=True,
+        )
+
+    task.react(main)
+
+
+# -- orchestration -----------------------------------------------------------------------
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    me = [sys.executable, str(Path(__file__).resolve())]
+    procs = []
+    try:
+        server = subprocess.Popen(
+            me
+            + ["server", "--devices", str(args.devices)]
+            + (["--nodelay"] if args.nodelay else []),
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        procs.append(server)
+        ports = json.loads(server.stdout.readline())
+        fleet = subprocess.Popen(
+            me + ["devices", "--devices", str(args.devices), "--port", str(ports["device"])],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        procs.append(fleet)
+        if fleet.stdout.readline().strip() != "ready":
+            raise SystemExit("virtual devices did not connect")
+        out = subprocess.run(
+            me
+            + [
+                "load",
+                "--port",
+                str(ports["api"]),
+                "--devices",
+                str(args.devices),
+                "--concurrency",
+                str(args.concurrency),
+                "--duration",
+                str(args.duration),
+                "--warmup",
+                str(args.warmup),
+                "--server-pid",
+                str(server.pid),
+                "--devices-pid",
+                str(fleet.pid),
+            ],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            check=True,
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result.update(devices=args.devices, concurrency=args.concurrency, cpus=os.cpu_count())
+        print(json.dumps(result, indent=2))
+        print(
+            f"\n{args.devices} virtual devices, {args.concurrency} concurrent HTTP clients, "
+            f"{args.duration:.0f} s: {result['rps']:.0f} function calls/s, "
+            f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
+            f"server CPU {result['server_cpu_percent']:.0f}%, "
+            f"load generator CPU {result['load_cpu_percent']:.0f}%, "
+            f"devices CPU {result['devices_cpu_percent']:.0f}%, errors {result['errors'] or 0}"
+        )
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "command", nargs="?", default="run", choices=["run", "server", "devices", "load"]
+    )
+    parser.add_argument("--devices", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--server-pid", type=int, help="(load) sample this process's CPU")
+    parser.add_argument("--devices-pid", type=int, help="(load) sample this process's CPU")
+    parser.add_argument("--nodelay", action="store_true", help="(server) TCP_NODELAY on sockets")
+    args = parser.parse_args(argv)
+    {"run": run, "server": serve, "devices": devices, "load": load}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -86,6 +86,19 @@ class IDeviceSession(Interface):
     remote_ip = Attribute("str, the peer address")
     functions = Attribute("tuple of function names from the cached Describe")
     variables = Attribute("dict of variable name -> type name from the cached Describe")
+    owner = Attribute("username of the device's owner, or None")
+    connected = Attribute("bool: False once the connection is gone")
+    busy = Attribute("bool: True while flashing; other calls then fail with DeviceBusy")
+    subscriptions = Attribute("list of (prefix, my_devices, device_id) the device asked for")
+
+    def send_request(build, timeout):
+        """Send a request built by ``build(message_id, token)`` and wait for its answer.
+
+        :rtype: Deferred[CoapMessage] firing with the response matched by token.
+        """
+
+    def invalidate_describe():
+        """Forget the cached Describe (after an update), so it is asked again."""
 
     def describe():
         """Ask the device for its functions and variables (cached).
@@ -127,6 +140,12 @@ class IDeviceRegistry(Interface):
 
     def add_observer(observer):
         """Call ``observer.device_online(session)`` and ``observer.device_offline(session)``."""
+
+    def remove_observer(observer):
+        """Stop notifying ``observer``."""
+
+    def sessions():
+        """A list of the online sessions."""
 
 
 class IEventBus(Interface):

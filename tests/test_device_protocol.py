@@ -104,7 +104,7 @@ def test_nonce_then_byte_at_a_time_handshake():
     assert w.proto.state == READY
     assert [M.classify_device_bound(m) for m in msgs] == [M.DeviceBoundKind.HELLO]
     session = s.registry.get(CORE_ID)
-    assert session.remote_ip and session.platform_id is None
+    assert session.remote_ip and session.platform_id == 0
     assert [e.data for e in s.bus.named("spark/status")] == ["online"]
 
 

@@ -68,7 +68,7 @@ async def test_fleet_mixed_platforms(reactor, tmp_path):
         online = await fleet.connect_all(timeout=10)
         assert len(online) == 6 and not fleet.failures
         platforms = {factory.registry.get(i).platform_id for i in ids}
-        assert platforms == {None, 6}
+        assert platforms == {0, 6}
         fleet.disconnect_all()
     finally:
         await server.stop()

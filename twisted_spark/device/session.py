@@ -32,6 +32,8 @@ from twisted_spark.models import Event
 
 #: CoAP message types.
 CON, NON, ACK, RST = 0, 1, 2, 3
+#: Platform id of the Spark Core, whose Hello does not state it.
+CORE_PLATFORM_ID = 0
 #: Device receive buffer: Core / platform ids < 2, and Photon-class (§4.5).
 CORE_BUFFER, PHOTON_BUFFER = 640, 800
 #: Function argument limit per platform when the settings do not say (§6.3).
@@ -104,7 +106,8 @@ class DeviceSession:
         self.device_id = device_id
         self.owner = owner
         self.remote_ip = remote_ip
-        self.platform_id = hello.platform_id
+        # A Core's 6-byte Hello carries no platform id; every Photon/P1 sends one.
+        self.platform_id = CORE_PLATFORM_ID if hello.platform_id is None else hello.platform_id
         self.product_id = hello.product_id
         self.firmware_version = hello.firmware_version
         self.flags = hello.flags
@@ -485,7 +488,7 @@ class DeviceSession:
             except (TypeError, ValueError):
                 variables[str(name)] = "string"
         self._describe = {"functions": functions, "variables": variables}
-        if "p" in parts and self.platform_id is None:
+        if "p" in parts and self.platform_id == CORE_PLATFORM_ID:
             try:
                 self.platform_id = int(parts["p"])
             except (TypeError, ValueError):

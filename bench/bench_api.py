@@ -41,7 +41,6 @@ def serve(args):
     from Crypto.PublicKey import RSA
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ServerEndpoint
-    from twisted.web.server import Site
 
     from twisted_spark.api import SparkAPI
     from twisted_spark.config import Settings
@@ -82,8 +81,7 @@ def serve(args):
         server_key, store, registry, bus, settings, clock=reactor, rsa_pool=pool
     )
     api = SparkAPI(store, registry, settings, clock=reactor, bus=bus)
-    site = Site(api.resource())
-    site.displayTracebacks = False
+    site = api.site()
     site.noisy = False
 
     async def start():

@@ -201,3 +201,29 @@ async def test_add_routes_lets_another_module_register_routes():
     r = await h.call("POST", "/v1/devices/events", token=token, form={"name": "x"})
     assert r.json == {"ok": True, "by": "alice", "name": "x"}
     assert_error(await h.call("POST", "/v1/devices/events", form={"name": "x"}), 401)
+
+
+def test_limited_request_discards_a_body_over_the_limit_as_it_arrives():
+    from twisted.web.test.requesthelper import DummyChannel
+
+    from twisted_spark.api.bodies import limited_request_factory
+
+    def content(request):
+        request.content.seek(0)
+        return request.content.read()
+
+    factory = limited_request_factory(10)
+    by_length = factory(DummyChannel())
+    by_length.gotLength(10_000_000)
+    by_length.handleContentChunk(b"x" * 1000)
+    assert by_length.body_too_large and content(by_length) == b""
+    by_bytes = factory(DummyChannel())
+    by_bytes.gotLength(None)  # chunked: no length announced
+    by_bytes.handleContentChunk(b"x" * 8)
+    assert not by_bytes.body_too_large
+    by_bytes.handleContentChunk(b"x" * 8)
+    assert by_bytes.body_too_large and content(by_bytes) == b""
+    small = factory(DummyChannel())
+    small.gotLength(4)
+    small.handleContentChunk(b"abcd")
+    assert not small.body_too_large and content(small) == b"abcd"

@@ -14,7 +14,6 @@ from Crypto.PublicKey import RSA
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web.client import HTTPConnectionPool
-from twisted.web.server import Site
 
 from twisted_spark import passwords
 from twisted_spark.api import SparkAPI
@@ -46,8 +45,10 @@ class SilentDevice(VirtualDevice):
 class Cloud:
     """Device server + API on ephemeral loopback ports, virtual devices attached."""
 
-    def __init__(self, request_timeout=30.0):
-        self.settings = Settings(request_timeout=request_timeout, login_failures_per_minute=0)
+    def __init__(self, request_timeout=30.0, **settings):
+        self.settings = Settings(
+            request_timeout=request_timeout, login_failures_per_minute=0, **settings
+        )
         self.store = MemoryStore()
         self.bus = EventBus()
         self.registry = DeviceRegistry(reactor, bus=self.bus, store=self.store)
@@ -74,7 +75,7 @@ class Cloud:
         self.device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
             self.factory
         )
-        site = Site(self.api.resource())
+        site = self.api.site()
         self.api_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
         self.ports = [self.device_port, self.api_port]
         self.base = f"http://127.0.0.1:{self.api_port.getHost().port}"
@@ -89,8 +90,10 @@ class Cloud:
         await until(lambda: session.functions or session.variables)  # Describe cached
         return device
 
-    async def request(self, method, path, token=None, **kwargs):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async def request(self, method, path, token=None, headers=None, **kwargs):
+        headers = dict(headers or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         response = await treq.request(
             method, self.base + path, headers=headers, pool=self.pool, **kwargs
         )
@@ -285,5 +288,33 @@ async def test_loopback_silent_device_gives_408():
             "POST", f"/v1/devices/{CORE}/brew", token, data={"arg": "ab"}
         )
         assert (status, body["return_value"]) == (200, 2)
+    finally:
+        await cloud.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_loopback_oversized_body_is_413_without_buffering_it():
+    cloud = await Cloud(max_body_size=1000, max_firmware_size=2000).start()
+    try:
+        token = "2123456789abcdef0123456789abcdef01234567"
+        from twisted_spark.models import AccessToken
+
+        await cloud.store.add_token(AccessToken(token, "alice", "spark", 0.0, None))
+        status, body = await cloud.request(
+            "POST",
+            f"/v1/devices/{CORE}/brew",
+            token,
+            data=b"arg=" + b"x" * 50_000,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert (status, body["ok"]) == (413, False)
+        # token in the discarded body: still 413 (size first), never a 401
+        response = await treq.post(
+            cloud.base + "/v1/devices",
+            data={"access_token": token, "id": "x" * 5000},
+            pool=cloud.pool,
+        )
+        assert response.code == 413
+        await response.content()
     finally:
         await cloud.stop()

@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 from twisted_spark import passwords
 from twisted_spark.api import accounts, devices, ops
 from twisted_spark.api.auth import Authenticator
-from twisted_spark.api.bodies import Body, read_body
+from twisted_spark.api.bodies import Body, limited_request_factory, read_body
 from twisted_spark.api.context import Call, Reply
 from twisted_spark.api.errors import install_error_handler, json_bytes
 from twisted_spark.api.metrics import Metrics
@@ -80,6 +80,21 @@ class SparkAPI:
     def resource(self):
         """The ``IResource`` to serve (wrap it in a ``twisted.web.server.Site``)."""
         return _Counted(self.app.resource(), self.metrics)
+
+    @property
+    def request_factory(self):
+        """``Site(api.resource(), requestFactory=api.request_factory)`` drops bodies
+        over the largest limit as they arrive instead of buffering them."""
+        biggest = max(self.settings.max_body_size, self.settings.max_firmware_size)
+        return limited_request_factory(biggest)
+
+    def site(self):
+        """A ``twisted.web.server.Site`` serving this API with the body limit applied."""
+        from twisted.web.server import Site
+
+        site = Site(self.resource(), requestFactory=self.request_factory)
+        site.displayTracebacks = False
+        return site
 
     def token_revoked(self, token: str) -> None:
         for observer in list(self.token_revoked_observers):

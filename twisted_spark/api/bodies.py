@@ -14,6 +14,8 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qsl
 
+from twisted.web.server import Request
+
 from twisted_spark.api.errors import ApiError, bad_request
 
 
@@ -48,6 +50,40 @@ class Body:
         if isinstance(value, (dict, list)):
             return json.dumps(value)
         return str(value)
+
+
+def limited_request_factory(limit: int):
+    """A ``Request`` class that stops buffering a body after ``limit`` bytes.
+
+    twisted.web buffers the whole body before any resource runs; with this
+    as the Site's ``requestFactory`` a too-large body (by ``Content-Length``
+    or by the bytes actually sent) is discarded as it arrives and the API
+    answers 413 (:func:`read_body` sees ``body_too_large``).
+    """
+
+    class LimitedRequest(Request):
+        body_limit = limit
+        body_too_large = False
+        _body_received = 0
+
+        def gotLength(self, length):
+            if length is not None and length > self.body_limit:
+                self.body_too_large = True
+                length = 0
+            super().gotLength(length)
+
+        def handleContentChunk(self, data):
+            if self.body_too_large:
+                return
+            self._body_received += len(data)
+            if self._body_received > self.body_limit:
+                self.body_too_large = True
+                self.content.seek(0)
+                self.content.truncate()
+                return
+            super().handleContentChunk(data)
+
+    return LimitedRequest
 
 
 def too_large(limit: int) -> ApiError:

@@ -71,6 +71,9 @@ class FakeDeviceSession:
         self.calls: list[tuple] = []
         self.signaling = None
         self.connected = True
+        self.owner = None
+        self.busy = False
+        self.subscriptions = []
 
     def _answer(self, compute):
         if not self.connected:
@@ -114,6 +117,13 @@ class FakeDeviceSession:
         self.calls.append(("ping",))
         return self._answer(lambda: True)
 
+    def send_request(self, build, timeout=None):
+        self.calls.append(("request",))
+        return self._answer(lambda: None)
+
+    def invalidate_describe(self):
+        self.calls.append(("invalidate",))
+
     def send_event(self, event):
         self.calls.append(("event", event))
 
@@ -129,24 +139,31 @@ class FakeDeviceSession:
 @implementer(IDeviceRegistry)
 class FakeRegistry:
     def __init__(self):
-        self.sessions: dict[str, FakeDeviceSession] = {}
+        self.sessions_by_id: dict[str, FakeDeviceSession] = {}
         self.observers = []
 
     def get(self, device_id):
-        return self.sessions.get(device_id)
+        return self.sessions_by_id.get(device_id)
 
     def online_ids(self):
-        return set(self.sessions)
+        return set(self.sessions_by_id)
 
     def add_observer(self, observer):
         self.observers.append(observer)
 
+    def remove_observer(self, observer):
+        if observer in self.observers:
+            self.observers.remove(observer)
+
+    def sessions(self):
+        return list(self.sessions_by_id.values())
+
     def connect(self, session):
-        self.sessions[session.device_id] = session
+        self.sessions_by_id[session.device_id] = session
         return session
 
     def drop(self, device_id):
-        session = self.sessions.pop(device_id)
+        session = self.sessions_by_id.pop(device_id)
         session.disconnect("test")
 
 

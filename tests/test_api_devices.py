@@ -157,6 +157,27 @@ async def test_claim_device_seen_online_but_not_stored():
     assert r.status == 200 and (await h.store.get_device(device_id(8))).owner == "bob"
 
 
+def test_fakes_provide_the_interfaces():
+    from api_fakes import FakeDeviceSession, FakeRegistry
+    from zope.interface.verify import verifyObject
+
+    from twisted_spark.interfaces import IDeviceRegistry, IDeviceSession
+
+    assert verifyObject(IDeviceSession, FakeDeviceSession(D1))
+    assert verifyObject(IDeviceRegistry, FakeRegistry())
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_and_release_update_the_live_session_owner():
+    h, alice, session = await setup()
+    session.owner = "alice"
+    await h.call("DELETE", f"/v1/devices/{D1}", token=alice)
+    assert session.owner is None
+    bob = await h.user("bob")
+    await h.call("POST", "/v1/devices", token=bob, form={"id": D1})
+    assert session.owner == "bob"
+
+
 @pytest_twisted.ensureDeferred
 async def test_claim_someone_elses_device_is_403():
     h, _, _ = await setup()

@@ -121,6 +121,15 @@ def argument_limit(api, session) -> int:
     return CORE_ARGUMENT_LIMIT if platform in CORE_PLATFORMS else PHOTON_ARGUMENT_LIMIT
 
 
+async def set_owner(api, device_id: str, owner, **changes):
+    """Store the new owner and tell the live session (event visibility uses it)."""
+    record = await api.store.update_device(device_id, owner=owner, **changes)
+    session = api.registry.get(device_id)
+    if session is not None:
+        session.owner = owner
+    return record
+
+
 def raw_text(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -168,7 +177,7 @@ def register(api):
                 "That belongs to someone else",
                 errors=["That belongs to someone else"],
             )
-        await api.store.update_device(device_id, owner=call.caller.username)
+        await set_owner(api, device_id, call.caller.username)
         return {
             "ok": True,
             "user_id": call.caller.username,
@@ -179,7 +188,7 @@ def register(api):
     @route("/v1/devices/<device>", ["DELETE"])
     async def release(call, device):
         record = await resolve(api, call.caller, device)
-        await api.store.update_device(record.device_id, owner=None)
+        await set_owner(api, record.device_id, None)
         return {"ok": True}
 
     @route("/v1/devices/<device>", ["GET"])
@@ -299,8 +308,8 @@ def register(api):
                 "That belongs to someone else",
                 errors=["That belongs to someone else"],
             )
-        await api.store.update_device(
-            device_id, public_key=public_key_der(key), owner=owner or call.caller.username
+        await set_owner(
+            api, device_id, owner or call.caller.username, public_key=public_key_der(key)
         )
         return {"ok": True, "id": device_id}
 

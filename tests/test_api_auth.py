@@ -391,3 +391,17 @@ async def test_basic_scheme_is_case_insensitive():
     raw = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
     r = await h.call("GET", "/v1/access_tokens", headers={"Authorization": f"basic {raw}"})
     assert r.status == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_current_token_info_and_logout():
+    h = Harness()
+    token = await h.user("alice", lifetime=100)
+    other = await h.user("alice")
+    r = await h.call("GET", "/v1/access_tokens/current", token=token)
+    assert r.json == {"expires_at": iso8601(Harness.NOW + 100), "client": "spark"}
+    assert_error(await h.call("DELETE", "/v1/access_tokens/current"), 401)
+    r = await h.call("DELETE", "/v1/access_tokens/current", token=token)
+    assert r.status == 200 and r.json == {"ok": True}
+    assert_error(await h.call("GET", "/v1/user", token=token), 401, "invalid_token")
+    assert (await h.call("GET", "/v1/user", token=other)).status == 200

@@ -69,6 +69,19 @@ def register(api):
             if not t.expired(now)
         ]
 
+    @route("/v1/access_tokens/current", ["GET"])
+    async def current_token(call):
+        """The token used for this request (hosted API; particle-cli uses it)."""
+        token = call.caller.token
+        return {"expires_at": iso8601(token.expires_at), "client": token.client_id}
+
+    @route("/v1/access_tokens/current", ["DELETE"])
+    async def delete_current_token(call):
+        """Log out: revoke the token used for this request (particle-cli logout)."""
+        await api.store.delete_token(call.caller.token.token)
+        api.token_revoked(call.caller.token.token)
+        return {"ok": True}
+
     @route("/v1/access_tokens/<token>", ["DELETE"], auth=None)
     async def delete_token(call, token):
         """Basic: only the user's own tokens.  Otherwise holding a token lets you drop it."""

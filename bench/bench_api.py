@@ -66,25 +66,34 @@ def serve(args):
     server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
     device_key = RSA.import_key((KEYS / "device-1.pem").read_bytes())
     settings = Settings()
-    store = MemoryStore()
-    store.add_user(User("bench", "x", is_admin=False))
-    store.add_token(AccessToken(TOKEN, "bench", "bench", 0.0, None))
-    for device_id in device_ids(args.devices):
-        store.put_device(
-            DeviceRecord(device_id, owner="bench", public_key=public_key_der(device_key))
-        )
-    bus = EventBus()
-    registry = DeviceRegistry(reactor, bus=bus, store=store)
-    pool = RsaPool(reactor, settings.rsa_threads)
-    pool.start()
-    factory = DeviceServerFactory(
-        server_key, store, registry, bus, settings, clock=reactor, rsa_pool=pool
-    )
-    api = SparkAPI(store, registry, settings, clock=reactor, bus=bus)
-    site = api.site()
-    site.noisy = False
 
     async def start():
+        if args.store == "sqlite":
+            import tempfile
+
+            from twisted_spark.store.sqlite import SQLiteStore
+
+            path = Path(tempfile.mkdtemp(prefix="bench-api-")) / "spark.sqlite"
+            store = await SQLiteStore.open(path, reactor=reactor)
+        else:
+            store = MemoryStore()
+        await store.add_user(User("bench", "x", is_admin=False))
+        await store.add_token(AccessToken(TOKEN, "bench", "bench", 0.0, None))
+        for device_id in device_ids(args.devices):
+            await store.put_device(
+                DeviceRecord(device_id, owner="bench", public_key=public_key_der(device_key))
+            )
+        bus = EventBus()
+        registry = DeviceRegistry(reactor, bus=bus, store=store)
+        pool = RsaPool(reactor, settings.rsa_threads)
+        pool.start()
+        reactor.addSystemEventTrigger("before", "shutdown", pool.stop)
+        factory = DeviceServerFactory(
+            server_key, store, registry, bus, settings, clock=reactor, rsa_pool=pool
+        )
+        api = SparkAPI(store, registry, settings, clock=reactor, bus=bus)
+        site = api.site()
+        site.noisy = False
         device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
         api_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
         print(
@@ -94,8 +103,11 @@ def serve(args):
 
     from twisted.internet import defer
 
-    reactor.callWhenRunning(lambda: defer.ensureDeferred(start()))
-    reactor.addSystemEventTrigger("before", "shutdown", pool.stop)
+    def failed(f):
+        print(f"server failed: {f.getErrorMessage()}", file=sys.stderr, flush=True)
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(start()).addErrback(failed))
     reactor.run()
 
 
@@ -268,7 +280,8 @@ def run(args):
         result.update(devices=args.devices, concurrency=args.concurrency, cpus=os.cpu_count())
         print(json.dumps(result, indent=2))
         print(
-            f"\n{args.devices} virtual devices, {args.concurrency} concurrent HTTP clients, "
+            f"\n{args.store} store, {args.devices} virtual devices, "
+            f"{args.concurrency} concurrent HTTP clients, "
             f"{args.duration:.0f} s: {result['rps']:.0f} function calls/s, "
             f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
             f"server CPU {result['server_cpu_percent']:.0f}%, "
@@ -297,6 +310,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int)
     parser.add_argument("--server-pid", type=int, help="(load) sample this process's CPU")
     parser.add_argument("--devices-pid", type=int, help="(load) sample this process's CPU")
+    parser.add_argument("--store", choices=["memory", "sqlite"], default="memory")
     parser.add_argument("--nodelay", action="store_true", help="(server) TCP_NODELAY on sockets")
     args = parser.parse_args(argv)
     {"run": run, "server": serve, "devices": devices, "load": load}[args.command](args)

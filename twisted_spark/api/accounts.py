@@ -12,20 +12,28 @@ from twisted_spark.api.errors import ApiError, bad_request
 from twisted_spark.api.tokens import make_token, token_expiry, token_response
 from twisted_spark.models import User, iso8601
 
-BASIC_MISSING = ApiError(
-    401,
-    "invalid_request",
-    "HTTP Basic authentication with your username and password is required.",
-    errors=[
-        "Unauthorized. You must send username and password in HTTP Basic Auth "
-        "to view your access tokens."
-    ],
-    headers={"WWW-Authenticate": 'Basic realm="Spark"'},
-)
-BAD_PASSWORD = ApiError(
-    401, "invalid_grant", "User credentials are invalid", errors=["Bad password"]
-)
-TOKEN_NOT_FOUND = ApiError(404, "Not Found", "Token not found", errors=["Token not found"])
+
+def basic_missing() -> ApiError:
+    return ApiError(
+        401,
+        "invalid_request",
+        "HTTP Basic authentication with your username and password is required.",
+        errors=[
+            "Unauthorized. You must send username and password in HTTP Basic Auth "
+            "to view your access tokens."
+        ],
+        headers={"WWW-Authenticate": 'Basic realm="Spark"'},
+    )
+
+
+def bad_password() -> ApiError:
+    return ApiError(401, "invalid_grant", "User credentials are invalid", errors=["Bad password"])
+
+
+def token_not_found() -> ApiError:
+    return ApiError(404, "Not Found", "Token not found", errors=["Token not found"])
+
+
 USERNAME = re.compile(r"\S{1,254}")
 MIN_PASSWORD = 8
 
@@ -89,9 +97,9 @@ def register(api):
         if basic_credentials(call.request) is not None:
             user = await basic_user(call)
             if record is None or record.username != user.username:
-                raise TOKEN_NOT_FOUND
+                raise token_not_found()
         elif record is None:
-            raise TOKEN_NOT_FOUND
+            raise token_not_found()
         await api.store.delete_token(token)
         api.token_revoked(token)
         return {"ok": True}
@@ -141,12 +149,12 @@ def register(api):
     async def basic_user(call):
         credentials = basic_credentials(call.request)
         if credentials is None:
-            raise BASIC_MISSING
+            raise basic_missing()
         api.throttle.check(call.remote_address)
         user = await api.auth.check_password(*credentials)
         if user is None:
             api.throttle.failed(call.remote_address)
-            raise BAD_PASSWORD
+            raise bad_password()
         return user
 
     def client_of(call):

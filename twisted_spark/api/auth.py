@@ -16,12 +16,25 @@ from twisted_spark.api.errors import ApiError, bad_request
 from twisted_spark.api.tokens import looks_like_token
 from twisted_spark.models import AccessToken, User
 
-MISSING = ApiError(401, "invalid_request", "The access token was not found")
-INVALID = ApiError(401, "invalid_token", "The access token provided is invalid.")
-EXPIRED = ApiError(401, "invalid_token", "The access token provided has expired.")
-TWO_CARRIERS = bad_request(
-    "Only one method may be used to authenticate at a time (Auth header, GET or POST)."
-)
+# Each error is built fresh: a shared exception instance would pile up tracebacks.
+
+
+def missing_token() -> ApiError:
+    return ApiError(401, "invalid_request", "The access token was not found")
+
+
+def invalid_token() -> ApiError:
+    return ApiError(401, "invalid_token", "The access token provided is invalid.")
+
+
+def expired_token() -> ApiError:
+    return ApiError(401, "invalid_token", "The access token provided has expired.")
+
+
+def two_carriers() -> ApiError:
+    return bad_request(
+        "Only one method may be used to authenticate at a time (Auth header, GET or POST)."
+    )
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,7 @@ def bearer_token(request, body) -> str | None:
         found.append(body.text("access_token") or "")
         del body.fields["access_token"]
     if len(found) > 1:
-        raise TWO_CARRIERS
+        raise two_carriers()
     return found[0] if found else None
 
 
@@ -113,17 +126,17 @@ class Authenticator:
     async def token_caller(self, token: str | None) -> Caller:
         """The :class:`Caller` for ``token``, or the 401 :class:`ApiError`."""
         if token is None:
-            raise MISSING
+            raise missing_token()
         if not looks_like_token(token):
-            raise INVALID
+            raise invalid_token()
         record = await self.store.get_token(token)
         if record is None:
-            raise INVALID
+            raise invalid_token()
         if record.expired(self.clock.seconds()):
-            raise EXPIRED
+            raise expired_token()
         user = await self.store.get_user(record.username)
         if user is None:
-            raise INVALID
+            raise invalid_token()
         return Caller(user, record)
 
     async def caller(self, request, body) -> Caller:

@@ -134,7 +134,7 @@ def clean_reactor():
     assert not (sockets() - before), "leaked ports/connections"
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def fast_passwords(monkeypatch):
     monkeypatch.setattr(passwords, "ITERATIONS", 1000)
 

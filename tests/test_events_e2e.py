@@ -1,0 +1,347 @@
+"""Events over real loopback TCP: twisted.web Site + SSE streams + treq clients,
+and virtual devices over the real device server.
+
+The REST routes of the API are mounted elsewhere; here a minimal stand-in
+resource opens streams exactly the way those routes do (check the token,
+pick the rule, ``StreamRegistry.open``, ``NOT_DONE_YET``), so this module
+tests the stream machinery against real sockets: headers on the wire,
+keep-alive on a Clock, a client that stops reading, client hang-ups.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import pytest_twisted
+import treq
+from device_fixtures import DEVICE_KEYS, SERVER_KEY, SERVER_PUBLIC
+from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from twisted_spark.config import Settings
+from twisted_spark.crypto.keys import public_key_der
+from twisted_spark.device.factory import DeviceServerFactory
+from twisted_spark.device.rsa_pool import SynchronousRsaPool
+from twisted_spark.events import visibility as V
+from twisted_spark.events.bus import EventBus
+from twisted_spark.events.device_routing import DeviceRouter
+from twisted_spark.events.publishing import api_event
+from twisted_spark.events.sse import StreamRegistry, format_event, prefix_from_path
+from twisted_spark.models import DeviceRecord, Event, User
+from twisted_spark.registry import DeviceRegistry
+from twisted_spark.sim.device import VirtualDevice, connect_device
+from twisted_spark.store import MemoryStore
+
+CORE = "53ff73065067544816300187"
+TOKENS = {"ta": "alice", "tb": "bob"}
+
+
+class EventsResource(Resource):
+    """Stand-in for the API's SSE routes (token in ?access_token=)."""
+
+    isLeaf = True
+
+    def __init__(self, streams):
+        super().__init__()
+        self.streams = streams
+
+    def render_GET(self, request):
+        request.setHeader(b"access-control-allow-origin", b"*")
+        token = request.args.get(b"access_token", [b""])[0].decode()
+        user = TOKENS.get(token)
+        if user is None:
+            request.setResponseCode(401)
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"ok": False, "error": "invalid_token",
+                               "error_description": "The access token provided is invalid."}
+                              ).encode()
+        if request.path.startswith(b"/v1/devices/events"):
+            prefix, rule = prefix_from_path(request.path, 3), V.my_devices_rule(user)
+        else:
+            prefix, rule = prefix_from_path(request.path, 2), V.firehose_rule(user)
+        self.streams.open(request, prefix, rule, token=token)
+        return NOT_DONE_YET
+
+
+class Collector(Protocol):
+    """Receives an SSE body; ``done`` fires when the response ends."""
+
+    def __init__(self):
+        self.chunks = []
+        self.received = 0
+        self.done = defer.Deferred()
+
+    @property
+    def data(self):
+        return b"".join(self.chunks)
+
+    def dataReceived(self, data):
+        self.chunks.append(data)
+        self.received += len(data)
+
+    def connectionLost(self, reason):
+        self.done.callback(None)
+
+    def names(self):
+        return [line[7:].decode() for line in self.data.split(b"\n") if line.startswith(b"event: ")]
+
+
+class Loop:
+    """Bus, streams (keep-alive on ``clock``) and a Site on 127.0.0.1:0."""
+
+    def __init__(self, clock=reactor, queue_size=1000):
+        self.bus = EventBus()
+        self.streams = StreamRegistry(self.bus, clock, queue_size=queue_size)
+        self.ports = []
+
+    async def start(self):
+        site = Site(EventsResource(self.streams))
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+        self.ports.append(port)
+        self.port_numbers = {port.getHost().port}
+        self.base = f"http://127.0.0.1:{port.getHost().port}"
+        return self
+
+    async def open(self, path="/v1/events", token="ta", pause=False):
+        response = await treq.get(f"{self.base}{path}?access_token={token}",
+                                  persistent=False, unbuffered=True)
+        body = Collector()
+        response.deliverBody(body)
+        if pause:
+            body.transport.pauseProducing()
+        return response, body
+
+    async def stop(self):
+        self.streams.close_all()
+        ports = self.port_numbers
+        for port in self.ports:
+            await port.stopListening()
+        # Wait for both ends of every connection to our ports to be closed.
+        await until(lambda: not any(_peer_port(s) in ports or _host_port(s) in ports
+                                    for s in reactor.getReaders() + reactor.getWriters()))
+
+
+def _peer_port(selectable):
+    try:
+        return selectable.getPeer().port
+    except Exception:
+        return None
+
+
+def _host_port(selectable):
+    try:
+        return selectable.getHost().port
+    except Exception:
+        return None
+
+
+async def until(predicate, timeout=10.0, step=0.005):
+    """Poll ``predicate`` (bounded; no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await task.deferLater(reactor, step, lambda: None)
+
+
+@pytest.fixture(autouse=True)
+def clean_reactor():
+    """Fail a test that leaves timers or sockets behind (pytest-twisted does not)."""
+
+    def sockets():
+        return {s for s in reactor.getReaders() + reactor.getWriters() if hasattr(s, "getHost")}
+
+    calls, before = set(reactor.getDelayedCalls()), sockets()
+    yield
+    leaked = [c for c in reactor.getDelayedCalls() if c not in calls and c.active()]
+    for c in leaked:
+        c.cancel()
+    assert not leaked, leaked
+    assert not (sockets() - before), "leaked ports/connections"
+
+
+def ev(name="temp", data="21", owner="alice", public=True):
+    return Event(name, data, 60, time.time(), "api", public, owner)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stream_headers_frames_prefix_and_401_before_headers():
+    loop = await Loop().start()
+    try:
+        denied = await treq.get(f"{loop.base}/v1/events?access_token=nope", persistent=False)
+        assert denied.code == 401
+        assert (await denied.json())["error_description"]
+        assert len(loop.bus) == 0
+
+        response, body = await loop.open("/v1/events/spark%2Fst")
+        assert response.code == 200
+        headers = response.headers
+        assert headers.getRawHeaders("content-type") == ["text/event-stream"]
+        assert headers.getRawHeaders("cache-control") == ["no-cache"]
+        assert headers.getRawHeaders("x-accel-buffering") == ["no"]
+        assert headers.getRawHeaders("access-control-allow-origin") == ["*"]
+        assert loop.bus.prefixes() == ["spark/st"]
+        await until(lambda: body.data == b":ok\n\n")
+        loop.bus.publish(ev("spark/status", "online", public=False))
+        loop.bus.publish(ev("spark/other"))
+        loop.bus.publish(ev("spark/status", "bob's", owner="bob", public=False))
+        await until(lambda: body.names() == ["spark/status"])
+        assert b'data: {"data":"online","ttl":"60","published_at":"' in body.data
+    finally:
+        await loop.stop()
+    await body.done
+
+
+@pytest_twisted.ensureDeferred
+async def test_keepalive_on_the_wire_driven_by_a_clock():
+    clock = task.Clock()
+    loop = await Loop(clock=clock).start()
+    try:
+        _, body = await loop.open()
+        await until(lambda: body.data == b":ok\n\n")
+        clock.advance(8.9)
+        loop.bus.publish(ev())  # resets the silence
+        clock.advance(8.9)
+        await until(lambda: body.data.count(b"\n\n") == 2)
+        assert not body.data.endswith(b"\n\n\n")
+        clock.advance(0.1)
+        await until(lambda: body.data.endswith(b"}\n\n\n"))
+        clock.advance(9)
+        await until(lambda: body.data.endswith(b"}\n\n\n\n"))
+    finally:
+        await loop.stop()
+    await body.done
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_hangup_removes_the_subscription():
+    loop = await Loop().start()
+    try:
+        _, body = await loop.open("/v1/devices/events")
+        await until(lambda: len(loop.bus) == 1)
+        body.transport.stopProducing()
+        await until(lambda: len(loop.bus) == 0 and len(loop.streams) == 0)
+        loop.bus.publish(ev())  # nothing to write to, nothing raised
+    finally:
+        await loop.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_token_deletion_ends_the_stream():
+    loop = await Loop().start()
+    try:
+        _, alice = await loop.open(token="ta")
+        _, bob = await loop.open(token="tb")
+        await until(lambda: len(loop.streams) == 2)
+        assert loop.streams.close_streams_for_token("ta") == 1
+        await alice.done  # the client sees the response end
+        loop.bus.publish(ev())
+        await until(lambda: bob.names() == ["temp"])
+        assert len(loop.bus) == 1
+    finally:
+        await loop.stop()
+    await bob.done
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_that_stops_reading_is_cut_off_with_memory_bounded():
+    loop = await Loop(queue_size=50).start()
+    try:
+        _, slow = await loop.open(pause=True)
+        _, fast = await loop.open()
+        await until(lambda: len(loop.streams) == 2)
+        slow_stream, fast_stream = loop.streams.streams()
+        transport = slow_stream.request.channel.transport
+        frame = len(format_event(ev(data="y" * 255)))
+        peak_queue = peak_buffer = sent = 0
+        while not slow_stream.closed:
+            assert sent < 200_000, "the slow client was never cut off"
+            # Batches small enough for a reading client to keep up with: a burst
+            # beyond 64 KiB + the queue within one reactor turn would cut it off too.
+            for _ in range(40):
+                loop.bus.publish(ev(data="y" * 255))
+                sent += 1
+                peak_queue = max(peak_queue, slow_stream.queued)
+                buffered = len(transport.dataBuffer) + transport._tempDataLen
+                peak_buffer = max(peak_buffer, buffered)
+            await task.deferLater(reactor, 0, lambda: None)  # let the sockets move
+        assert slow_stream.cut_off and loop.streams.cut_off == 1
+        assert peak_queue == 50
+        # transport buffer: its 64 KiB mark, plus at most one flushed queue
+        assert peak_buffer <= transport.bufferSize + 51 * frame
+        assert len(loop.bus) == 1 and not fast_stream.closed
+        # The server aborted the connection; the client notices once it reads again.
+        slow.transport.resumeProducing()
+        await slow.done
+        assert slow.received < fast.received
+        await until(lambda: fast.received == len(b":ok\n\n") + sent * frame)
+        assert fast.data.count(b"event: temp") == sent
+    finally:
+        await loop.stop()
+    await fast.done
+
+
+@pytest_twisted.ensureDeferred
+async def test_thousand_connect_disconnect_cycles_leave_no_subscription():
+    loop = await Loop().start()
+    try:
+        for batch in range(20):
+            opened = await defer.gatherResults(
+                [defer.ensureDeferred(loop.open()) for _ in range(50)]
+            )
+            await until(lambda: len(loop.streams) == 50)
+            loop.bus.publish(ev(f"cycle{batch}"))
+            for i, (_, body) in enumerate(opened):
+                if i % 2:
+                    body.transport.stopProducing()
+            loop.streams.close_streams_for_token("ta")  # and the others from the server side
+            await defer.gatherResults([body.done for _, body in opened])
+            await until(lambda: len(loop.bus) == 0 and len(loop.streams) == 0)
+        assert loop.streams.opened == 1000
+        assert loop.bus.prefixes() == []
+    finally:
+        await loop.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_virtual_devices_over_tcp_to_sse_and_back():
+    settings = Settings(login_failures_per_minute=0)
+    store = MemoryStore()
+    await store.add_user(User("alice", "x"))
+    await store.put_device(DeviceRecord(CORE, owner="alice",
+                                        public_key=public_key_der(DEVICE_KEYS[0])))
+    loop = await Loop().start()
+    registry = DeviceRegistry(reactor, bus=loop.bus, store=store)
+    router = DeviceRouter(loop.bus, registry, reactor)
+    factory = DeviceServerFactory(SERVER_KEY, store, registry, loop.bus, settings,
+                                  clock=reactor, rsa_pool=SynchronousRsaPool())
+    device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+    device = VirtualDevice(CORE, DEVICE_KEYS[0], SERVER_PUBLIC)
+    try:
+        _, body = await loop.open("/v1/devices/events")
+        await until(lambda: len(loop.streams) == 1)
+        await connect_device(reactor, "127.0.0.1", device_port.getHost().port, device, 10)
+        assert await device.subscribe("cmd", my_devices=True) is True
+        assert len(router) == 1
+        assert await device.publish("temp", "21", private=True, confirmable=True) is True
+        loop.bus.publish(api_event("cmd/led", "on", "true", None, owner="alice",
+                                   now=time.time()))
+        await until(lambda: device.events == [("cmd/led", "on", 60, True)])
+        await until(lambda: body.names() == ["spark/status", "temp", "cmd/led"])
+        device.disconnect()
+        await device.closed
+        await until(lambda: body.names()[-1:] == ["spark/status"] and len(router) == 0)
+        assert b'"data":"offline"' in body.data
+    finally:
+        if device.transport is not None and not device.closed.called:
+            device.disconnect()
+            await device.closed
+        factory.close_all()
+        await device_port.stopListening()
+        await loop.stop()
+    await body.done

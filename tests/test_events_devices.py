@@ -103,7 +103,7 @@ def test_spark_status_on_connect_and_disconnect_only_to_the_owner():
     bobs = cloud.stream(V.firehose_rule("bob"))
     prefix = prefix_from_path(f"/v1/devices/{CORE_ID}/events/spark%2F", 4)
     assert prefix == "spark/"
-    device = cloud.stream(V.device_rule(CORE_ID, "alice", owner="alice"), prefix=prefix)
+    device = cloud.stream(V.device_rule(CORE_ID, "alice"), prefix=prefix)
     core = cloud.connect(CORE_ID)
     core.disconnect()
     cloud.flush()

@@ -192,3 +192,15 @@ def test_thousand_online_offline_cycles_leave_the_bus_empty():
         bus.publish(ev("a"))
         registry.unregister(session)
     assert len(bus) == 0 and len(router) == 0 and router._routes == {}
+
+
+def test_claim_while_online_changes_what_the_subscriptions_see():
+    _, bus, registry, router = setup()
+    listener = FakeSession(DA2, None, [("", True, None)])
+    registry.register(listener)
+    bus.publish(ev("before"))
+    listener.owner = "alice"  # what the API's claim does to the live session
+    bus.publish(ev("after", public=False))
+    listener.owner = "bob"  # released, claimed by bob
+    bus.publish(ev("gone", public=False))
+    assert listener.names() == ["after"]

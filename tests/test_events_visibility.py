@@ -40,8 +40,8 @@ SUBSCRIBERS = {
     "admin's firehose": V.firehose_rule(ROOT, is_admin=True),
     "A's devices stream": V.my_devices_rule(A),
     "B's devices stream": V.my_devices_rule(B),
-    "A's stream on A's device": V.device_rule(DA1, A, owner=A),
-    "B's stream on A's device": V.device_rule(DA1, B, owner=A),
+    "A's stream on A's device": V.device_rule(DA1, A),
+    "B's stream on A's device": V.device_rule(DA1, B),
     "A's device, u": V.device_subscription_rule(DA2, A, my_devices=True),
     "A's device, no u": V.device_subscription_rule(DA2, A, my_devices=False),
     "B's device, u": V.device_subscription_rule(DB, B, my_devices=True),
@@ -110,13 +110,13 @@ def test_device_id_filter_with_u_needs_same_owner():
     )
 
 
-def test_device_stream_of_claimed_device_uses_record_owner_too():
-    # The event still carries no owner (claimed while online), the caller owns the record.
-    unowned_event = event("temp", DA1, None, False)
-    assert V.device_rule(DA1, A, owner=A)(unowned_event)
-    assert not V.device_rule(DA1, B, owner=A)(unowned_event)
-    assert V.device_rule(DA1, ROOT, is_admin=True)(unowned_event)
-    assert not V.device_rule(DA1, A, owner=A)(event("temp", DA2, A, True))
+def test_device_stream_follows_the_events_owner():
+    # Released while streaming: the device's new events are no longer A's.
+    assert V.device_rule(DA1, A)(event("temp", DA1, A, False))
+    assert not V.device_rule(DA1, A)(event("temp", DA1, None, False))
+    assert not V.device_rule(DA1, A)(event("temp", DA1, B, False))
+    assert V.device_rule(DA1, ROOT, is_admin=True)(event("temp", DA1, None, False))
+    assert not V.device_rule(DA1, ROOT, is_admin=True)(event("temp", DA2, A, True))
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@
 :class:`DeviceRouter` is a registry observer.  When a session comes online
 it subscribes each entry of ``session.subscriptions`` — ``(prefix,
 my_devices, device_id)`` tuples recorded by the device session — to the bus,
-with the rule of :func:`~twisted_spark.events.visibility.device_subscription_rule`
+with the rule of :func:`~twisted_spark.events.visibility.device_subscription_accepts`
+(reading the session's *current* owner, which claim/release change live)
 and ``session.send_event`` as the callback (the session encodes the §9.2
 frame and refuses what does not fit the device's buffer).  When the session
 goes offline every one of its bus subscriptions is cancelled.
@@ -24,10 +25,23 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from twisted_spark.events.visibility import device_subscription_rule
+from twisted_spark.events.visibility import device_subscription_accepts
 from twisted_spark.models import Event
 
 log = Logger()
+
+
+def _live_rule(session, my_devices, device_id):
+    """The §9.4 rule of one subscription, reading the session's owner at each
+    event (claim and release change it while the device is online)."""
+    device_id_of_subscriber = session.device_id
+
+    def accepts(event: Event) -> bool:
+        return device_subscription_accepts(
+            event, device_id_of_subscriber, session.owner, my_devices, device_id
+        )
+
+    return accepts
 
 
 class WatchedSubscriptions(list):
@@ -111,10 +125,9 @@ class DeviceRouter:
         key = (prefix or "", bool(my_devices), device_id or None)
         if key in routes:
             return
-        accepts = device_subscription_rule(
-            session.device_id, getattr(session, "owner", None), key[1], key[2]
+        routes[key] = self.bus.subscribe(
+            key[0], session.send_event, _live_rule(session, key[1], key[2])
         )
-        routes[key] = self.bus.subscribe(key[0], session.send_event, accepts)
 
     # -- server → one device ----------------------------------------------------------
 

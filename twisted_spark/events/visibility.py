@@ -101,18 +101,17 @@ def my_devices_rule(user: str, is_admin: bool = False) -> Rule:
     return mine
 
 
-def device_rule(
-    device_id: str, user: str, is_admin: bool = False, owner: str | None = None
-) -> Rule:
+def device_rule(device_id: str, user: str, is_admin: bool = False) -> Rule:
     """``GET /v1/devices/:id/events``: one device's events as ``user`` may see them.
 
-    :param owner: the device's owner per the store when the stream opens; a
-        caller who is that owner, or who owns the event itself, sees private
-        events too.  Others see public events of an owned device.  The route
-        answers 403/404 *before* opening a stream when the caller may not
-        watch the device at all.
+    The owner of an event (the device's owner when it published) sees all of
+    them; others see the public events of an owned device; administrators
+    see everything.  Ownership is the event's, so a device released or
+    claimed while a stream is open is judged by who owns it *now* (the API
+    updates the live session's owner).  The route answers 403/404 *before*
+    opening a stream when the caller may not watch the device at all.
     """
-    if is_admin or (owner is not None and owner == user):
+    if is_admin:
 
         def all_of_device(event: Event) -> bool:
             return event.coreid == device_id
@@ -122,10 +121,40 @@ def device_rule(
     def device(event: Event) -> bool:
         if event.coreid != device_id:
             return False
-        event_owner = event.owner
-        return event_owner is not None and (event.public or event_owner == user)
+        owner = event.owner
+        return owner is not None and (event.public or owner == user)
 
     return device
+
+
+def device_subscription_accepts(
+    event: Event,
+    subscriber_id: str,
+    subscriber_owner: str | None,
+    my_devices: bool = False,
+    device_id: str | None = None,
+) -> bool:
+    """Whether one device subscription receives ``event`` (§9.4; prefix aside).
+
+    :param subscriber_id: the subscribing device's id.
+    :param subscriber_owner: its owner now, ``None`` when unclaimed.
+    :param my_devices: the subscription carried the ``u`` query (MY_DEVICES).
+    :param device_id: the subscription named one publisher device (payload).
+    """
+    if is_system(event.name):
+        return False
+    coreid = event.coreid
+    if device_id is not None and coreid != device_id:
+        return False
+    if coreid == subscriber_id:
+        return True
+    owner = event.owner
+    if owner is None:
+        return False
+    same_owner = subscriber_owner is not None and owner == subscriber_owner
+    if my_devices:
+        return same_owner
+    return event.public or (device_id is not None and same_owner)
 
 
 def device_subscription_rule(
@@ -134,28 +163,15 @@ def device_subscription_rule(
     my_devices: bool = False,
     device_id: str | None = None,
 ) -> Rule:
-    """The §9.4 rule of one device subscription (the prefix is the bus's part).
+    """:func:`device_subscription_accepts` as a rule, for a fixed subscriber owner.
 
-    :param subscriber_id: the subscribing device's id.
-    :param subscriber_owner: its owner, ``None`` when unclaimed.
-    :param my_devices: the subscription carried the ``u`` query (MY_DEVICES).
-    :param device_id: the subscription named one publisher device (payload).
+    (:class:`~twisted_spark.events.device_routing.DeviceRouter` reads the
+    session's owner at each event instead, since a claim changes it live.)
     """
 
     def device_subscription(event: Event) -> bool:
-        if is_system(event.name):
-            return False
-        coreid = event.coreid
-        if device_id is not None and coreid != device_id:
-            return False
-        if coreid == subscriber_id:
-            return True
-        owner = event.owner
-        if owner is None:
-            return False
-        same_owner = subscriber_owner is not None and owner == subscriber_owner
-        if my_devices:
-            return same_owner
-        return event.public or (device_id is not None and same_owner)
+        return device_subscription_accepts(
+            event, subscriber_id, subscriber_owner, my_devices, device_id
+        )
 
     return device_subscription

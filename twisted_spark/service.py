@@ -67,8 +67,6 @@ class SparkService(MultiService):
             reactor, load_or_create_server_key, self.data_dir)
         self.store = await self._open_store(settings, reactor)
 
-        from twisted.web.server import Site
-
         from twisted_spark.api.app import SparkAPI
         from twisted_spark.device.factory import DeviceServerFactory
         from twisted_spark.device.rsa_pool import RsaPool
@@ -84,8 +82,7 @@ class SparkService(MultiService):
             self.server_key, self.store, self.registry, self.bus, settings,
             clock=reactor, rsa_pool=self._rsa_pool)
         api = SparkAPI(self.store, self.registry, settings, clock=reactor, bus=self.bus)
-        site = Site(api.resource())
-        site.displayTracebacks = False
+        site = api.site()
 
         self.device_port = await endpoints.serverFromString(
             reactor, settings.device_endpoint).listen(device_factory)

@@ -92,7 +92,10 @@ class SparkAPI:
         """A ``twisted.web.server.Site`` serving this API with the body limit applied."""
         from twisted.web.server import Site
 
-        site = Site(self.resource(), requestFactory=self.request_factory)
+        from twisted_spark.api.access_log import redacting_log_formatter
+
+        site = Site(self.resource(), requestFactory=self.request_factory,
+                    logFormatter=redacting_log_formatter)
         site.displayTracebacks = False
         return site
 

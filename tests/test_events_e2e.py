@@ -20,6 +20,7 @@ from device_fixtures import DEVICE_KEYS, SERVER_KEY, SERVER_PUBLIC
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Protocol
+from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -91,16 +92,42 @@ class Collector(Protocol):
         return [line[7:].decode() for line in self.data.split(b"\n") if line.startswith(b"event: ")]
 
 
+def klein_resource(streams):
+    """The same routes on Klein, the way the API mounts them: the handler
+    awaits ``stream.ended`` (Klein finishes the response when a handler
+    returns, and cancels it when the client leaves)."""
+    from klein import Klein
+
+    app = Klein()
+
+    @app.route("/v1/events", branch=True)
+    async def events(request):
+        request.setHeader(b"access-control-allow-origin", b"*")
+        token = request.args.get(b"access_token", [b""])[0].decode()
+        user = TOKENS.get(token)
+        if user is None:
+            request.setResponseCode(401)
+            return b'{"ok":false,"error":"invalid_token","error_description":"Invalid."}'
+        stream = streams.open(request, prefix_from_path(request.path, 2),
+                              V.firehose_rule(user), token=token)
+        await stream.ended
+        return None
+
+    return app.resource()
+
+
 class Loop:
     """Bus, streams (keep-alive on ``clock``) and a Site on 127.0.0.1:0."""
 
-    def __init__(self, clock=reactor, queue_size=1000):
+    def __init__(self, clock=reactor, queue_size=1000, klein=False):
         self.bus = EventBus()
         self.streams = StreamRegistry(self.bus, clock, queue_size=queue_size)
         self.ports = []
+        self.klein = klein
 
     async def start(self):
-        site = Site(EventsResource(self.streams))
+        make = klein_resource if self.klein else EventsResource
+        site = Site(make(self.streams))
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
         self.ports.append(port)
         self.port_numbers = {port.getHost().port}
@@ -147,6 +174,19 @@ async def until(predicate, timeout=10.0, step=0.005):
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await task.deferLater(reactor, step, lambda: None)
+
+
+@pytest.fixture
+def logged_failures():
+    failures = []
+
+    def observer(event):
+        if event.get("log_failure") is not None or event.get("isError"):
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    yield failures
+    globalLogPublisher.removeObserver(observer)
 
 
 @pytest.fixture(autouse=True)
@@ -345,3 +385,40 @@ async def test_virtual_devices_over_tcp_to_sse_and_back():
         await device_port.stopListening()
         await loop.stop()
     await body.done
+
+
+@pytest_twisted.ensureDeferred
+async def test_on_klein_every_ending_is_clean(logged_failures):
+    loop = await Loop(klein=True, queue_size=20).start()
+    try:
+        denied = await treq.get(f"{loop.base}/v1/events?access_token=no", persistent=False)
+        assert denied.code == 401
+        await denied.content()
+
+        _, hangs_up = await loop.open("/v1/events/spark%2Fst")
+        _, revoked = await loop.open(token="tb")
+        _, slow = await loop.open(pause=True)
+        await until(lambda: len(loop.streams) == 3)
+        assert sorted(loop.bus.prefixes()) == ["", "spark/st"]
+        hanging, revoking, slow_stream = loop.streams.streams()
+
+        hangs_up.transport.stopProducing()
+        assert loop.streams.close_streams_for_token("tb") == 1
+        await revoked.done
+        await until(lambda: hanging.closed)
+        # (each ``ended`` was awaited, and so consumed, by its Klein handler)
+        assert hanging.close_reason == "client disconnected"
+        assert revoking.close_reason == "access token deleted"
+
+        while not slow_stream.closed:
+            for _ in range(40):
+                loop.bus.publish(ev(data="z" * 255))
+            await task.deferLater(reactor, 0, lambda: None)
+        assert slow_stream.cut_off
+        slow.transport.resumeProducing()
+        await slow.done
+        assert slow_stream.close_reason == "client too slow" and slow_stream.ended.called
+        assert len(loop.bus) == 0 and len(loop.streams) == 0
+    finally:
+        await loop.stop()
+    assert logged_failures == []

@@ -409,3 +409,56 @@ def test_thousand_open_disconnect_cycles_leave_nothing(bus, clock):
     assert len(registry) == 0 and registry._by_token == {}
     assert clock.getDelayedCalls() == []
     assert registry.opened == 1000
+
+
+# -- the ended Deferred (what a Klein handler awaits) ---------------------------------
+
+
+def test_ended_fires_when_closed_by_the_server(bus, clock):
+    request, stream = open_stream(bus, clock)
+    assert not stream.ended.called
+    stream.close("access token deleted")
+    assert request.finished == 1
+    assert stream.ended.called and stream.ended.result == "access token deleted"
+
+
+def test_ended_fires_when_the_client_leaves(bus, clock):
+    request, stream = open_stream(bus, clock)
+    request.lose()
+    assert stream.ended.result == "client disconnected"
+
+
+def test_ended_waits_for_the_aborted_connection_to_go(bus, clock):
+    request, stream = open_stream(bus, clock, queue_size=1)
+    stream.pauseProducing()
+    bus.publish(ev())
+    bus.publish(ev())
+    assert stream.cut_off and not stream.ended.called
+    request.lose()
+    assert stream.ended.result == "client too slow"
+
+
+def test_cancelling_ended_closes_the_stream(bus, clock):
+    request, stream = open_stream(bus, clock)
+    stream.ended.cancel()
+    stream.ended.addErrback(lambda f: None)
+    assert stream.closed and request.finished == 1 and len(bus) == 0
+
+
+def test_cancel_after_the_connection_was_lost_never_finishes(bus, clock):
+    # Klein's order: Request.connectionLost sets _disconnected, then its own
+    # errback cancels the handler (and so ``ended``) before ours runs.
+    request, stream = open_stream(bus, clock)
+    request._disconnected = True
+    stream.ended.cancel()
+    stream.ended.addErrback(lambda f: None)
+    assert stream.closed and stream.close_reason == "client disconnected"
+    request.lose()
+    assert request.finished == 0 and len(bus) == 0
+
+
+def test_ended_fires_at_once_for_a_client_gone_before_start(bus, clock):
+    request = StreamRequest(clock)
+    request._disconnected = True
+    stream = EventStream(request, clock).start(bus, "", None)
+    assert stream.ended.result == "client disconnected"

@@ -22,6 +22,7 @@ import json
 from collections import deque
 from urllib.parse import unquote
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -122,6 +123,10 @@ class EventStream:
         at the next keep-alive check), or ``None``.
     :param on_close: ``callable(stream)`` run once when the stream ends.
 
+    :ivar ended: a ``Deferred`` firing with the close reason once the response
+        is over (finished, or its connection lost).  A Klein handler awaits it
+        to hold the response open; cancelling it (Klein does when the client
+        leaves) closes the stream.
     :ivar close_reason: why the stream ended (``None`` while open).
     :ivar cut_off: the stream was closed because its client stopped reading.
     """
@@ -134,6 +139,7 @@ class EventStream:
         "token",
         "expires_at",
         "on_close",
+        "ended",
         "close_reason",
         "cut_off",
         "events_sent",
@@ -167,6 +173,7 @@ class EventStream:
         self.token = token
         self.expires_at = expires_at
         self.on_close = on_close
+        self.ended: Deferred[str | None] = Deferred(self._cancelled)
         self.close_reason: str | None = None
         self.cut_off = False
         self.events_sent = 0
@@ -201,6 +208,7 @@ class EventStream:
             # would never fire and writes would vanish, leaking the subscription.
             self._gone = True
             self._cleanup("client disconnected")
+            self._fire_ended()
             return self
         request.notifyFinish().addBoth(self._finished)
         request.setResponseCode(200)
@@ -234,7 +242,20 @@ class EventStream:
             self._cleanup("client disconnected")
         else:
             self._cleanup(self.close_reason or "finished")
+        self._fire_ended()
         return None
+
+    def _cancelled(self, ended) -> None:
+        """Whoever awaited ``ended`` gave up (Klein: the client left)."""
+        if getattr(self.request, "_disconnected", False):
+            self._gone = True
+            self._cleanup("client disconnected")
+        else:
+            self.close("request cancelled")
+
+    def _fire_ended(self) -> None:
+        if not self.ended.called:
+            self.ended.callback(self.close_reason)
 
     def _cleanup(self, reason: str) -> None:
         if self._closed:
@@ -256,7 +277,7 @@ class EventStream:
                 log.failure("SSE on_close callback failed")
 
     def _end_response(self, abort: bool) -> None:
-        if self._gone:
+        if self._gone or getattr(self.request, "_disconnected", False):
             return  # never finish() a request whose connection is lost
         request = self.request
         try:

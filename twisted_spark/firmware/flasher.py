@@ -278,8 +278,11 @@ class Flasher:
 
     # -- the transfer -----------------------------------------------------------------
 
-    async def run(self):
-        """Do the whole update; a summary dict, or :class:`FlashError`."""
+    def run(self):
+        """Do the whole update -> Deferred[summary dict] or :class:`FlashError`."""
+        return defer.ensureDeferred(self._run())
+
+    async def _run(self):
         started = self.clock.seconds()
         self._deadline = self.clock.callLater(
             self.options.transfer_timeout,

@@ -73,6 +73,15 @@ class VirtualDevice(Protocol):
     :param clock: ``IReactorTime`` for the optional keep-alive ping.
     :param keepalive: ping the server after ``keepalive`` seconds of silence
         (the firmware uses 15); ``None`` = never.
+    :param fast_ota: accept fast OTA when the server offers it (never on a Core).
+    :param fast_style: fast OTA as ``"0.4.9"`` (good chunks answered, the
+        device sends its own UpdateDone once missed chunks arrived) or
+        ``"1.5.2"`` (chunks unanswered, waits for the server's UpdateDone).
+    :param ota_faults: an :class:`OtaFaults` (misbehaviour for tests).
+
+    After an update :attr:`firmware` holds the image (a Core keeps the zero
+    padding of the last chunk, as its flash does; a Photon cuts it at the
+    size from UpdateBegin) and :attr:`ota_done` fires with it.
     """
 
     log = Logger()
@@ -93,6 +102,8 @@ class VirtualDevice(Protocol):
         clock=None,
         keepalive=None,
         fast_ota=True,
+        fast_style="0.4.9",
+        ota_faults=None,
     ):
         self.device_id = device_id.lower()
         self.private_key = private_key
@@ -111,6 +122,11 @@ class VirtualDevice(Protocol):
         self.clock = clock
         self.keepalive = keepalive
         self.fast_ota = fast_ota and self.platform_id != CORE
+        if fast_style not in ("0.4.9", "1.5.2"):
+            raise ValueError(f"unknown fast OTA style {fast_style!r}")
+        self.fast_style = fast_style
+        self.ota_faults = ota_faults or OtaFaults()
+        self.ota_stats = {}
         #: Fires with self once the server Hello has arrived.
         self.online = defer.Deferred()
         #: Fires with the failure reason (str) when the connection ends.
@@ -375,6 +391,14 @@ class VirtualDevice(Protocol):
     # -- OTA ------------------------------------------------------------------------------
 
     def _update_begin(self, msg):
+        faults = self.ota_faults
+        if faults.refuse is not None:
+            self.send(M.coded_ack(msg.message_id, msg.token, faults.refuse))
+            return
+        if faults.ignore_begin:
+            faults.ignore_begin -= 1
+            return
+        # The Core ignores the payload (§11.1); Photons read it.
         params = M.parse_update_begin(msg.payload) if self.platform_id != CORE else None
         fast = bool(params and params.fast_ota and self.fast_ota)
         self._ota = {
@@ -383,29 +407,69 @@ class VirtualDevice(Protocol):
             "chunks": {},
             "next": 0,
             "chunk_size": params.chunk_size if params else None,
+            "asked": False,  # fast mode: ChunkMissed sent after an UpdateDone
         }
+        self.ota_stats = {"chunks": 0, "bad_crc": 0, "duplicates": 0, "missed_sent": 0}
+        if self.ota_done.called:
+            self.ota_done = defer.Deferred()
         self.send(M.empty_ack(msg.message_id))
         ready = fast if self.platform_id != CORE else None
         self.send(M.update_ready(self._next_mid(), msg.token, ready))
 
     def _chunk(self, msg):
         ota = self._ota
+        faults = self.ota_faults
         if ota is None:
             self.send(M.empty_ack(msg.message_id))
             return
         info = M.parse_chunk(msg)
-        ok = zlib.crc32(info.data) & 0xFFFFFFFF == info.crc
+        stats = self.ota_stats
+        stats["chunks"] += 1
+        if faults.disconnect_after is not None and stats["chunks"] > faults.disconnect_after:
+            self.disconnect()
+            return
+        if faults.silent_after is not None and stats["chunks"] > faults.silent_after:
+            return
+        data = info.data
+        # A Core reads the payload at a fixed offset: an index option shifts it
+        # and the CRC fails (§11.3).
+        ok = (zlib.crc32(data) & 0xFFFFFFFF) == info.crc and not (
+            self.platform_id == CORE and info.index is not None
+        )
+        index = info.index if ota["fast"] else ota["next"]
+        if ok and faults.corrupt.get(index, 0) > 0:
+            faults.corrupt[index] -= 1  # as if a bit flipped on the way: CRC mismatch
+            ok = False
+        if not ok:
+            stats["bad_crc"] += 1
         if ota["chunk_size"] is None:
-            ota["chunk_size"] = len(info.data)
+            ota["chunk_size"] = len(data)
         if ota["fast"]:
-            if ok and info.index is not None:
-                ota["chunks"][info.index] = info.data
+            if not ok or index is None:
+                return  # both firmware versions answer nothing for a bad chunk
+            if index in ota["chunks"]:
+                stats["duplicates"] += 1
+            ota["chunks"][index] = data
+            if self.fast_style == "0.4.9":
                 self.send(M.empty_ack(msg.message_id))
                 self.send(M.chunk_received(self._next_mid(), msg.token, True))
+                if ota["asked"] and not self._missing():
+                    # [DOS 0.4.9]: the device ends the update itself.
+                    self.send(M.device_update_done(self._next_mid()))
+                    self._finish_ota()
             return
         self.send(M.empty_ack(msg.message_id))
+        if ok and index in faults.flash_fail:
+            # Core flash verification failed: rewind and ask to continue there.
+            restart = faults.flash_fail.pop(index)
+            for i in range(restart, index + 1):
+                ota["chunks"].pop(i, None)
+            ota["next"] = restart
+            stats["missed_sent"] += 1
+            self.send(M.chunk_missed(self._next_mid(), [restart]))
+            return
         if ok:
-            ota["chunks"][ota["next"]] = info.data
+            ota["chunks"][index] = data
             ota["next"] += 1
         self.send(M.chunk_received(self._next_mid(), msg.token, ok))
 
@@ -417,24 +481,70 @@ class VirtualDevice(Protocol):
         total = -(-params.file_size // ota["chunk_size"])
         return [i for i in range(total) if i not in ota["chunks"]]
 
+    def _image(self):
+        ota = self._ota
+        image = b"".join(ota["chunks"][i] for i in sorted(ota["chunks"]))
+        if ota["params"] is not None:
+            image = image[: ota["params"].file_size]
+        return image
+
+    def _finish_ota(self):
+        image = self._image()
+        self.firmware = image
+        self._ota = None
+        if not self.ota_done.called:
+            self.ota_done.callback(image)
+
     def _update_done(self, msg):
         ota = self._ota
         if ota is None:
             self.send(M.update_done_ack(msg.message_id, msg.token, ok=False))
             return
+        if self.ota_faults.reject_done:
+            self.send(M.update_done_ack(msg.message_id, msg.token, ok=False))
+            return
         missing = self._missing() if ota["fast"] else []
         if missing:
+            ota["asked"] = True
+            self.ota_stats["missed_sent"] += 1
+            limit = 50 if self.fast_style == "0.4.9" else 40
             self.send(M.update_done_ack(msg.message_id, msg.token, ok=False))
-            self.send(M.chunk_missed(self._next_mid(), missing[:40]))
+            self.send(M.chunk_missed(self._next_mid(), missing[:limit]))
             return
-        image = b"".join(ota["chunks"][i] for i in sorted(ota["chunks"]))
-        if ota["params"] is not None:
-            image = image[: ota["params"].file_size]
-        self.firmware = image
-        self._ota = None
+        self._finish_ota()
         self.send(M.update_done_ack(msg.message_id, msg.token, ok=True))
-        if not self.ota_done.called:
-            self.ota_done.callback(image)
+
+
+class OtaFaults:
+    """Misbehaviour of a :class:`VirtualDevice` during OTA (tests only).
+
+    :ivar corrupt: chunk index -> how many times its arrival fails the CRC check.
+    :ivar flash_fail: chunk index -> index to restart from (Core-style flash
+        verification failure answered with ChunkMissed), once.
+    :ivar disconnect_after: drop the connection when this many chunks arrived.
+    :ivar silent_after: answer nothing after this many chunks.
+    :ivar refuse: answer UpdateBegin with this error code (0x80, 0xA3).
+    :ivar ignore_begin: number of UpdateBegin requests to ignore.
+    :ivar reject_done: answer UpdateDone with 4.00 in any mode.
+    """
+
+    def __init__(
+        self,
+        corrupt=None,
+        flash_fail=None,
+        disconnect_after=None,
+        silent_after=None,
+        refuse=None,
+        ignore_begin=0,
+        reject_done=False,
+    ):
+        self.corrupt = dict(corrupt or {})
+        self.flash_fail = dict(flash_fail or {})
+        self.disconnect_after = disconnect_after
+        self.silent_after = silent_after
+        self.refuse = refuse
+        self.ignore_begin = ignore_begin
+        self.reject_done = reject_done
 
 
 class VirtualDeviceFactory(ClientFactory):

@@ -393,6 +393,8 @@ def test_a_failing_write_closes_only_that_stream(bus, clock):
     bad.write = broken
     bus.publish(ev())
     assert bad_stream.closed and len(bus) == 1 and len(good.written) == 2
+    assert bad_stream.close_reason == "write failed"
+    assert bad.channel.transport.aborted  # the connection is not left hanging
 
 
 def test_thousand_open_disconnect_cycles_leave_nothing(bus, clock):

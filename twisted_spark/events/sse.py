@@ -300,8 +300,8 @@ class EventStream:
             self.request.write(data)
         except Exception:
             log.failure("SSE write failed; closing the stream")
-            self._gone = True
             self._cleanup("write failed")
+            self._end_response(abort=True)
 
     def _deliver(self, event: Event) -> None:
         if self._closed:

@@ -89,7 +89,9 @@ class FirmwareHook:
         self.active = {}
         #: The summary of the last successful transfer (benchmarks, tests).
         self.last_summary = None
-        self._subscription = bus.subscribe(HARDWARE, self._hardware_event) if bus else None
+        self._subscription = (
+            bus.subscribe(HARDWARE, self._hardware_event) if bus is not None else None
+        )
         registry.add_observer(self)
 
     def close(self):

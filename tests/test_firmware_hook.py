@@ -1,0 +1,155 @@
+"""FirmwareHook on a Clock (session over an in-memory pump), and the image store."""
+
+from __future__ import annotations
+
+import pytest
+from device_fixtures import CORE_ID, DEVICE_KEYS, Server, failure_of, result
+
+from twisted_spark.api.bodies import Body, UploadedFile
+from twisted_spark.api.errors import ApiError
+from twisted_spark.config import Settings
+from twisted_spark.errors import DeviceBusy
+from twisted_spark.events.bus import EventBus
+from twisted_spark.firmware import FirmwareHook, FlashOptions
+from twisted_spark.firmware.compiler import render_command, safe_filename
+from twisted_spark.firmware.images import ImageStore
+from twisted_spark.models import DeviceRecord, Event
+from twisted_spark.sim.device import OtaFaults
+
+
+class FakeCall:
+    def __init__(self, data, filename="fw.bin"):
+        self.body = Body(files={"file": UploadedFile("file", filename, data, "application/x")})
+
+
+def setup(tmp_path, options=None, **device_kw):
+    s = Server(Settings(data_dir=tmp_path))
+    s.register(CORE_ID, key=DEVICE_KEYS[0], owner="alice")
+    device = s.device(CORE_ID, DEVICE_KEYS[0], **device_kw)
+    _proto, pump = s.connect(device)
+    bus = EventBus()
+    statuses = []
+    bus.subscribe("spark/flash/status", lambda e: statuses.append(e))
+    hook = FirmwareHook(
+        s.settings,
+        bus,
+        s.registry,
+        s.clock,
+        s.clock,
+        options=options,
+        images=ImageStore(tmp_path / "firmware"),
+    )
+    record = DeviceRecord(CORE_ID, owner="alice")
+    return s, device, s.registry.get(CORE_ID), pump, hook, record, statuses, bus
+
+
+def flash(hook, record, data, pump):
+    call = FakeCall(data)
+    d = hook.flash(call, record, call.body.files["file"], True)
+    pump.flush()
+    return d
+
+
+def test_success_shape_events_and_unlock(tmp_path):
+    s, device, session, pump, hook, record, statuses, _ = setup(tmp_path)
+    d = flash(hook, record, b"A" * 3000, pump)
+    body = result(d)
+    assert body["ok"] is True and body["status"] == "Update finished"
+    assert device.firmware.rstrip(b"\x00") == b"A" * 3000
+    assert [(e.name, e.data, e.coreid, e.public, e.owner) for e in statuses] == [
+        ("spark/flash/status", "started", CORE_ID, False, "alice"),
+        ("spark/flash/status", "success", CORE_ID, False, "alice"),
+    ]
+    assert not session.busy and session.message_handler is None and hook.active == {}
+    assert (tmp_path / "firmware" / f"{body['firmware_binary_id']}.bin").read_bytes() == b"A" * 3000
+
+
+def test_timeout_is_408_and_unlocks(tmp_path):
+    options = FlashOptions(chunk_timeout=15)
+    s, device, session, pump, hook, record, statuses, _ = setup(
+        tmp_path, options, ota_faults=OtaFaults(silent_after=2)
+    )
+    d = flash(hook, record, b"B" * 3000, pump)
+    assert session.busy
+    # Other calls are refused while flashing (→ 409 in the API).
+    assert isinstance(failure_of(session.read_variable("temperature")).value, DeviceBusy)
+    assert isinstance(failure_of(flash(hook, record, b"again", pump)).value, DeviceBusy)
+    s.clock.advance(15)
+    error = failure_of(d).value
+    assert isinstance(error, ApiError) and error.status == 408
+    assert error.body()["firmware_binary_id"] and error.body()["ok"] is False
+    assert not session.busy and hook.active == {}
+    assert [e.data for e in statuses] == ["started", "failed"]
+
+
+def test_disconnect_aborts_via_registry_and_unlocks(tmp_path):
+    s, device, session, pump, hook, record, statuses, _ = setup(
+        tmp_path, ota_faults=OtaFaults(silent_after=2)
+    )
+    d = flash(hook, record, b"C" * 3000, pump)
+    assert session.busy
+    session.disconnect("test")  # no pending request is needed to notice
+    pump.flush()
+    error = failure_of(d).value
+    assert error.status == 500 and "disconnected" in error.errors[0]
+    assert not session.busy
+
+
+def test_announced_limits_are_used(tmp_path):
+    s, device, session, pump, hook, record, statuses, bus = setup(tmp_path)
+    for name, value in (("max_binary", "2000"), ("ota_chunk_size", "128")):
+        bus.publish(Event(f"spark/hardware/{name}", value, 60, 0.0, CORE_ID, False, "alice"))
+    error = failure_of(flash(hook, record, b"D" * 2001, pump)).value
+    assert error.status == 400 and "at most 2000" in error.errors[0]
+    assert device.ota_stats == {} and statuses == []
+    assert result(flash(hook, record, b"D" * 2000, pump))["ok"] is True
+    assert hook.last_summary["chunk_size"] == 128
+
+
+def test_empty_file_and_offline(tmp_path):
+    s, device, session, pump, hook, record, statuses, _ = setup(tmp_path)
+    assert failure_of(flash(hook, record, b"", pump)).value.status == 400
+    other = DeviceRecord("0123456789abcdef01234567", owner="alice")
+    error = failure_of(flash(hook, other, b"x", pump)).value
+    assert error.status == 404 and error.errors == ["Device is not connected."]
+
+
+def test_close_stops_listening(tmp_path):
+    s, device, session, pump, hook, record, statuses, bus = setup(tmp_path)
+    hook.close()
+    bus.publish(Event("spark/hardware/max_binary", "5", 60, 0.0, CORE_ID, False))
+    assert hook.hardware == {}
+
+
+# -- images ------------------------------------------------------------------------------
+
+
+def test_image_store_caps_count_and_size(tmp_path):
+    store = ImageStore(tmp_path, max_count=3, max_bytes=1000)
+    ids = [result(store.put(bytes([i]) * 100)) for i in range(5)]
+    assert store.ids() == ids[-3:]
+    assert result(store.get(ids[-1])) == bytes([4]) * 100
+    assert result(store.get(ids[0])) is None
+    big = result(store.put(b"x" * 950))
+    assert store.ids() == [big]  # the newest is always kept
+    assert result(store.get("../etc/passwd")) is None
+    assert len(big) == 24 and (tmp_path / f"{big}.bin").stat().st_mode & 0o777 == 0o600
+
+
+# -- compiler helpers --------------------------------------------------------------------
+
+
+def test_render_command_quotes_and_platforms():
+    cmd = render_command("make APPDIR={src} OUT={out} PLATFORM={platform}", "/a b", "/o", 6)
+    assert cmd == "make APPDIR='/a b' OUT=/o PLATFORM=photon"
+    with pytest.raises(ValueError):
+        render_command("make {nope}", "s", "o")
+
+
+def test_safe_filenames():
+    taken = set()
+    assert safe_filename("../../etc/passwd", taken) == "passwd"
+    assert safe_filename("dir\\app.cpp", taken) == "app.cpp"
+    assert safe_filename("app.cpp", taken) == "2-app.cpp"
+    assert safe_filename(".hidden", taken) == "hidden"
+    assert safe_filename("", taken) == "source.cpp"

@@ -47,6 +47,8 @@ class SparkService(MultiService):
         self._rsa_pool = rsa_pool
         self.store = None
         self.registry = None
+        self.router = None
+        self.api = None
         self.bus = None
         self.server_key = None
         self.data_dir = None
@@ -71,18 +73,21 @@ class SparkService(MultiService):
         from twisted_spark.device.factory import DeviceServerFactory
         from twisted_spark.device.rsa_pool import RsaPool
         from twisted_spark.events.bus import EventBus
+        from twisted_spark.events.device_routing import DeviceRouter
         from twisted_spark.registry import DeviceRegistry
 
         self.bus = EventBus()
         self.registry = DeviceRegistry(clock=reactor, bus=self.bus, store=self.store)
+        self.router = DeviceRouter(self.bus, self.registry, reactor)
         if self._rsa_pool is None:
             self._rsa_pool = RsaPool(reactor, settings.rsa_threads)
         self._rsa_pool.start()
         device_factory = DeviceServerFactory(
             self.server_key, self.store, self.registry, self.bus, settings,
             clock=reactor, rsa_pool=self._rsa_pool)
-        api = SparkAPI(self.store, self.registry, settings, clock=reactor, bus=self.bus)
-        site = api.site()
+        self.api = SparkAPI(self.store, self.registry, settings, clock=reactor, bus=self.bus,
+                            reactor=reactor)
+        site = self.api.site()
 
         self.device_port = await endpoints.serverFromString(
             reactor, settings.device_endpoint).listen(device_factory)
@@ -119,6 +124,8 @@ class SparkService(MultiService):
         for port in (self.api_port, self.device_port):
             if port is not None:
                 yield defer.maybeDeferred(port.stopListening)
+        if self.api is not None:
+            self.api.streams.close_all()
         if self.registry is not None:
             for session in list(self.registry.sessions()):
                 session.disconnect("server shutting down")

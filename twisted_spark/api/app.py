@@ -14,7 +14,7 @@ from klein import Klein
 from twisted.web.resource import Resource
 
 from twisted_spark import passwords
-from twisted_spark.api import accounts, devices, ops
+from twisted_spark.api import accounts, devices, events, ops
 from twisted_spark.api.auth import Authenticator
 from twisted_spark.api.bodies import Body, limited_request_factory, read_body
 from twisted_spark.api.context import Call, Reply
@@ -22,6 +22,7 @@ from twisted_spark.api.errors import install_error_handler, json_bytes
 from twisted_spark.api.metrics import Metrics
 from twisted_spark.api.tokens import LoginThrottle
 from twisted_spark.config import Settings
+from twisted_spark.events.sse import EventStream, StreamRegistry
 
 #: Methods whose body is read (and may carry the token).
 BODY_METHODS = {b"POST", b"PUT", b"DELETE", b"PATCH"}
@@ -68,7 +69,19 @@ class SparkAPI:
         self.token_revoked_observers: list = []
         self.app = Klein()
         install_error_handler(self.app, self.settings.cors_origin)
-        for module in (accounts, devices, ops):
+        #: Open event streams (:class:`~twisted_spark.events.sse.StreamRegistry`).
+        self.streams = None
+        if bus is not None:
+            self.streams = StreamRegistry.from_settings(bus, clock, self.settings)
+            self.token_revoked_observers.append(self.streams.close_streams_for_token)
+            self.metrics.gauge("spark_sse_streams", "Event streams open now",
+                               lambda: len(self.streams.streams()))
+            self.metrics.gauge("spark_events_published", "Events published since start",
+                               lambda: bus.published)
+        # Event routes come before the device routes: /v1/devices/events must not be
+        # taken for a device called "events".
+        routes = (accounts, events, devices, ops) if bus is not None else (accounts, devices, ops)
+        for module in routes:
             self.add_routes(module.register)
 
     # -- composition -----------------------------------------------------------
@@ -140,6 +153,8 @@ class SparkAPI:
                 elif auth == "optional":
                     caller = await self.auth.optional_caller(request, body)
                 result = await handler(Call(self, request, body, caller), **kwargs)
+                if isinstance(result, EventStream):
+                    return None  # the stream wrote and finished the response itself
                 return render(request, result)
 
             endpoint.__name__ = handler.__name__

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 
 from twisted_spark.events.bus import EventBus
-from twisted_spark.events.device_routing import DeviceRouter, WatchedSubscriptions
+from twisted_spark.events.device_routing import DeviceRouter
 from twisted_spark.models import Event
 from twisted_spark.registry import DeviceRegistry
 
@@ -36,11 +36,13 @@ class FakeSession:
     def disconnect(self, reason):
         self.disconnected = reason
 
-    def subscribe(self, prefix, my_devices=False, device_id=None):
+    def subscribe(self, prefix, my_devices=False, device_id=None, registry=None):
         """What DeviceSession._subscribe does with a subscription."""
         entry = (prefix, my_devices, device_id)
         if entry not in self.subscriptions:
             self.subscriptions.append(entry)
+            if registry is not None:
+                registry.subscribed(self, entry)
 
     def names(self):
         return [e.name for e in self.received]
@@ -69,24 +71,23 @@ def test_subscriptions_present_at_online_are_routed():
     assert listener.names() == ["temp", "temp", "other"]
 
 
-def test_subscriptions_after_online_are_routed_through_the_watched_list():
+def test_subscriptions_after_online_are_routed_through_the_registry():
     _, bus, registry, router = setup()
     listener = FakeSession(DA2, "alice")
     registry.register(listener)
-    assert isinstance(listener.subscriptions, WatchedSubscriptions)
     assert len(router) == 0
-    listener.subscribe("temp")
-    listener.subscribe("temp")  # the session ignores a duplicate
+    listener.subscribe("temp", registry=registry)
+    listener.subscribe("temp", registry=registry)  # the session ignores a duplicate
     assert router.subscriptions_of(listener) == [("temp", False, None)]
     bus.publish(ev("temperature"))
     assert listener.names() == ["temperature"]
 
 
-def test_explicit_hook_and_watched_list_do_not_double_deliver():
+def test_the_same_subscription_twice_is_routed_once():
     _, bus, registry, router = setup()
     listener = FakeSession(DA2, "alice")
     registry.register(listener)
-    listener.subscribe("t")
+    listener.subscribe("t", registry=registry)
     router.subscription_added(listener, ("t", False, None))
     router.subscription_added(listener, ("t", 0, ""))  # same subscription, other spelling
     assert len(bus) == 1
@@ -104,11 +105,11 @@ def test_offline_removes_every_subscription_and_stops_watching():
     _, bus, registry, router = setup()
     listener = FakeSession(DA2, "alice", [("a", False, None), ("b", True, None)])
     registry.register(listener)
-    listener.subscribe("c", device_id=DA1)
+    listener.subscribe("c", device_id=DA1, registry=registry)
     assert len(bus) == 3
     registry.unregister(listener)
     assert len(bus) == 0 and len(router) == 0
-    listener.subscribe("d")  # a late append after offline routes nothing
+    listener.subscribe("d", registry=registry)  # a late append after offline routes nothing
     assert len(bus) == 0
     bus.publish(ev("a"))
     assert listener.received == []
@@ -188,7 +189,7 @@ def test_thousand_online_offline_cycles_leave_the_bus_empty():
     for i in range(1000):
         session = FakeSession(DA2, "alice", [("a", False, None)])
         registry.register(session)
-        session.subscribe(f"p{i % 5}", my_devices=bool(i % 2))
+        session.subscribe(f"p{i % 5}", my_devices=bool(i % 2), registry=registry)
         bus.publish(ev("a"))
         registry.unregister(session)
     assert len(bus) == 0 and len(router) == 0 and router._routes == {}

@@ -131,6 +131,17 @@ class DeviceRegistry:
 
     # -- internals -------------------------------------------------------------
 
+    def subscribed(self, session, entry):
+        """Tell observers that an online ``session`` added subscription ``entry``."""
+        for observer in list(self._observers):
+            if hasattr(observer, "subscription_added"):
+                try:
+                    observer.subscription_added(session, entry)
+                except Exception:
+                    self.log.failure("Registry observer {observer!r} failed on a subscription "
+                                     "of {device_id}", observer=observer,
+                                     device_id=session.device_id)
+
     def _went_offline(self, session):
         self.save(session.device_id, last_heard=session.last_heard)
         self._publish_status(session, "offline")

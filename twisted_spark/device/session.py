@@ -553,6 +553,7 @@ class DeviceSession:
         entry = (sub.prefix, sub.my_devices, sub.device_id)
         if entry not in self.subscriptions:
             self.subscriptions.append(entry)
+            self.factory.registry.subscribed(self, entry)
         self.protocol.send_coap(M.empty_ack(msg.message_id))
 
     # -- end -------------------------------------------------------------------------

@@ -10,11 +10,10 @@ frame and refuses what does not fit the device's buffer).  When the session
 goes offline every one of its bus subscriptions is cancelled.
 
 Subscriptions usually arrive *after* the online notification (devices
-subscribe right after the handshake).  They reach the router through
-:meth:`DeviceRouter.subscription_added`; until the device session calls that
-hook itself, the router watches the session's list: at ``device_online`` it
-replaces ``session.subscriptions`` by a list that reports each ``append``.
-Both paths may run for one entry; the second is ignored.
+subscribe right after the handshake): the session reports each new one to
+the registry (``registry.subscribed``), which calls
+:meth:`DeviceRouter.subscription_added` on its observers.  An entry routed
+twice is ignored the second time.
 
 Server commands addressed to one device (``spark/device/reset``...) go
 through :meth:`DeviceRouter.send_to_device`, straight to that connection,
@@ -42,22 +41,6 @@ def _live_rule(session, my_devices, device_id):
         )
 
     return accepts
-
-
-class WatchedSubscriptions(list):
-    """A list that calls ``on_append(entry)`` after each ``append``."""
-
-    __slots__ = ("on_append",)
-
-    def __init__(self, items, on_append) -> None:
-        super().__init__(items)
-        self.on_append = on_append
-
-    def append(self, entry) -> None:
-        super().append(entry)
-        on_append = self.on_append
-        if on_append is not None:
-            on_append(entry)
 
 
 class DeviceRouter:
@@ -92,20 +75,11 @@ class DeviceRouter:
         if session in self._routes:
             return
         self._routes[session] = {}
-        current = session.subscriptions
-        if not isinstance(current, WatchedSubscriptions):
-            current = WatchedSubscriptions(
-                current, lambda entry: self.subscription_added(session, entry)
-            )
-            session.subscriptions = current
-        for entry in list(current):
+        for entry in list(session.subscriptions):
             self.subscription_added(session, entry)
 
     def device_offline(self, session) -> None:
         routes = self._routes.pop(session, None)
-        subscriptions = getattr(session, "subscriptions", None)
-        if isinstance(subscriptions, WatchedSubscriptions):
-            subscriptions.on_append = None
         if routes:
             for subscription in routes.values():
                 subscription.cancel()

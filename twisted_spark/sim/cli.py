@@ -26,7 +26,11 @@ from twisted_spark.sim.fleet import (
 
 class SimulateOptions(usage.Options):
     synopsis = "[options]"
-    longdesc = __doc__
+    longdesc = (
+        "Run virtual Spark Cores and Photons against a twisted-spark server. Device keys "
+        "missing from --key-dir are generated; --register-only then prints the "
+        "'python -m twisted_spark keys add' commands that register them."
+    )
     optParameters = [
         ["server", "s", "127.0.0.1:5683", "Device endpoint of the server, host:port."],
         [

@@ -195,9 +195,33 @@ async def test_other_users_see_only_public_events_of_a_device(reactor, cloud):
 @pytest_twisted.ensureDeferred
 async def test_deleting_the_token_ends_its_stream(reactor, cloud):
     alice = await cloud.token("alice")
+    subscribers_before = len(cloud.service.bus)
     response, chunks = await cloud.stream("/v1/events", alice)
     await until(reactor, lambda: b"".join(chunks).startswith(b":ok"))
+    assert len(cloud.service.bus) == subscribers_before + 1
     status, body = await cloud.request("DELETE", f"/v1/access_tokens/{alice}", alice)
     assert (status, body) == (200, {"ok": True})
     await until(reactor, lambda: cloud.service.api.streams.streams() == [])
-    assert len(cloud.service.bus) == 0
+    assert len(cloud.service.bus) == subscribers_before
+
+
+@pytest_twisted.ensureDeferred
+async def test_flash_a_binary_through_the_service(reactor, cloud):
+    import io
+
+    alice = await cloud.token("alice")
+    device = await cloud.attach(CORE)
+    _, events = await cloud.stream("/v1/devices/events/spark/flash", alice)
+    image = bytes(range(256)) * 20  # 5 120 bytes: 20 chunks of 256
+    response = await treq.put(
+        f"{cloud.base}/v1/devices/{CORE}", pool=cloud.pool,
+        headers={"Authorization": f"Bearer {alice}"},
+        data={"file_type": "binary"}, files={"file": ("app.bin", io.BytesIO(image))})
+    body = await response.json()
+    assert response.code == 200, body
+    assert body["ok"] is True and body["status"] == "Update finished" and body["id"] == CORE
+    assert device.firmware[: len(image)] == image
+    assert (cloud.service.settings.data_dir / "firmware" /
+            f"{body['firmware_binary_id']}.bin").read_bytes() == image
+    await until(reactor, lambda: len(frames(events)) == 2)
+    assert [b["data"] for _, b in frames(events)] == ["started", "success"]

@@ -49,6 +49,7 @@ class SparkService(MultiService):
         self.registry = None
         self.router = None
         self.api = None
+        self.firmware = None
         self.bus = None
         self.server_key = None
         self.data_dir = None
@@ -74,6 +75,7 @@ class SparkService(MultiService):
         from twisted_spark.device.rsa_pool import RsaPool
         from twisted_spark.events.bus import EventBus
         from twisted_spark.events.device_routing import DeviceRouter
+        from twisted_spark.firmware import FirmwareHook
         from twisted_spark.registry import DeviceRegistry
 
         self.bus = EventBus()
@@ -85,8 +87,10 @@ class SparkService(MultiService):
         device_factory = DeviceServerFactory(
             self.server_key, self.store, self.registry, self.bus, settings,
             clock=reactor, rsa_pool=self._rsa_pool)
+        self.firmware = FirmwareHook(settings, self.bus, self.registry, clock=reactor,
+                                     reactor=reactor)
         self.api = SparkAPI(self.store, self.registry, settings, clock=reactor, bus=self.bus,
-                            reactor=reactor)
+                            firmware=self.firmware, reactor=reactor)
         site = self.api.site()
 
         self.device_port = await endpoints.serverFromString(
@@ -126,6 +130,8 @@ class SparkService(MultiService):
                 yield defer.maybeDeferred(port.stopListening)
         if self.api is not None:
             self.api.streams.close_all()
+        if self.firmware is not None:
+            self.firmware.close()
         if self.registry is not None:
             for session in list(self.registry.sessions()):
                 session.disconnect("server shutting down")

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
 from twisted_spark import errors as domain
+from twisted_spark.api.access_log import redact
 
 log = Logger()
 
@@ -125,8 +126,9 @@ def install_error_handler(app, cors_origin: str) -> None:
             request.setHeader(b"access-control-allow-origin", cors_origin.encode())
             return b""
         api_error = api_error_for(exc)
-        if api_error.status >= 500:
-            log.failure(
-                "Unhandled error in {method} {uri}", failure, method=request.method, uri=request.uri
-            )
+        if api_error.status >= 500 and not isinstance(exc, ApiError):
+            # A deliberate 500 (e.g. a failed update) was already logged where it arose.
+            log.failure("Unhandled error in {method} {uri}", failure,
+                        method=request.method.decode("latin-1"),
+                        uri=redact(request.uri).decode("latin-1"))
         return write_error(request, api_error, cors_origin)

@@ -139,6 +139,19 @@ def test_request_timeout_fails_cleanly():
     assert session._pending == {} and session._by_mid == {}
 
 
+def test_cancelled_call_frees_its_token_and_timer_at_once():
+    s, device, session, pump = online(settings=Settings(request_timeout=30))
+    result(run(pump, session.describe()))
+    device.dataReceived = lambda data: None  # the answer never comes
+    timers = len(s.clock.getDelayedCalls())
+    d = run(pump, session.read_variable("temperature"))
+    assert len(session._pending) == 1 and len(s.clock.getDelayedCalls()) == timers + 1
+    d.cancel()
+    failure_of(d)
+    assert session._pending == {} and session._by_mid == {}
+    assert len(s.clock.getDelayedCalls()) == timers
+
+
 def test_pending_requests_fail_on_disconnect():
     s, device, session, pump = online()
     result(run(pump, session.describe()))

@@ -301,7 +301,9 @@ class DeviceSession:
         except DeviceBusy:
             return defer.fail()
         mid = self.next_mid()
-        d = defer.Deferred()
+        # A cancelled call (client gone, API timeout) frees its token and timer at
+        # once. A Describe is shared by every waiter, so it runs to its end.
+        d = defer.Deferred(None if kind == DESCRIBE else lambda _: self._forget(pending))
         pending = _Pending(kind, d, mid, token, name)
         if kind == DESCRIBE:
             pending.parts = {}

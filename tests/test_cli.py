@@ -177,3 +177,11 @@ def test_command_line_server_key(data_dir):
     key = keys.load_server_private_key((data_dir / "server_key.pem").read_bytes())
     assert keys.fingerprint(key.publickey()) in result.stdout
     assert str(data_dir / "server_key.pub.der") in result.stdout
+
+
+@pytest_twisted.ensureDeferred
+async def test_keys_add_refuses_a_private_key_and_says_how_to_get_the_public_one(reactor, data_dir):
+    with pytest.raises(cli.CommandError, match="private key.*openssl rsa .* -pubout"):
+        await run(reactor, cli.KEYS_COMMANDS, data_dir, "add", DEVICE_ID,
+                  str(KEYS_DIR / "device-1.pem"))
+    assert await stored_devices(reactor, data_dir) == []

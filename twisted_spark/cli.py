@@ -141,7 +141,11 @@ def _read_key_file(path: Path):
     try:
         return keys.load_device_public_key(data)
     except keys.KeyFormatError as error:
-        raise CommandError(f"{path}: {error}") from error
+        hint = ""
+        if "private key" in str(error):
+            hint = (f" (extract it with: openssl rsa -inform DER -in {path} -pubout "
+                    f"-out device.pub.pem)")
+        raise CommandError(f"{path}: {error}{hint}") from error
 
 
 def _device_id(text: str) -> str:

@@ -101,3 +101,20 @@ def test_wheel_contains_plugin_and_fresh_venv_lists_spark(tmp_path):
     plugin_file, package_file = where.stdout.split()
     assert Path(plugin_file).is_relative_to(fresh_site)
     assert Path(package_file).is_relative_to(fresh_site)
+
+
+def test_ci_runs_the_test_command_written_in_the_readme():
+    readme = (PROJECT_ROOT / "README.rst").read_text()
+    ci_lines = (PROJECT_ROOT / ".ci" / "run").read_text().strip().splitlines()
+    command = ci_lines[-1].strip()
+    assert command == "pip install '.[test]' && python -m pytest"
+    assert f"\n    {command}\n" in readme
+
+
+def test_readme_documents_every_server_option():
+    from twisted_spark.tap import Options
+
+    readme = (PROJECT_ROOT / "README.rst").read_text()
+    names = [p[0] for p in Options.optParameters] + [f[0] for f in Options.optFlags]
+    missing = [name for name in names if f"``--{name}``" not in readme]
+    assert missing == []

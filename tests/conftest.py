@@ -42,3 +42,37 @@ def data_dir(tmp_path, server_key_pem):
     (path / "server_key.pem").write_bytes(server_key_pem)
     (path / "server_key.pem").chmod(0o600)
     return path
+
+
+@pytest.fixture
+def clean_reactor():
+    """Fail a test that leaves timers or sockets behind (pytest-twisted does not check)."""
+    from twisted.internet import reactor as global_reactor
+
+    def sockets():
+        selectables = global_reactor.getReaders() + global_reactor.getWriters()
+        return {s for s in selectables if hasattr(s, "getHost")}
+
+    calls, before = set(global_reactor.getDelayedCalls()), sockets()
+    yield
+    leaked = [c for c in global_reactor.getDelayedCalls() if c not in calls and c.active()]
+    for call in leaked:
+        call.cancel()
+    assert not leaked, leaked
+    assert not (sockets() - before), "leaked ports/connections"
+
+
+@pytest.fixture
+def logged_failures():
+    """The error events logged during the test (to assert there were none)."""
+    from twisted.logger import globalLogPublisher
+
+    failures = []
+
+    def observer(event):
+        if event.get("log_failure") is not None or event.get("isError"):
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    yield failures
+    globalLogPublisher.removeObserver(observer)

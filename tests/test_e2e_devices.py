@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from device_fixtures import DEVICE_KEYS, SERVER_KEY, SERVER_PUBLIC, ListBus
-from twisted.internet import defer, task
+from loopback import until
+from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from twisted_spark.config import Settings
@@ -16,15 +17,6 @@ from twisted_spark.models import DeviceRecord
 from twisted_spark.registry import DeviceRegistry
 from twisted_spark.sim.device import VirtualDevice, connect_device
 from twisted_spark.store.memory import MemoryStore
-
-
-async def poll(reactor, predicate, timeout=20.0, step=0.01):
-    """Wait until ``predicate()`` is true, at most ``timeout`` seconds."""
-    for _ in range(int(timeout / step)):
-        if predicate():
-            return
-        await task.deferLater(reactor, step, lambda: None)
-    assert predicate(), "condition not reached in time"
 
 
 class LoopbackServer:
@@ -48,7 +40,7 @@ class LoopbackServer:
         for proto in list(self.factory.connections):
             proto.close("test over")
         await self.port.stopListening()
-        await poll(self.reactor, lambda: not self.factory.connections)
+        await until(lambda: not self.factory.connections)
         self.pool.stop()
 
 
@@ -93,12 +85,12 @@ async def fifty_devices(reactor, factory, port):
     )
     for device in devices[:10]:
         device.disconnect()
-    await poll(reactor, lambda: len(registry) == 40)
+    await until(lambda: len(registry) == 40)
     offline = [e.coreid for e in factory.bus.named("spark/status") if e.data == "offline"]
     assert sorted(offline) == sorted(d.device_id for d in devices[:10])
     for device in devices[10:]:
         device.disconnect()
-    await poll(reactor, lambda: len(registry) == 0)
+    await until(lambda: len(registry) == 0)
 
 
 @pytest_twisted.ensureDeferred

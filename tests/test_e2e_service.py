@@ -7,14 +7,14 @@ TCP and clients use real HTTP.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 import treq
 from Crypto.PublicKey import RSA
-from twisted.internet import defer, task
+from loopback import until
+from twisted.internet import defer
 from twisted.web.client import HTTPConnectionPool
 
 from twisted_spark import passwords
@@ -31,13 +31,7 @@ CORE = "53ff73065067544816300187"
 PHOTON = "1a118ad1c886d54240ce4b17"
 PASSWORD = "loopback password"
 
-
-async def until(reactor, predicate, timeout=10.0, step=0.01):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await task.deferLater(reactor, step, lambda: None)
+pytestmark = pytest.mark.usefixtures("clean_reactor")
 
 
 class Cloud:
@@ -76,7 +70,7 @@ class Cloud:
         port = self.service.device_port.getHost().port
         await connect_device(self.reactor, "127.0.0.1", port, device, 10)
         self.devices.append(device)
-        await until(self.reactor, lambda: self.service.registry.get(device_id) is not None)
+        await until(lambda: self.service.registry.get(device_id) is not None)
         return device
 
 
@@ -127,14 +121,14 @@ async def test_device_events_reach_streams_with_exact_frames(reactor, cloud):
     _, alice_all = await cloud.stream("/v1/devices/events", alice)
     _, alice_temp = await cloud.stream("/v1/events/temp", alice)
     _, bob_firehose = await cloud.stream("/v1/events", bob)
-    await until(reactor, lambda: len(cloud.service.api.streams.streams()) == 3)
+    await until(lambda: len(cloud.service.api.streams.streams()) == 3)
 
     device = await cloud.attach(CORE)
-    await until(reactor, lambda: ("spark/status", "online") in
+    await until(lambda: ("spark/status", "online") in
                 [(name, body["data"]) for name, body in frames(alice_all)])
     device.publish("temp/kitchen", "21.5", ttl=120)
     device.publish("secret", "x", private=True)
-    await until(reactor, lambda: len(frames(alice_all)) >= 3 and frames(alice_temp))
+    await until(lambda: len(frames(alice_all)) >= 3 and frames(alice_temp))
 
     name, body = frames(alice_temp)[0]
     assert name == "temp/kitchen"
@@ -142,12 +136,12 @@ async def test_device_events_reach_streams_with_exact_frames(reactor, cloud):
     assert body["data"] == "21.5" and body["ttl"] == "120" and body["coreid"] == CORE
     assert b"".join(alice_temp).startswith(b":ok\n\n")
     assert [n for n, _ in frames(alice_all)] == ["spark/status", "temp/kitchen", "secret"]
-    await until(reactor, lambda: frames(bob_firehose))
+    await until(lambda: frames(bob_firehose))
     # Bob sees the public event only: not Alice's private one, nor her device's status.
     assert [n for n, _ in frames(bob_firehose)] == ["temp/kitchen"]
 
     device.disconnect()
-    await until(reactor, lambda: ("spark/status", "offline") in
+    await until(lambda: ("spark/status", "offline") in
                 [(name, body["data"]) for name, body in frames(alice_all)])
 
 
@@ -165,7 +159,7 @@ async def test_api_publish_reaches_subscribed_devices_by_scope(reactor, cloud):
     status, _ = await cloud.request("POST", "/v1/devices/events", bob,
                                     data={"name": "cmd/public", "data": "2"})
     assert status == 200
-    await until(reactor, lambda: len(core.events) >= 1 and len(photon.events) >= 1)
+    await until(lambda: len(core.events) >= 1 and len(photon.events) >= 1)
     assert [(e[0], e[1]) for e in core.events] == [("cmd/open", "1")]
     assert [(e[0], e[1]) for e in photon.events] == [("cmd/public", "2")]
 
@@ -180,10 +174,10 @@ async def test_other_users_see_only_public_events_of_a_device(reactor, cloud):
     device = await cloud.attach(CORE)
     _, bob_view = await cloud.stream(f"/v1/devices/{CORE}/events", bob)
     _, alice_view = await cloud.stream(f"/v1/devices/{CORE}/events", alice)
-    await until(reactor, lambda: len(cloud.service.api.streams.streams()) == 2)
+    await until(lambda: len(cloud.service.api.streams.streams()) == 2)
     device.publish("door", "open", private=True)
     device.publish("weather", "sunny")
-    await until(reactor, lambda: len(frames(alice_view)) == 2 and frames(bob_view))
+    await until(lambda: len(frames(alice_view)) == 2 and frames(bob_view))
     assert [n for n, _ in frames(bob_view)] == ["weather"]
 
     response = await treq.get(cloud.base + "/v1/devices/0123456789abcdef01234567/events",
@@ -197,11 +191,11 @@ async def test_deleting_the_token_ends_its_stream(reactor, cloud):
     alice = await cloud.token("alice")
     subscribers_before = len(cloud.service.bus)
     response, chunks = await cloud.stream("/v1/events", alice)
-    await until(reactor, lambda: b"".join(chunks).startswith(b":ok"))
+    await until(lambda: b"".join(chunks).startswith(b":ok"))
     assert len(cloud.service.bus) == subscribers_before + 1
     status, body = await cloud.request("DELETE", f"/v1/access_tokens/{alice}", alice)
     assert (status, body) == (200, {"ok": True})
-    await until(reactor, lambda: cloud.service.api.streams.streams() == [])
+    await until(lambda: cloud.service.api.streams.streams() == [])
     assert len(cloud.service.bus) == subscribers_before
 
 
@@ -223,5 +217,5 @@ async def test_flash_a_binary_through_the_service(reactor, cloud):
     assert device.firmware[: len(image)] == image
     assert (cloud.service.settings.data_dir / "firmware" /
             f"{body['firmware_binary_id']}.bin").read_bytes() == image
-    await until(reactor, lambda: len(frames(events)) == 2)
+    await until(lambda: len(frames(events)) == 2)
     assert [b["data"] for _, b in frames(events)] == ["started", "success"]

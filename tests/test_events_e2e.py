@@ -17,10 +17,10 @@ import pytest
 import pytest_twisted
 import treq
 from device_fixtures import DEVICE_KEYS, SERVER_KEY, SERVER_PUBLIC
+from loopback import until
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Protocol
-from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -37,6 +37,8 @@ from twisted_spark.models import DeviceRecord, Event, User
 from twisted_spark.registry import DeviceRegistry
 from twisted_spark.sim.device import VirtualDevice, connect_device
 from twisted_spark.store import MemoryStore
+
+pytestmark = pytest.mark.usefixtures("clean_reactor")
 
 CORE = "53ff73065067544816300187"
 TOKENS = {"ta": "alice", "tb": "bob"}
@@ -167,42 +169,10 @@ def _host_port(selectable):
         return None
 
 
-async def until(predicate, timeout=10.0, step=0.005):
-    """Poll ``predicate`` (bounded; no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await task.deferLater(reactor, step, lambda: None)
 
 
-@pytest.fixture
-def logged_failures():
-    failures = []
-
-    def observer(event):
-        if event.get("log_failure") is not None or event.get("isError"):
-            failures.append(event)
-
-    globalLogPublisher.addObserver(observer)
-    yield failures
-    globalLogPublisher.removeObserver(observer)
 
 
-@pytest.fixture(autouse=True)
-def clean_reactor():
-    """Fail a test that leaves timers or sockets behind (pytest-twisted does not)."""
-
-    def sockets():
-        return {s for s in reactor.getReaders() + reactor.getWriters() if hasattr(s, "getHost")}
-
-    calls, before = set(reactor.getDelayedCalls()), sockets()
-    yield
-    leaked = [c for c in reactor.getDelayedCalls() if c not in calls and c.active()]
-    for c in leaked:
-        c.cancel()
-    assert not leaked, leaked
-    assert not (sockets() - before), "leaked ports/connections"
 
 
 def ev(name="temp", data="21", owner="alice", public=True):
@@ -410,7 +380,9 @@ async def test_on_klein_every_ending_is_clean(logged_failures):
         assert hanging.close_reason == "client disconnected"
         assert revoking.close_reason == "access token deleted"
 
-        while not slow_stream.closed:
+        for _ in range(5000):
+            if slow_stream.closed:
+                break
             for _ in range(40):
                 loop.bus.publish(ev(data="z" * 255))
             await task.deferLater(reactor, 0, lambda: None)

@@ -14,7 +14,8 @@ import pytest
 import pytest_twisted
 import treq
 from Crypto.PublicKey import RSA
-from twisted.internet import defer, reactor, task
+from loopback import until
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
@@ -30,6 +31,8 @@ from twisted_spark.models import AccessToken, DeviceRecord, User
 from twisted_spark.registry import DeviceRegistry
 from twisted_spark.sim.device import OtaFaults, VirtualDevice, connect_device
 from twisted_spark.store import MemoryStore
+
+pytestmark = pytest.mark.usefixtures("clean_reactor")
 
 KEYS = Path(__file__).parent / "keys"
 SERVER_KEY = RSA.import_key((KEYS / "server.pem").read_bytes())
@@ -127,29 +130,8 @@ class Cloud:
         await self.device_port.stopListening()
 
 
-async def until(predicate, timeout=10.0, step=0.01):
-    """Poll ``predicate`` (bounded; no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await task.deferLater(reactor, step, lambda: None)
 
 
-@pytest.fixture(autouse=True)
-def clean_reactor():
-    """Fail a test that leaves timers or sockets behind."""
-
-    def sockets():
-        return {s for s in reactor.getReaders() + reactor.getWriters() if hasattr(s, "getHost")}
-
-    calls, before = set(reactor.getDelayedCalls()), sockets()
-    yield
-    leaked = [c for c in reactor.getDelayedCalls() if c not in calls and c.active()]
-    for c in leaked:
-        c.cancel()
-    assert not leaked, leaked
-    assert not (sockets() - before), "leaked ports/connections"
 
 
 def padded(image, size):

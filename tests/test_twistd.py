@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest_twisted
 import treq
 from conftest import PROJECT_ROOT
-from twisted.internet import defer, protocol, task
+from loopback import until
+from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 READY = re.compile(rb"API on \S+ \(127\.0\.0\.1:(\d+)\); devices on \S+ \(127\.0\.0\.1:(\d+)\)")
@@ -40,16 +41,6 @@ class NonceReader(protocol.Protocol):
             self.got_nonce.callback(self.received)
 
 
-async def wait_for(reactor, condition, timeout, what):
-    """Poll ``condition`` every 50 ms for at most ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.05)):
-        result = condition()
-        if result:
-            return result
-        await task.deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def twistd_command():
     script = Path(sys.executable).with_name("twistd")
     if script.exists():
@@ -68,8 +59,8 @@ async def test_twistd_spark_serves_both_ports_and_stops(reactor, tmp_path, data_
     ]
     process = reactor.spawnProcess(output, argv[0], argv, env=env, path=str(tmp_path))
     try:
-        match = await wait_for(reactor, lambda: READY.search(output.data), 60,
-                               "the startup line")
+        match = await until(lambda: READY.search(output.data), timeout=60, step=0.05,
+                            what="the startup line")
         api_port, device_port = int(match.group(1)), int(match.group(2))
         assert str(data_dir).encode() in output.data
         assert b"fingerprint SHA256:" in output.data

@@ -15,42 +15,30 @@ from twisted_spark.config import Settings
 _DEFAULTS = Settings()
 
 
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError(f"must be greater than 0, got {value}")
-    return number
+def _number(kind, allow_zero: bool, doc: str):
+    """A coercer for ``usage.Options``: ``kind`` (int/float), > 0 or >= 0."""
+
+    def coerce(value: str):
+        number = kind(value)
+        if number < 0 or (number == 0 and not allow_zero):
+            bound = "0 or more" if allow_zero else "greater than 0"
+            raise ValueError(f"must be {bound}, got {value}")
+        return number
+
+    coerce.coerceDoc = doc
+    return coerce
 
 
-def _non_negative_float(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise ValueError(f"must be 0 or more, got {value}")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError(f"must be greater than 0, got {value}")
-    return number
-
-
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"must be 0 or more, got {value}")
-    return number
+_positive_float = _number(float, False, "Seconds, greater than 0.")
+_non_negative_float = _number(float, True, "A number, 0 or more.")
+_positive_int = _number(int, False, "An integer greater than 0.")
+_non_negative_int = _number(int, True, "An integer, 0 or more.")
 
 
 def _client_list(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-_positive_float.coerceDoc = "Seconds, greater than 0."
-_non_negative_float.coerceDoc = "A number, 0 or more."
-_positive_int.coerceDoc = "An integer greater than 0."
-_non_negative_int.coerceDoc = "An integer, 0 or more."
 _client_list.coerceDoc = "Comma-separated; empty means any client id."
 
 

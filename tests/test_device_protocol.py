@@ -204,6 +204,7 @@ def test_unknown_device_refused_with_registration_hint(logs):
     line = next(line for line in logs if "unknown device" in line)
     assert CORE_ID in line and "keys add " + CORE_ID in line
     assert "python -m twisted_spark keys add" in line
+    assert (s.factory.handshakes_failed, s.factory.handshakes_completed) == (1, 0)
 
 
 def test_presented_key_differs_from_stored_refused(logs):
@@ -221,6 +222,7 @@ def test_accept_unknown_devices_stores_presented_key():
     w.handshake()
     assert w.proto.state == READY
     assert s.store._devices[PHOTON_ID].public_key == public_key_der(DEVICE_KEYS[1])
+    assert (s.factory.handshakes_failed, s.factory.handshakes_completed) == (0, 1)
 
 
 def test_accept_unknown_still_refuses_core_without_key():

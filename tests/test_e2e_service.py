@@ -219,3 +219,15 @@ async def test_flash_a_binary_through_the_service(reactor, cloud):
             f"{body['firmware_binary_id']}.bin").read_bytes() == image
     await until(lambda: len(frames(events)) == 2)
     assert [b["data"] for _, b in frames(events)] == ["started", "success"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_and_metrics_count_devices_and_handshakes(reactor, cloud):
+    await cloud.attach(CORE)
+    response = await treq.get(cloud.base + "/healthz", pool=cloud.pool)
+    assert await response.json() == {"ok": True, "devices_online": 1}
+    response = await treq.get(cloud.base + "/metrics", pool=cloud.pool)
+    text = (await response.text()).splitlines()
+    assert "spark_devices_online 1" in text
+    assert "spark_handshakes_completed 1" in text
+    assert "spark_handshakes_failed 0" in text

@@ -91,6 +91,11 @@ class SparkService(MultiService):
                                      reactor=reactor)
         self.api = SparkAPI(self.store, self.registry, settings, clock=reactor, bus=self.bus,
                             firmware=self.firmware, reactor=reactor)
+        metrics = self.api.metrics
+        metrics.gauge("spark_handshakes_completed", "Device handshakes completed since start",
+                      lambda: device_factory.handshakes_completed)
+        metrics.gauge("spark_handshakes_failed", "Device handshakes refused since start",
+                      lambda: device_factory.handshakes_failed)
         site = self.api.site()
 
         self.device_port = await endpoints.serverFromString(

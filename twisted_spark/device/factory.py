@@ -49,6 +49,9 @@ class DeviceServerFactory:
         if clock is None:
             from twisted.internet import reactor as clock
         self.server_key = server_key
+        #: Counters for /metrics: handshakes that reached the Hello, and refusals.
+        self.handshakes_completed = 0
+        self.handshakes_failed = 0
         self.store = store
         self.registry = registry
         self.bus = bus

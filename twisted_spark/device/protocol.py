@@ -274,6 +274,7 @@ class DeviceProtocol:
         )
         self.session = session
         self.state = READY
+        self.factory.handshakes_completed += 1
         self._record = None
         self.send_coap(M.hello(session.next_mid()))
         if self._timer is not None and self._timer.active():
@@ -346,6 +347,8 @@ class DeviceProtocol:
         )
         if self.session is not None:
             self.session.connection_lost(reason)
+        elif error:
+            self.factory.handshakes_failed += 1
         self.state = CLOSED
         if self.transport is not None:
             if error:

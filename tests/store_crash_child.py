@@ -1,10 +1,14 @@
 """Child process for ``test_store_durability``: write, acknowledge, wait to be killed.
 
-Usage: ``python store_crash_child.py DB_PATH ROUNDS``.  Each round adds a
+Usage: ``python store_crash_child.py DB_PATH ROUNDS [stop]``.  Each round adds a
 user, a token for them and a device they own; after each write's Deferred
 fires the child prints ``ACK <n> <kind> <key>`` (flushed), exactly as a
 server would answer a client.  With ROUNDS 0 it writes until killed; else it
-prints ``IDLE`` after the last round and keeps the reactor running.
+prints ``IDLE`` after the last round and keeps the reactor running -- or,
+given ``stop``, starts one more write (user ``late``) and stops the reactor
+without closing the store, while a "before shutdown" trigger (as a service's
+stopService would) writes user ``goodbye``: both must commit and the process
+must exit.
 """
 
 import sys
@@ -19,7 +23,7 @@ def ack(count, kind, key):
     print(f"ACK {count} {kind} {key}", flush=True)
 
 
-async def main(reactor, path, rounds):
+async def main(reactor, path, rounds, mode="idle"):
     store = await SQLiteStore.open(path, reactor=reactor)
     count = 0
     index = 0
@@ -45,9 +49,26 @@ async def main(reactor, path, rounds):
         count += 1
         ack(count, "device", device_id)
         index += 1
+    if mode == "stop":
+
+        async def like_stop_service():
+            # A service still writing during shutdown, one loop turn later.
+            await task.deferLater(reactor, 0, lambda: None)
+            await store.add_user(User("goodbye", "hash-goodbye"))
+
+        reactor.addSystemEventTrigger(
+            "before", "shutdown", lambda: defer.ensureDeferred(like_stop_service())
+        )
+        store.add_user(User("late", "hash-late"))  # in flight when the reactor stops
+        reactor.stop()
+        return
     print("IDLE", flush=True)
     await defer.Deferred()  # keep running until SIGKILL
 
 
 if __name__ == "__main__":
-    task.react(lambda reactor: defer.ensureDeferred(main(reactor, sys.argv[1], int(sys.argv[2]))))
+    task.react(
+        lambda reactor: defer.ensureDeferred(
+            main(reactor, sys.argv[1], int(sys.argv[2]), *sys.argv[3:])
+        )
+    )

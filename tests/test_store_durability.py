@@ -128,3 +128,27 @@ async def test_sigkill_in_the_middle_of_writing(reactor, project_root, tmp_path)
         assert dangling == []
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reactor_stop_without_close_commits_and_exits(reactor, project_root, tmp_path):
+    """The store closes itself at reactor shutdown: queued writes land, no thread hangs on."""
+    path = tmp_path / "spark.sqlite"
+    child = Child()
+    child.ready.addErrback(lambda _: None)  # no IDLE in this mode; only the exit matters
+    env = dict(os.environ, PYTHONPATH=str(project_root))
+    argv = [sys.executable, str(CHILD), str(path), "1", "stop"]
+    transport = reactor.spawnProcess(child, sys.executable, argv, env=env)
+    try:
+        ended = await child.ended.addTimeout(DEADLINE, reactor)
+    except defer.TimeoutError:
+        transport.signalProcess("KILL")
+        raise
+    assert getattr(ended, "exitCode", None) == 0, (ended, child.stderr)
+    await assert_all_acked_writes_present(reactor, path, child.acks)
+    store = await SQLiteStore.open(path, reactor=reactor)
+    try:
+        assert await store.get_user("late") == User("late", "hash-late")
+        assert await store.get_user("goodbye") == User("goodbye", "hash-goodbye")
+    finally:
+        await store.close()

@@ -146,6 +146,7 @@ class SQLiteStore:
         # None until close() is first called; then the Deferreds it handed out.
         self._close_waiters: list[defer.Deferred] | None = None
         self._closed = False
+        # A safety net for owners who never call close(); see _close_at_shutdown.
         self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self._close_at_shutdown)
 
     @classmethod
@@ -207,8 +208,9 @@ class SQLiteStore:
         return waiter
 
     def _stopped(self, result) -> None:
-        self._pool.stop()  # the connection is closed and the one thread idle
-        self._closed = True
+        if not self._closed:  # else _close_at_shutdown already stopped the pool
+            self._pool.stop()  # the connection is closed and the one thread idle
+            self._closed = True
         waiters, self._close_waiters = self._close_waiters, []
         for waiter in waiters:
             if isinstance(result, Failure):
@@ -216,10 +218,25 @@ class SQLiteStore:
             else:
                 waiter.callback(None)
 
-    def _close_at_shutdown(self) -> defer.Deferred:
-        # The reactor is running this trigger; it must not be removed now.
-        self._trigger = None
-        return self.close()
+    def _close_at_shutdown(self) -> None:
+        """Close synchronously at reactor shutdown if the owner did not.
+
+        Without this the store's (non-daemon) thread would keep the process
+        alive after the reactor stops.  It runs in the "during" phase, after
+        every "before" trigger -- such as a service's stopService that still
+        writes -- has finished, but after the reactor loop has ended, so it
+        cannot wait on a Deferred: like adbapi, it blocks briefly instead.
+        ``ThreadPool.stop`` runs the queued work before the thread exits, so
+        writes already requested are committed.
+        """
+        self._trigger = None  # the reactor has consumed it; never remove it now
+        if self._closed:
+            return
+        self._pool.stop()
+        if self._close_waiters is None:  # close() never started: connection still open
+            self._close_waiters = []
+            self._connection.close()
+        self._closed = True
 
     # -- users ---------------------------------------------------------------
 

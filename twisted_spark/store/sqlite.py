@@ -10,7 +10,11 @@ the WAL on every commit, so an acknowledged write survives a SIGKILL *and*
 an OS crash or power loss.  ``NORMAL`` also survives a SIGKILL but may lose
 the last commits on power loss; the writes this server makes (tokens,
 claims, renames) are few and users expect them to stick, so FULL is worth
-its fsync.
+its fsync.  Measured on the development VM (ext4, virtio disk), token
+inserts: FULL 3,800/s one at a time and 5,200/s pipelined, one fdatasync
+per commit (strace); NORMAL 11,000/s and 15,000/s, fsync only at WAL
+checkpoints.  A disk that really flushes its cache costs FULL ~0.1-10 ms per
+commit, still far above this server's write rate.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ class Cloud:
         chunks = []
         done = treq.collect(response, chunks.append)
         done.addErrback(lambda _: None)
-        self.streams.append(response)
+        self.streams.append(done)
         return response, chunks
 
     async def attach(self, device_id, platform="core"):
@@ -113,6 +113,14 @@ async def _stopped(cloud):
     await defer.DeferredList([device.closed for device in cloud.devices])
     await cloud.service.stopService()
     await cloud.pool.closeCachedConnections()
+    # Stopping the server ends every stream; wait for the client side to see it.
+    await defer.DeferredList(cloud.streams)
+    await until(lambda: not _client_sockets(cloud.reactor), what="client sockets closed")
+
+
+def _client_sockets(reactor):
+    return [s for s in reactor.getReaders() + reactor.getWriters()
+            if type(s).__name__ == "Client"]
 
 
 @pytest_twisted.ensureDeferred

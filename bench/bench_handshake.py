@@ -80,28 +80,43 @@ def client_main(host, port, count, concurrency, hold):
 # -- server side -----------------------------------------------------------------------
 
 
-def start_server(reactor, threads, count, describe_on_connect=False):
-    """The device server on an ephemeral port with ``count`` devices registered."""
+async def open_store(reactor, kind, count):
+    """A store with ``count`` devices registered: in memory, or a real SQLite file."""
+    from Crypto.PublicKey import RSA
+
+    from twisted_spark.crypto.keys import public_key_der
+    from twisted_spark.models import DeviceRecord
+    from twisted_spark.store.memory import MemoryStore
+    from twisted_spark.store.sqlite import SQLiteStore
+
+    device_der = public_key_der(RSA.import_key((KEYS / "device-1.pem").read_bytes()))
+    if kind == "sqlite":
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="bench-handshake-")) / "spark.sqlite"
+        store = await SQLiteStore.open(path, reactor=reactor)
+    else:
+        store = MemoryStore()
+    for i in range(count):
+        await store.put_device(DeviceRecord(device_id(i), public_key=device_der))
+    return store
+
+
+def start_server(reactor, threads, store, describe_on_connect=False):
+    """The device server on an ephemeral port, keys looked up in ``store``."""
     from Crypto.PublicKey import RSA
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
     from twisted_spark.config import Settings
-    from twisted_spark.crypto.keys import public_key_der
     from twisted_spark.device.factory import DeviceServerFactory
     from twisted_spark.device.rsa_pool import RsaPool
-    from twisted_spark.models import DeviceRecord
     from twisted_spark.registry import DeviceRegistry
-    from twisted_spark.store.memory import MemoryStore
 
     class NullBus:
         def publish(self, event):
             pass
 
     server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
-    device_der = public_key_der(RSA.import_key((KEYS / "device-1.pem").read_bytes()))
-    store = MemoryStore()
-    for i in range(count):
-        store._devices[device_id(i)] = DeviceRecord(device_id(i), public_key=device_der)
     registry = DeviceRegistry(reactor, bus=NullBus(), store=store)
     pool = RsaPool(reactor, threads)
     pool.start()
@@ -146,6 +161,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--describe", action="store_true", help="Describe after each Hello")
+    parser.add_argument("--store", choices=("memory", "sqlite"), default="memory",
+                        help="where device keys are looked up")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -160,7 +177,8 @@ def main():
     from twisted.internet import defer, reactor, task, threads
 
     async def run(reactor):
-        factory, pool, listening = start_server(reactor, args.threads, args.count, args.describe)
+        store = await open_store(reactor, args.store, args.count)
+        factory, pool, listening = start_server(reactor, args.threads, store, args.describe)
         port = (await listening).getHost().port
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         cpu0 = time.process_time()
@@ -203,6 +221,8 @@ def main():
         for proto in list(factory.connections):
             proto.close("bench over")
         pool.stop()
+        if hasattr(store, "close"):
+            await store.close()
 
     task.react(lambda r: defer.ensureDeferred(run(r)))
     del reactor

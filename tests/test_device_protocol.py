@@ -379,3 +379,17 @@ def test_counter_wraps():
         w.feed(w.frame(M.ping(w.next_mid())))
     assert [m.message_id for m in w.received()] == [0xFFFF, 0x0000, 0x0001]
     assert not w.tr.disconnecting
+
+
+def test_device_hanging_up_is_logged_and_marked_offline(logs):
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    s = Server()
+    s.register(CORE_ID, key=DEVICE_KEYS[0])
+    w = Wire(s)
+    w.handshake()
+    assert s.registry.get(CORE_ID) is not None
+    w.proto.connectionLost(Failure(ConnectionDone()))
+    assert s.registry.get(CORE_ID) is None
+    assert any(CORE_ID in line and "disconnected" in line for line in logs)

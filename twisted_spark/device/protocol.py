@@ -140,7 +140,11 @@ class DeviceProtocol:
         self._timer = None
         self._buffer = None
         if self.session is not None:
-            self.session.connection_lost(reason.getErrorMessage() if reason else "closed")
+            why = reason.getErrorMessage() if reason else "closed"
+            if previous != CLOSED:  # close() already logged the server's own reason
+                self.log.info("Device {device_id} at {ip} disconnected: {why}",
+                              device_id=self.device_id, ip=self.remote_ip, why=why)
+            self.session.connection_lost(why)
         elif previous != CLOSED:
             self.log.debug("Connection from {ip} closed during the handshake", ip=self.remote_ip)
         self.factory.connection_closed(self)

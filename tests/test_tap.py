@@ -141,3 +141,32 @@ def test_make_service_reports_failed_start(data_dir):
     service.ready.addErrback(failures.append)
     assert failures and failures[0].check(RuntimeError)
     assert reactor.tcpServers == []
+
+
+def test_expired_tokens_are_swept_every_hour(data_dir):
+    from twisted_spark.models import AccessToken, User
+    from twisted_spark.service import TOKEN_SWEEP_INTERVAL
+
+    reactor = MemoryReactorClock()
+    store = MemoryStore()
+    store.add_user(User("alice", "hash"))
+    store.add_token(AccessToken("a" * 40, "alice", "spark", created_at=0, expires_at=10))
+    store.add_token(AccessToken("b" * 40, "alice", "spark", created_at=0,
+                                expires_at=TOKEN_SWEEP_INTERVAL))
+    store.add_token(AccessToken("c" * 40, "alice", "spark", created_at=0, expires_at=None))
+    reactor.advance(20)
+    service = makeService(
+        parse("--data-dir", str(data_dir)), reactor=reactor,
+        open_store=lambda settings, reactor: defer.succeed(store),
+        run_in_thread=_synchronous, rsa_pool=SynchronousRsaPool())
+    service.startService()
+
+    def remaining():
+        tokens = []
+        store.list_tokens("alice").addCallback(tokens.extend)
+        return sorted(token.token[0] for token in tokens)
+
+    assert remaining() == ["b", "c"]  # swept at start
+    reactor.advance(TOKEN_SWEEP_INTERVAL)
+    assert remaining() == ["c"]
+    service.stopService()

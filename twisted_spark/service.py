@@ -8,6 +8,7 @@ listening ports, which tests and embedders use to find ephemeral ports.
 
 from __future__ import annotations
 
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet import defer, endpoints, threads
 from twisted.logger import Logger
@@ -17,6 +18,9 @@ from twisted_spark.crypto import keys
 from twisted_spark.datadir import load_or_create_server_key, prepare_data_dir
 
 log = Logger()
+
+#: Seconds between sweeps of expired access tokens from the database.
+TOKEN_SWEEP_INTERVAL = 3600.0
 
 
 def _open_sqlite_store(settings: Settings, reactor):
@@ -69,6 +73,10 @@ class SparkService(MultiService):
         self.server_key = await self._run_in_thread(
             reactor, load_or_create_server_key, self.data_dir)
         self.store = await self._open_store(settings, reactor)
+        sweeper = TimerService(TOKEN_SWEEP_INTERVAL, self._sweep_expired_tokens)
+        sweeper.clock = reactor
+        sweeper.setName("token-sweeper")
+        sweeper.setServiceParent(self)
 
         from twisted_spark.api.app import SparkAPI
         from twisted_spark.device.factory import DeviceServerFactory
@@ -113,6 +121,14 @@ class SparkService(MultiService):
             fingerprint=keys.fingerprint(self.server_key.publickey()),
         )
         return self
+
+    def _sweep_expired_tokens(self):
+        """Delete expired tokens so the table does not grow forever (errors logged)."""
+        d = self.store.delete_expired(self.reactor.seconds())
+        d.addCallback(lambda count: count and log.info(
+            "Deleted {count} expired access token(s)", count=count))
+        d.addErrback(lambda f: log.failure("Could not delete expired access tokens", f))
+        return d
 
     def _started(self, _):
         self.ready.callback(self)

@@ -239,3 +239,16 @@ async def test_health_and_metrics_count_devices_and_handshakes(reactor, cloud):
     assert "spark_devices_online 1" in text
     assert "spark_handshakes_completed 1" in text
     assert "spark_handshakes_failed 0" in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_trailing_slash_streams_every_event(reactor, cloud):
+    alice = await cloud.token("alice")
+    device = await cloud.attach(CORE)
+    response, chunks = await cloud.stream(f"/v1/devices/{CORE}/events/", alice)
+    assert response.code == 200
+    await until(lambda: len(cloud.service.api.streams.streams()) == 1)
+    device.publish("a", "1")
+    device.publish("b/c", "2")
+    await until(lambda: len(frames(chunks)) == 2)
+    assert [name for name, _ in frames(chunks)] == ["a", "b/c"]

@@ -44,7 +44,9 @@ async def any_device(api, caller, ident: str):
 
 
 def register(api) -> None:
+    # A trailing slash means "no prefix", as some clients build their URLs that way.
     @api.route("/v1/events", ["GET"])
+    @api.route("/v1/events/", ["GET"])
     @api.route("/v1/events/<path:prefix>", ["GET"])
     async def firehose(call, prefix=""):
         caller = call.caller
@@ -52,6 +54,7 @@ def register(api) -> None:
             open_stream(call, 2, rules.firehose_rule(caller.username, caller.is_admin)))
 
     @api.route("/v1/devices/events", ["GET"])
+    @api.route("/v1/devices/events/", ["GET"])
     @api.route("/v1/devices/events/<path:prefix>", ["GET"])
     async def my_devices(call, prefix=""):
         caller = call.caller
@@ -59,6 +62,7 @@ def register(api) -> None:
             open_stream(call, 3, rules.my_devices_rule(caller.username, caller.is_admin)))
 
     @api.route("/v1/devices/<device>/events", ["GET"])
+    @api.route("/v1/devices/<device>/events/", ["GET"])
     @api.route("/v1/devices/<device>/events/<path:prefix>", ["GET"])
     async def one_device(call, device, prefix=""):
         record = await any_device(call.api, call.caller, device)

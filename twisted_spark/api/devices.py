@@ -148,6 +148,21 @@ def parse_signal(value) -> bool:
 # -- routes -------------------------------------------------------------------
 
 
+async def exposed_member(call, device: str, requested: str, kind: str):
+    """The caller's online device and the name it exposes for ``requested``.
+
+    ``kind`` is ``"variables"`` or ``"functions"``; a name the device does not
+    expose raises UnknownVariable/UnknownFunction (400).
+    """
+    api = call.api
+    record = await resolve(api, call.caller, device)
+    session = online(api, record)
+    name = match_name(requested, await described(api, session, kind))
+    if name is None:
+        raise (UnknownVariable if kind == "variables" else UnknownFunction)(requested)
+    return record, session, name
+
+
 def register(api):
     route = api.route
 
@@ -220,11 +235,7 @@ def register(api):
 
     @route("/v1/devices/<device>/<variable>", ["GET"])
     async def read_variable(call, device, variable):
-        record = await resolve(api, call.caller, device)
-        session = online(api, record)
-        name = match_name(variable, await described(api, session, "variables"))
-        if name is None:
-            raise UnknownVariable(variable)
+        record, session, name = await exposed_member(call, device, variable, "variables")
         value = await api.with_timeout(session.read_variable(name))
         if call.query.get("format") == "raw":
             return Reply(raw_text(value), content_type="text/plain; charset=utf-8")
@@ -242,11 +253,7 @@ def register(api):
 
     @route("/v1/devices/<device>/<function>", ["POST"])
     async def call_function(call, device, function):
-        record = await resolve(api, call.caller, device)
-        session = online(api, record)
-        name = match_name(function, await described(api, session, "functions"))
-        if name is None:
-            raise UnknownFunction(function)
+        record, session, name = await exposed_member(call, device, function, "functions")
         body = call.body
         argument = next(
             (body.text(k) for k in ("arg", "args", "params") if body.get(k) is not None), ""

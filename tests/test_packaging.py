@@ -1,6 +1,7 @@
 """The built wheel carries the twistd plugin, and a fresh environment finds it."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,14 @@ SOURCES = ["setup.cfg", "pyproject.toml", "README.rst", "twisted_spark", "twiste
 
 
 def build_wheel(tmp_path: Path) -> Path:
-    """Build from a copy of the sources so the checkout gets no build/ or egg-info."""
+    """Build the wheel the way ``pip install .`` does on a newcomer's machine.
+
+    With build isolation: pip makes a throwaway environment holding what
+    pyproject.toml's ``[build-system] requires`` names (fetched from the
+    configured index, as ``pip install .`` itself does), so the test needs no
+    ``wheel`` or recent setuptools in the venv it runs in.  Builds from a copy
+    of the sources so the checkout gets no build/ or egg-info.
+    """
     source = tmp_path / "source"
     source.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "dropin.cache")
@@ -27,8 +35,8 @@ def build_wheel(tmp_path: Path) -> Path:
         else:
             shutil.copy(origin, source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--quiet", "-w", str(tmp_path / "dist"), str(source)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
+         "-w", str(tmp_path / "dist"), str(source)],
         check=True, timeout=300)
     [wheel] = (tmp_path / "dist").glob("twisted_spark-*.whl")
     return wheel
@@ -109,6 +117,15 @@ def test_ci_runs_the_test_command_written_in_the_readme():
     command = ci_lines[-1].strip()
     assert command == "pip install '.[test]' && python -m pytest"
     assert f"\n    {command}\n" in readme
+
+
+def test_ci_installs_nothing_the_readme_does_not():
+    """No hidden upgrade of pip/setuptools/wheel before the README's command."""
+    lines = [line.strip() for line in (PROJECT_ROOT / ".ci" / "run").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    installs = [line for line in lines if re.search(r"\bpip3?\b", line)]
+    assert installs == ["pip install '.[test]' && python -m pytest"]
+    assert 'python3 -m venv "$tmp/venv"' in lines
 
 
 def test_readme_documents_every_server_option():

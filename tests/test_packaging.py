@@ -1,5 +1,8 @@
 """The built wheel carries the twistd plugin, and a fresh environment finds it."""
 
+import ast
+import configparser
+import importlib.metadata
 import os
 import re
 import shutil
@@ -109,6 +112,73 @@ def test_wheel_contains_plugin_and_fresh_venv_lists_spark(tmp_path):
     plugin_file, package_file = where.stdout.split()
     assert Path(plugin_file).is_relative_to(fresh_site)
     assert Path(package_file).is_relative_to(fresh_site)
+
+
+def normalised(name: str) -> str:
+    """A distribution name in PEP 503 form, for comparing spellings."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def setup_cfg_requirements(option: str, section: str = "options") -> set[str]:
+    """Distribution names (no extras or versions) listed under an option of setup.cfg."""
+    config = configparser.ConfigParser()
+    config.read(PROJECT_ROOT / "setup.cfg")
+    lines = config[section][option].strip().splitlines()
+    return {normalised(re.match(r"[A-Za-z0-9._-]+", line.strip())[0]) for line in lines}
+
+
+def imported_modules(*paths: Path) -> set[str]:
+    """Top-level third-party modules the files import.
+
+    Counts ``import x``, ``from x import y`` and ``pytest.importorskip("x")``;
+    leaves out the standard library, twisted_spark and modules next to the files.
+    """
+    files = [file for path in paths for file in ([path] if path.is_file() else path.rglob("*.py"))]
+    modules = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.partition(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules.add(node.module.partition(".")[0])
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and node.func.attr == "importorskip"):
+                modules.add(node.args[0].value.partition(".")[0])
+    return modules - set(sys.stdlib_module_names) - {"twisted_spark"} - {f.stem for f in files}
+
+
+def providers() -> dict[str, set[str]]:
+    """Top-level module -> normalised names of the installed distributions providing it."""
+    return {module: {normalised(dist) for dist in dists} - {"twisted-spark"}
+            for module, dists in importlib.metadata.packages_distributions().items()}
+
+
+def undeclared(modules: set[str], declared: set[str]) -> list[str]:
+    """The modules no declared distribution provides (or none installed does)."""
+    provided_by = providers()
+    return sorted(module for module in modules if not provided_by.get(module, set()) & declared)
+
+
+def test_runtime_dependencies_are_exactly_what_the_package_imports():
+    """install_requires names what twisted_spark imports, no more (test and bench
+    tools belong in extras) and no less (nothing arrives only as a dependency's
+    dependency)."""
+    runtime = setup_cfg_requirements("install_requires")
+    modules = imported_modules(PROJECT_ROOT / "twisted_spark",
+                               PROJECT_ROOT / "twisted" / "plugins" / "spark.py")
+    assert undeclared(modules, runtime) == []
+    provided_by = providers()
+    unused = sorted(dist for dist in runtime
+                    if not any(dist in provided_by.get(module, ()) for module in modules))
+    assert unused == []
+
+
+def test_extras_bring_what_the_suite_and_the_benchmarks_import():
+    runtime = setup_cfg_requirements("install_requires")
+    test = setup_cfg_requirements("test", "options.extras_require")
+    bench = setup_cfg_requirements("bench", "options.extras_require")
+    assert undeclared(imported_modules(PROJECT_ROOT / "tests"), runtime | test) == []
+    assert undeclared(imported_modules(PROJECT_ROOT / "bench"), runtime | bench) == []
 
 
 def test_ci_runs_the_test_command_written_in_the_readme():

@@ -4,20 +4,26 @@ PROTOCOL.md §5: RFC 7252 header, token of 0..8 bytes (Spark uses 0 or 1),
 options with minimal delta/length encoding, ``0xFF`` then the payload.
 
 This is a small codec of our own rather than ``aiocoap.message.Message``.
-bench/bench_codec.py measured both on the same messages (Python 3.11.7,
-aiocoap 0.4.17, 2-core VM; thousands of operations per second, best of
-5 runs; encode = build the message object from fields, then encode):
+bench/bench_codec.py measures both on the same messages, like for like
+(Python 3.11.7, aiocoap 0.4.17, 2-core VM; thousands of operations per
+second, best of 5 interleaved runs).  Decode = parse, then read every field
+as the server does (Uri-Path as text, Max-Age as an int, payload); encode =
+wire bytes from a message built beforehand; build+encode = build the message
+from prepared fields, then encode:
 
-====================  ===========  ===========  ===========  ===========
-message               ours decode  aiocoap dec  ours encode  aiocoap enc
-====================  ===========  ===========  ===========  ===========
-Hello (device)            1460          312         1000          250
-FunctionCall              1026          183          695          184
-VariableValue (ACK)       1881          505         1619          349
-Event (with Max-Age)      1018          180          697          167
-====================  ===========  ===========  ===========  ===========
+====================  ============  ============  ============
+message               decode        encode        build+encode
+                      ours / aio    ours / aio    ours / aio
+====================  ============  ============  ============
+Hello (device)         502 /  193   1264 /  639    882 /  254
+FunctionCall           289 /  118    747 /  418    574 /  157
+VariableValue (ACK)    690 /  278   2411 /  930   1419 /  421
+Event (with Max-Age)   312 /  118    745 /  347    607 /  147
+====================  ============  ============  ============
 
-i.e. 4-6x faster both ways.  It also keeps option values as raw bytes
+Over several runs: 2.4-2.9x faster to decode, 1.8-2.6x to encode a built
+message, 3.3-4.1x to build and encode (building an aiocoap message, with its typed
+option objects, costs more than encoding it).  It also keeps option values as raw bytes
 (aiocoap types Uri-Path/Uri-Query as text, but a function argument or a
 CRC is arbitrary bytes), and writes options exactly as the builders in
 L{twisted_spark.coap.messages} lay them out (aiocoap re-encodes Max-Age

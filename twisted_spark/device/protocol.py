@@ -3,10 +3,13 @@
 PROTOCOL.md §3-§5, §10.  One :class:`DeviceProtocol` per connection:
 
 1. ``connectionMade``: send the 40-byte nonce, arm the handshake timer.
-2. Buffer exactly 256 bytes (TCP splits and joins), decrypt them in the RSA
+2. Buffer exactly 256 bytes (TCP splits them), decrypt them in the RSA
    pool, look the device key up in the store, build the 384-byte session
-   blob in the pool, send it and switch to framed mode.  Bytes that arrived
-   meanwhile belong to the frame stream.
+   blob in the pool, send it and switch to framed mode.  A device sends
+   nothing more until it has that blob (its Hello is encrypted with the key
+   inside), so any further byte before it closes the connection: nothing is
+   buffered while the RSA work waits.  New handshakes are refused while the
+   RSA pool holds ``max_pending_handshakes`` jobs.
 3. The first frame must be the device Hello: the server Hello goes out at
    once, a :class:`~twisted_spark.device.session.DeviceSession` is created
    and registered.
@@ -121,14 +124,28 @@ class DeviceProtocol:
                 return
             self._frames_received(data)
             return
-        self._buffer += data
-        if state == NONCE and len(self._buffer) >= IDENTITY_LENGTH:
-            blob = bytes(self._buffer[:IDENTITY_LENGTH])
-            del self._buffer[:IDENTITY_LENGTH]
-            self.state = WORKING
-            d = self.factory.rsa_pool.run(
-                decrypt_identity, self.factory.server_key, blob, self._nonce
+        # Before our 384-byte answer a device sends its identity blob and waits:
+        # its first frame is encrypted with the session key inside that answer.
+        # So nothing beyond the blob is buffered, whatever the RSA queue's delay.
+        received = IDENTITY_LENGTH if state == WORKING else len(self._buffer)
+        received += len(data)
+        if received > IDENTITY_LENGTH:
+            self.close(
+                f"sent {received} bytes before the server answered (a device sends its "
+                f"{IDENTITY_LENGTH}-byte identity, then waits)",
+                error=True,
             )
+            return
+        self._buffer += data
+        if received == IDENTITY_LENGTH:
+            factory = self.factory
+            busy = factory.refusal_if_busy()
+            if busy is not None:
+                self.close(f"server busy: {busy}", error=True)
+                return
+            blob, self._buffer = bytes(self._buffer), None
+            self.state = WORKING
+            d = factory.rsa_pool.run(decrypt_identity, factory.server_key, blob, self._nonce)
             d.addCallback(lambda identity: ensureDeferred(self._identified(identity)))
             d.addErrback(self._handshake_failed)
 
@@ -199,9 +216,6 @@ class DeviceProtocol:
         self._reader = FrameReader(self.factory.settings.max_frame_size)
         self.transport.write(blob)
         self.state = HELLO
-        pending, self._buffer = bytes(self._buffer), None
-        if pending:
-            self._frames_received(pending)
 
     def _handshake_failed(self, failure):
         if self.state == CLOSED:

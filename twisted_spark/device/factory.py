@@ -6,11 +6,12 @@ import os
 from collections import Counter
 
 from twisted.internet.interfaces import IProtocolFactory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import load_device_public_key
+from twisted_spark.device.log_limit import LogLimiter
 from twisted_spark.device.protocol import DeviceProtocol
 from twisted_spark.device.rsa_pool import RsaPool
 
@@ -75,6 +76,8 @@ class DeviceServerFactory:
         self.random_bytes = random_bytes
         self.describe_on_connect = describe_on_connect
         self.connections = set()
+        #: Log budget per address for connections without a session (bogus ones).
+        self.log_limiter = LogLimiter(clock)
         self._keys = {}
         if getattr(registry, "bus", False) is None:
             registry.bus = bus
@@ -87,17 +90,17 @@ class DeviceServerFactory:
         pass
 
     def doStop(self):
-        pass
+        self.log_limiter.flush()
 
     def buildProtocol(self, addr):
         busy = self.refusal_if_busy()
         if busy is not None:
             # Returning None makes the port close the socket at once: no nonce,
             # no timer, no buffer for a connection we could not serve anyway.
-            self.log.warn(
-                "Refusing device connection from {ip}: {why}",
-                ip=getattr(addr, "host", "?"),
-                why=busy,
+            ip = getattr(addr, "host", "?")
+            self.log_limiter.emit(
+                ip, self.log, LogLevel.warn, "Refusing device connection from {ip}: {why}",
+                ip=ip, why=busy,
             )
             return None
         proto = self.protocol(self, addr)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 from twisted_spark.coap import codec as C
@@ -163,7 +163,11 @@ class DeviceProtocol:
                               device_id=self.device_id, ip=self.remote_ip, why=why)
             self.session.connection_lost(why)
         elif previous != CLOSED:
-            self.log.debug("Connection from {ip} closed during the handshake", ip=self.remote_ip)
+            self._log_unidentified(
+                LogLevel.debug,
+                "Connection from {ip} closed during the handshake",
+                ip=self.remote_ip,
+            )
         self.factory.connection_closed(self)
 
     # -- handshake ------------------------------------------------------------------
@@ -224,7 +228,12 @@ class DeviceProtocol:
             reason = str(failure.value)
         else:
             reason = f"internal error: {failure.getErrorMessage()}"
-            self.log.failure("Handshake with {ip} failed", failure, ip=self.remote_ip)
+            self._log_unidentified(
+                LogLevel.critical,
+                "Handshake with {ip} failed",
+                log_failure=failure,
+                ip=self.remote_ip,
+            )
         self.close(f"handshake refused: {reason}", error=True)
 
     def _handshake_timed_out(self):
@@ -326,6 +335,14 @@ class DeviceProtocol:
             return
         self.transport.write(self._channel.encrypt_frame(coap))
 
+    def _log_unidentified(self, level, format, **kwargs):
+        """Log about a connection without a session within its address's budget.
+
+        Anyone can open such connections by the thousand; the factory's
+        :class:`~twisted_spark.device.log_limit.LogLimiter` summarises the excess.
+        """
+        self.factory.log_limiter.emit(self.remote_ip, self.log, level, format, **kwargs)
+
     # -- keep-alive -------------------------------------------------------------------
 
     def _idle_check(self):
@@ -356,13 +373,17 @@ class DeviceProtocol:
         """Close the connection with one log line naming device, address and reason."""
         if self.state == CLOSED:
             return
-        log = self.log.warn if error else self.log.info
-        log(
-            "Closing connection of device {device_id} from {ip}: {reason}",
+        message = dict(
             device_id=self.device_id or "(unidentified)",
             ip=self.remote_ip,
             reason=reason,
         )
+        level = LogLevel.warn if error else LogLevel.info
+        line = "Closing connection of device {device_id} from {ip}: {reason}"
+        if self.session is None:
+            self._log_unidentified(level, line, **message)
+        else:
+            self.log.emit(level, line, **message)
         if self.session is not None:
             self.session.connection_lost(reason)
         elif error:

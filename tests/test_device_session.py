@@ -252,3 +252,111 @@ def test_describe_on_connect_populates_functions():
     _, pump = s.connect(device)
     session = s.registry.get(CORE_ID)
     assert set(session.functions) == {"brew", "negate"}
+
+
+# -- partial Describe: serve what is known at once (issue 9 item 16) ----------------------
+
+SYSTEM = {"p": 6, "m": [{"s": 262144, "l": "m", "vc": 30, "vv": 30, "f": "s", "n": "1"}]}
+
+
+def test_photon_merged_describe_answers_without_waiting_for_the_grace():
+    """Photon 0.6 sends one ACK with f/v and the system part: no second part follows."""
+    s = Server(describe_on_connect=True)
+    s.register(PHOTON_ID, key=DEVICE_KEYS[1])
+    device = s.device(PHOTON_ID, DEVICE_KEYS[1], platform="photon", describe_style="photon-0.6")
+    _, pump = s.connect(device)
+    pump.flush()
+    session = s.registry.get(PHOTON_ID)
+    assert session.variables["temperature"] == "int32"  # GET /v1/devices/:id shows them
+    assert set(session.functions) == {"brew", "negate"}
+    assert set(s.store._devices[PHOTON_ID].variables) == set(session.variables)
+    # The first read goes out at once, no clock advance needed.
+    assert result(run(pump, session.read_variable("temperature"))) == -98765
+    assert result(run(pump, session.call_function("brew", b"ab"))) == 2
+
+
+class PartWire:
+    """A Photon online over a StringTransport; Describe parts are sent by hand."""
+
+    def __init__(self):
+        from test_device_protocol import Wire
+
+        self.s = Server()
+        self.s.register(PHOTON_ID, key=DEVICE_KEYS[1])
+        self.w = Wire(self.s, PHOTON_ID, DEVICE_KEYS[1], photon=True)
+        self.w.handshake()
+        self.session = self.s.registry.get(PHOTON_ID)
+        self.described = self.session.describe()
+        (self.request,) = self.w.received()
+
+    def part(self, description):
+        from twisted_spark.coap import messages as M
+
+        req = self.request
+        self.w.feed(self.w.frame(M.describe_response(req.message_id, req.token, description)))
+
+    def answer_variable(self, request_msg, value):
+        from twisted_spark.coap import messages as M
+
+        self.w.feed(self.w.frame(M.variable_value(request_msg.message_id, request_msg.token,
+                                                  M.encode_variable("string", value))))
+
+
+def test_a_name_missing_from_the_first_part_waits_for_the_second():
+    from twisted_spark.coap import messages as M
+
+    p = PartWire()
+    p.part({"f": ["brew"], "v": {"temperature": 2}, **SYSTEM})  # 0.4.9: system part first
+    assert result(p.described)["variables"] == {"temperature": "int32"}
+    late = p.session.read_variable("late")
+    nope = p.session.call_function("nope", b"")
+    assert not late.called and not nope.called
+    assert p.w.received() == []  # nothing asked of the device yet
+    p.part({"f": ["brew", "boil"], "v": {"late": 4}})  # the application part
+    assert failure_of(nope).check(UnknownFunction)
+    (request,) = p.w.received()
+    assert M.parse_variable_request(request) == "late"
+    p.answer_variable(request, "woot")
+    assert result(late) == "woot"
+    assert p.session.functions == ("brew", "boil")
+    record = p.s.store._devices[PHOTON_ID]
+    assert set(record.functions) == {"brew", "boil"}
+    assert set(record.variables) == {"temperature", "late"}
+
+
+def test_a_name_never_described_fails_when_the_grace_ends():
+    p = PartWire()
+    p.part({"f": ["brew"], "v": {"temperature": 2}, **SYSTEM})
+    missing = p.session.read_variable("missing")
+    p.s.clock.advance(0.99)
+    assert not missing.called
+    p.s.clock.advance(0.02)
+    assert failure_of(missing).check(UnknownVariable)
+    assert p.session.variables == {"temperature": "int32"}
+    assert p.session._pending == {}
+
+
+def test_a_system_part_without_names_still_waits_for_the_application_part():
+    p = PartWire()
+    p.part(SYSTEM)
+    assert not p.described.called and p.session.variables == {}
+    p.part({"f": ["brew"], "v": {"temperature": 2}})
+    assert result(p.described)["functions"] == ("brew",)
+
+
+def test_disconnect_while_waiting_for_the_rest_fails_the_waiter_only():
+    p = PartWire()
+    p.part({"f": ["brew"], "v": {}, **SYSTEM})
+    waiting = p.session.call_function("later", b"")
+    p.w.proto.connectionLost(None)
+    assert failure_of(waiting).check(DeviceNotConnected)
+    assert result(p.described)["functions"] == ("brew",)
+
+
+def test_a_system_part_with_empty_names_waits_too():
+    """Photon 0.4.9's first part may carry empty f/v: nothing to serve yet."""
+    p = PartWire()
+    p.part({"f": [], "v": {}, **SYSTEM})
+    assert not p.described.called
+    p.part({"f": ["brew"], "v": {}})
+    assert result(p.described)["functions"] == ("brew",)

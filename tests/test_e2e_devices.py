@@ -7,7 +7,8 @@ import pytest_twisted
 from device_fixtures import DEVICE_KEYS, SERVER_KEY, SERVER_PUBLIC, ListBus
 from loopback import until
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
@@ -17,6 +18,8 @@ from twisted_spark.models import DeviceRecord
 from twisted_spark.registry import DeviceRegistry
 from twisted_spark.sim.device import VirtualDevice, connect_device
 from twisted_spark.store.memory import MemoryStore
+
+CORE = "53ff73065067544816300187"
 
 
 class LoopbackServer:
@@ -104,3 +107,77 @@ async def test_unknown_device_refused_over_tcp(reactor):
         assert len(factory.registry) == 0
     finally:
         await server.stop()
+
+
+class _Peer(Protocol):
+    """A raw TCP client: what it received and whether the server closed it."""
+
+    def __init__(self):
+        self.received = b""
+        self.closed = False
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason=None):
+        self.closed = True
+
+
+@pytest.mark.usefixtures("clean_reactor")
+@pytest_twisted.ensureDeferred
+async def test_full_rsa_queue_refuses_new_connections_at_once(reactor):
+    """With the RSA pool at --max-pending-handshakes, a new connection is closed
+    before the nonce; once the queue drains, devices connect again."""
+    import os
+    import threading
+
+    from twisted_spark.api.metrics import Metrics
+    from twisted_spark.device.factory import QUEUE_FULL, REFUSED_METRIC
+
+    store, bus = MemoryStore(), ListBus()
+    pool = RsaPool(reactor, 1)
+    pool.start()
+    gate = threading.Event()
+    blocker = pool.run(gate.wait, 30)  # the one worker is busy: jobs now queue
+    metrics = Metrics()
+    factory = DeviceServerFactory(
+        SERVER_KEY, store, DeviceRegistry(reactor, bus=bus, store=store), bus,
+        Settings(max_pending_handshakes=2), clock=reactor, rsa_pool=pool, metrics=metrics,
+    )
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+    address = port.getHost().port
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", address)
+    peers = []
+    try:
+        queued = await connectProtocol(endpoint, _Peer())
+        peers.append(queued)
+        await until(lambda: len(queued.received) == 40, what="nonce")
+        queued.transport.write(os.urandom(256))
+        await until(lambda: pool.pending == 2, what="identity job queued")
+
+        refused = await connectProtocol(endpoint, _Peer())
+        peers.append(refused)
+        await until(lambda: refused.closed, what="refused connection closed")
+        assert refused.received == b""
+        assert factory.refused == {QUEUE_FULL: 1}
+        assert metrics.value(REFUSED_METRIC, reason=QUEUE_FULL) == 1
+        assert not queued.closed
+
+        gate.set()
+        await blocker
+        await until(lambda: queued.closed, what="junk identity refused")
+        assert pool.pending == 0
+        store._devices[CORE] = DeviceRecord(CORE, public_key=public_key_der(DEVICE_KEYS[0]))
+        device = VirtualDevice(CORE, DEVICE_KEYS[0], SERVER_PUBLIC, clock=reactor)
+        await connect_device(reactor, "127.0.0.1", address, device, timeout=10)
+        assert factory.registry.online_ids() == {CORE}
+        device.disconnect()
+        await until(lambda: not factory.connections, what="device gone")
+    finally:
+        gate.set()
+        for peer in peers:
+            if not peer.closed:
+                peer.transport.abortConnection()
+        await until(lambda: all(peer.closed for peer in peers), what="peers closed")
+        await port.stopListening()
+        pool.stop()

@@ -37,6 +37,9 @@ class Settings:
     max_frame_size: int = 4 * KIB
     #: Threads doing RSA private-key work for handshakes.
     rsa_threads: int = 2
+    #: RSA jobs queued or running at which new device connections are refused
+    #: at once (a burst of bogus handshakes must not queue without limit).
+    max_pending_handshakes: int = 200
     #: Store the key a device presents and accept it, instead of refusing.
     accept_unknown_devices: bool = False
     #: Device events per second allowed (token bucket, burst 4); 0 = no limit.

@@ -79,7 +79,7 @@ class SparkService(MultiService):
         sweeper.setServiceParent(self)
 
         from twisted_spark.api.app import SparkAPI
-        from twisted_spark.device.factory import DeviceServerFactory
+        from twisted_spark.device.factory import REFUSED_METRIC, DeviceServerFactory
         from twisted_spark.device.rsa_pool import RsaPool
         from twisted_spark.events.bus import EventBus
         from twisted_spark.events.device_routing import DeviceRouter
@@ -92,14 +92,15 @@ class SparkService(MultiService):
         if self._rsa_pool is None:
             self._rsa_pool = RsaPool(reactor, settings.rsa_threads)
         self._rsa_pool.start()
-        device_factory = DeviceServerFactory(
-            self.server_key, self.store, self.registry, self.bus, settings,
-            clock=reactor, rsa_pool=self._rsa_pool)
         self.firmware = FirmwareHook(settings, self.bus, self.registry, clock=reactor,
                                      reactor=reactor)
         self.api = SparkAPI(self.store, self.registry, settings, clock=reactor, bus=self.bus,
                             firmware=self.firmware, reactor=reactor)
         metrics = self.api.metrics
+        device_factory = DeviceServerFactory(
+            self.server_key, self.store, self.registry, self.bus, settings,
+            clock=reactor, rsa_pool=self._rsa_pool, metrics=metrics)
+        metrics.describe(REFUSED_METRIC, "Device connections refused for load, by reason")
         metrics.gauge("spark_handshakes_completed", "Device handshakes completed since start",
                       lambda: device_factory.handshakes_completed)
         metrics.gauge("spark_handshakes_failed", "Device handshakes refused since start",

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 from twisted.internet.interfaces import IProtocolFactory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import load_device_public_key
+from twisted_spark.device.log_limit import LogLimiter
 from twisted_spark.device.protocol import DeviceProtocol
 from twisted_spark.device.rsa_pool import RsaPool
+
+#: Metric counting connections refused for load, labelled by reason.
+REFUSED_METRIC = "spark_device_connections_refused_total"
+#: Reason label: the RSA pool's queue was at ``--max-pending-handshakes``.
+QUEUE_FULL = "handshake_queue_full"
 
 
 @implementer(IProtocolFactory)
@@ -29,6 +36,8 @@ class DeviceServerFactory:
         synchronous one in tests); default ``RsaPool(reactor, settings.rsa_threads)``.
     :param random_bytes: CSPRNG ``n -> bytes`` (injectable for tests).
     :param describe_on_connect: ask each device's Describe right after its Hello.
+    :param metrics: where refused connections are counted (``inc(name, **labels)``,
+        e.g. the API's ``Metrics``); optional.
     """
 
     log = Logger()
@@ -45,6 +54,7 @@ class DeviceServerFactory:
         rsa_pool=None,
         random_bytes=os.urandom,
         describe_on_connect=True,
+        metrics=None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -52,6 +62,9 @@ class DeviceServerFactory:
         #: Counters for /metrics: handshakes that reached the Hello, and refusals.
         self.handshakes_completed = 0
         self.handshakes_failed = 0
+        #: Connections refused for load, by reason (also counted in ``metrics``).
+        self.refused = Counter()
+        self.metrics = metrics
         self.store = store
         self.registry = registry
         self.bus = bus
@@ -63,6 +76,8 @@ class DeviceServerFactory:
         self.random_bytes = random_bytes
         self.describe_on_connect = describe_on_connect
         self.connections = set()
+        #: Log budget per address for connections without a session (bogus ones).
+        self.log_limiter = LogLimiter(clock)
         self._keys = {}
         if getattr(registry, "bus", False) is None:
             registry.bus = bus
@@ -75,9 +90,19 @@ class DeviceServerFactory:
         pass
 
     def doStop(self):
-        pass
+        self.log_limiter.flush()
 
     def buildProtocol(self, addr):
+        busy = self.refusal_if_busy()
+        if busy is not None:
+            # Returning None makes the port close the socket at once: no nonce,
+            # no timer, no buffer for a connection we could not serve anyway.
+            ip = getattr(addr, "host", "?")
+            self.log_limiter.emit(
+                ip, self.log, LogLevel.warn, "Refusing device connection from {ip}: {why}",
+                ip=ip, why=busy,
+            )
+            return None
         proto = self.protocol(self, addr)
         self.connections.add(proto)
         return proto
@@ -86,6 +111,26 @@ class DeviceServerFactory:
         return "DeviceServerFactory"
 
     # -- used by the protocol --------------------------------------------------------
+
+    def refusal_if_busy(self):
+        """Why a new handshake must be refused now, or None if it may proceed.
+
+        The bound is on RSA jobs queued or running (``--max-pending-handshakes``):
+        beyond it a device would wait longer than it is worth, and the queue
+        would grow with every bogus connection.  A refusal is counted.
+        """
+        pending = getattr(self.rsa_pool, "pending", 0)
+        limit = self.settings.max_pending_handshakes
+        if pending < limit:
+            return None
+        self.count_refusal(QUEUE_FULL)
+        return f"the RSA queue holds {pending} handshake jobs (--max-pending-handshakes {limit})"
+
+    def count_refusal(self, reason):
+        """Count a connection refused for load, here and in the metrics."""
+        self.refused[reason] += 1
+        if self.metrics is not None:
+            self.metrics.inc(REFUSED_METRIC, reason=reason)
 
     def connection_closed(self, proto):
         self.connections.discard(proto)

@@ -3,10 +3,13 @@
 PROTOCOL.md §3-§5, §10.  One :class:`DeviceProtocol` per connection:
 
 1. ``connectionMade``: send the 40-byte nonce, arm the handshake timer.
-2. Buffer exactly 256 bytes (TCP splits and joins), decrypt them in the RSA
+2. Buffer exactly 256 bytes (TCP splits them), decrypt them in the RSA
    pool, look the device key up in the store, build the 384-byte session
-   blob in the pool, send it and switch to framed mode.  Bytes that arrived
-   meanwhile belong to the frame stream.
+   blob in the pool, send it and switch to framed mode.  A device sends
+   nothing more until it has that blob (its Hello is encrypted with the key
+   inside), so any further byte before it closes the connection: nothing is
+   buffered while the RSA work waits.  New handshakes are refused while the
+   RSA pool holds ``max_pending_handshakes`` jobs.
 3. The first frame must be the device Hello: the server Hello goes out at
    once, a :class:`~twisted_spark.device.session.DeviceSession` is created
    and registered.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 from twisted_spark.coap import codec as C
@@ -121,14 +124,28 @@ class DeviceProtocol:
                 return
             self._frames_received(data)
             return
-        self._buffer += data
-        if state == NONCE and len(self._buffer) >= IDENTITY_LENGTH:
-            blob = bytes(self._buffer[:IDENTITY_LENGTH])
-            del self._buffer[:IDENTITY_LENGTH]
-            self.state = WORKING
-            d = self.factory.rsa_pool.run(
-                decrypt_identity, self.factory.server_key, blob, self._nonce
+        # Before our 384-byte answer a device sends its identity blob and waits:
+        # its first frame is encrypted with the session key inside that answer.
+        # So nothing beyond the blob is buffered, whatever the RSA queue's delay.
+        received = IDENTITY_LENGTH if state == WORKING else len(self._buffer)
+        received += len(data)
+        if received > IDENTITY_LENGTH:
+            self.close(
+                f"sent {received} bytes before the server answered (a device sends its "
+                f"{IDENTITY_LENGTH}-byte identity, then waits)",
+                error=True,
             )
+            return
+        self._buffer += data
+        if received == IDENTITY_LENGTH:
+            factory = self.factory
+            busy = factory.refusal_if_busy()
+            if busy is not None:
+                self.close(f"server busy: {busy}", error=True)
+                return
+            blob, self._buffer = bytes(self._buffer), None
+            self.state = WORKING
+            d = factory.rsa_pool.run(decrypt_identity, factory.server_key, blob, self._nonce)
             d.addCallback(lambda identity: ensureDeferred(self._identified(identity)))
             d.addErrback(self._handshake_failed)
 
@@ -146,7 +163,11 @@ class DeviceProtocol:
                               device_id=self.device_id, ip=self.remote_ip, why=why)
             self.session.connection_lost(why)
         elif previous != CLOSED:
-            self.log.debug("Connection from {ip} closed during the handshake", ip=self.remote_ip)
+            self._log_unidentified(
+                LogLevel.debug,
+                "Connection from {ip} closed during the handshake",
+                ip=self.remote_ip,
+            )
         self.factory.connection_closed(self)
 
     # -- handshake ------------------------------------------------------------------
@@ -199,9 +220,6 @@ class DeviceProtocol:
         self._reader = FrameReader(self.factory.settings.max_frame_size)
         self.transport.write(blob)
         self.state = HELLO
-        pending, self._buffer = bytes(self._buffer), None
-        if pending:
-            self._frames_received(pending)
 
     def _handshake_failed(self, failure):
         if self.state == CLOSED:
@@ -210,7 +228,12 @@ class DeviceProtocol:
             reason = str(failure.value)
         else:
             reason = f"internal error: {failure.getErrorMessage()}"
-            self.log.failure("Handshake with {ip} failed", failure, ip=self.remote_ip)
+            self._log_unidentified(
+                LogLevel.critical,
+                "Handshake with {ip} failed",
+                log_failure=failure,
+                ip=self.remote_ip,
+            )
         self.close(f"handshake refused: {reason}", error=True)
 
     def _handshake_timed_out(self):
@@ -312,6 +335,14 @@ class DeviceProtocol:
             return
         self.transport.write(self._channel.encrypt_frame(coap))
 
+    def _log_unidentified(self, level, format, **kwargs):
+        """Log about a connection without a session within its address's budget.
+
+        Anyone can open such connections by the thousand; the factory's
+        :class:`~twisted_spark.device.log_limit.LogLimiter` summarises the excess.
+        """
+        self.factory.log_limiter.emit(self.remote_ip, self.log, level, format, **kwargs)
+
     # -- keep-alive -------------------------------------------------------------------
 
     def _idle_check(self):
@@ -342,13 +373,17 @@ class DeviceProtocol:
         """Close the connection with one log line naming device, address and reason."""
         if self.state == CLOSED:
             return
-        log = self.log.warn if error else self.log.info
-        log(
-            "Closing connection of device {device_id} from {ip}: {reason}",
+        message = dict(
             device_id=self.device_id or "(unidentified)",
             ip=self.remote_ip,
             reason=reason,
         )
+        level = LogLevel.warn if error else LogLevel.info
+        line = "Closing connection of device {device_id} from {ip}: {reason}"
+        if self.session is None:
+            self._log_unidentified(level, line, **message)
+        else:
+            self.log.emit(level, line, **message)
         if self.session is not None:
             self.session.connection_lost(reason)
         elif error:

@@ -7,6 +7,10 @@ dedicated :class:`~twisted.python.threadpool.ThreadPool` of a fixed size
 (pycryptodome's big-number code releases the GIL, so threads give real
 parallelism).  :class:`SynchronousRsaPool` has the same API and runs inline,
 for deterministic protocol tests.
+
+``pending`` counts the jobs queued or running, so that the device server can
+refuse new handshakes instead of queueing thousands of them
+(``--max-pending-handshakes``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ class RsaPool:
     def __init__(self, reactor, size=2):
         self.reactor = reactor
         self.size = max(1, int(size))
+        #: Jobs submitted and not finished yet (queued or running).
+        self.pending = 0
         self._pool = None
 
     @property
@@ -48,13 +54,21 @@ class RsaPool:
         """Call ``func(*args, **kwargs)`` in a worker. :rtype: Deferred"""
         if self._pool is None:
             self.start()
-        return threads.deferToThreadPool(self.reactor, self._pool, func, *args, **kwargs)
+        self.pending += 1
+        d = threads.deferToThreadPool(self.reactor, self._pool, func, *args, **kwargs)
+        d.addBoth(self._finished)
+        return d
+
+    def _finished(self, result):
+        self.pending -= 1
+        return result
 
 
 class SynchronousRsaPool:
     """Same API as :class:`RsaPool`, but calls run inline (tests)."""
 
     running = True
+    pending = 0
 
     def start(self):
         pass

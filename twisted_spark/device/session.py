@@ -39,6 +39,7 @@ CORE_BUFFER, PHOTON_BUFFER = 640, 800
 #: Function argument limit per platform when the settings do not say (§6.3).
 CORE_ARGUMENT, PHOTON_ARGUMENT = 63, 622
 #: Seconds to wait for an application Describe part after a system part (§8.1).
+#: What a part already says is served at once; only a name not seen yet waits.
 DESCRIBE_GRACE = 1.0
 
 DESCRIBE, FUNCTION, VARIABLE, SIGNAL, PING, GENERIC = range(6)
@@ -182,10 +183,28 @@ class DeviceSession:
         """Forget the cached Describe (after a firmware update)."""
         self._describe = None
 
-    async def _described(self):
-        if self._describe is None:
-            await self.describe()
-        return self._describe
+    def final_describe(self):
+        """The Describe once no further part can come -> Deferred[dict].
+
+        :meth:`describe` answers from the first part that names functions or
+        variables; a Photon may still send an application part within
+        ``DESCRIBE_GRACE``.  This waits for it (at once if nothing is on the way).
+        """
+        for pending in self._pending.values():
+            if pending.kind == DESCRIBE:
+                d = defer.Deferred()
+                pending.waiters.append(d)
+                return d
+        return self.describe()
+
+    async def _described(self, kind, name):
+        """The Describe, waiting for the rest of a partial one if ``name`` is not in it."""
+        described = self._describe
+        if described is None:
+            described = await self.describe()
+        if name not in described[kind]:
+            described = await self.final_describe()
+        return described
 
     def call_function(self, name, argument):
         """Call function ``name`` with ``argument`` (bytes or str) -> Deferred[int]."""
@@ -195,7 +214,7 @@ class DeviceSession:
         self._check_usable()
         if isinstance(argument, str):
             argument = argument.encode("utf-8")
-        described = await self._described()
+        described = await self._described("functions", name)
         if name not in described["functions"]:
             raise UnknownFunction(name)
         limit = self.factory.settings.max_function_argument
@@ -214,7 +233,7 @@ class DeviceSession:
 
     async def _read_variable(self, name):
         self._check_usable()
-        described = await self._described()
+        described = await self._described("variables", name)
         type_name = described["variables"].get(name)
         if type_name is None:
             raise UnknownVariable(name)
@@ -330,6 +349,8 @@ class DeviceSession:
         self._forget(pending)
         targets = [pending.deferred] + (pending.waiters or [])
         for d in targets:
+            if d is None:  # a Describe's first waiters, answered from a partial one
+                continue
             if error is not None:
                 d.errback(error)
             else:
@@ -467,17 +488,29 @@ class DeviceSession:
             )
             return
         pending.parts = M.merge_describe(pending.parts, part)
-        if "m" in part:
-            # A system part (possibly merged): an application part may follow.
-            if pending.timer is not None and pending.timer.active():
-                pending.timer.reset(DESCRIBE_GRACE)
-            else:
-                self._arm(pending, DESCRIBE_GRACE)
+        if "m" not in part:
+            self._complete_describe(pending)
             return
-        self._complete_describe(pending)
+        # A system part (possibly merged): an application part may follow.
+        if pending.timer is not None and pending.timer.active():
+            pending.timer.reset(DESCRIBE_GRACE)
+        else:
+            self._arm(pending, DESCRIBE_GRACE)
+        if pending.parts.get("f") or pending.parts.get("v"):
+            # It already names functions/variables (Photon 0.6 sends everything
+            # in this one part): answer from it now; lookups of other names wait.
+            described = self._apply_describe(pending.parts)
+            waiting = [pending.deferred] + pending.waiters
+            pending.deferred, pending.waiters = None, []
+            for d in waiting:
+                if d is not None:
+                    d.callback(described)
 
     def _complete_describe(self, pending):
-        parts = pending.parts
+        self._finish(pending, result=self._apply_describe(pending.parts))
+
+    def _apply_describe(self, parts):
+        """Cache (and store, if changed) the functions and variables in ``parts``."""
         raw_functions = parts.get("f")
         if not isinstance(raw_functions, list):
             raw_functions = ()
@@ -489,14 +522,16 @@ class DeviceSession:
                 variables[str(name)] = M.variable_type_name(code)
             except (TypeError, ValueError):
                 variables[str(name)] = "string"
-        self._describe = {"functions": functions, "variables": variables}
         if "p" in parts and self.platform_id == CORE_PLATFORM_ID:
             try:
                 self.platform_id = int(parts["p"])
             except (TypeError, ValueError):
                 pass
-        self.factory.registry.save(self.device_id, functions=functions, variables=variables)
-        self._finish(pending, result=self._describe)
+        described = {"functions": functions, "variables": variables}
+        if described != self._describe:
+            self._describe = described
+            self.factory.registry.save(self.device_id, functions=functions, variables=variables)
+        return self._describe
 
     def _device_event(self, msg):
         slowed = not self._take_token()

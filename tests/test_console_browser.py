@@ -216,6 +216,14 @@ def test_console_end_to_end(playwright_api, tmp_path, data_dir, server, processe
             expect(event).to_have_count(1)
             page.screenshot(path=shots / "home.png", full_page=True)
 
+            # Paused, the log stays as it is and counts what arrives; resumed, it shows it.
+            page.get_by_role("button", name="Pause").click()
+            api.ok("POST", "/v1/devices/events", token=token, form={"name": "console/later"})
+            expect(log.locator(".missed")).to_have_text("1 new while paused")
+            expect(log.locator(".event", has_text="console/later")).to_have_count(0)
+            page.get_by_role("button", name="Resume").click()
+            expect(log.locator(".event", has_text="console/later")).to_have_count(1)
+
             # The device view: read a variable, call a function, rename.
             row.get_by_role("link").click()
             heading = page.get_by_role("heading", level=1)
@@ -262,6 +270,14 @@ def test_console_end_to_end(playwright_api, tmp_path, data_dir, server, processe
             page.screenshot(path=shots / "device-390.png", full_page=True)
             assert page.evaluate("document.documentElement.scrollWidth") <= 390
             page.set_viewport_size({"width": 1280, "height": 900})
+
+            # The device goes away: shown live, and calls answer with the API's sentence.
+            processes.pop().stop()
+            expect(page.locator(".device-head .status")).to_have_text("offline")
+            page.get_by_role("button", name="Read temperature").click()
+            expect(page.get_by_label("Value of temperature")).to_have_text(
+                "The device is not connected to the cloud.")
+            problems.clear()  # Chromium logged that 404 itself
 
             # Log out: the token is deleted on the server, the login form is back.
             session = json.loads(page.evaluate(
@@ -310,13 +326,26 @@ def test_console_end_to_end(playwright_api, tmp_path, data_dir, server, processe
             expect(page.get_by_role("alert")).to_contain_text("Your session has ended")
             expect(page.get_by_role("navigation")).to_be_hidden()
             page.screenshot(path=shots / "revoked.png", full_page=True)
+
+            # A plain user sees only their own devices, no users and no unclaimed devices.
+            api.ok("POST", "/v1/users", token=token,
+                   form={"username": "alice", "password": PASSWORD})
+            page.get_by_label("Username").fill("alice")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_label("Password").press("Enter")
+            expect(page.get_by_role("heading", name="Your devices", exact=True)).to_be_visible()
+            expect(page.get_by_text("No devices.")).to_be_visible()
+            expect(page.get_by_role("link", name="Users")).to_be_hidden()
+            expect(page.get_by_role("heading", name="Unclaimed devices")).to_have_count(0)
         except BaseException:
             page.screenshot(path=shots / "failure.png", full_page=True)
             raise
         finally:
             browser.close()
-    # Only the revoked token's refused request may have been logged after that.
-    assert all("401 (Unauthorized)" in problem for problem in problems), problems
+    # After that only the revoked token's 401 and the plain user's 403 on /v1/users
+    # (how the console learns it is not an administrator) may have been logged.
+    expected = ("401 (Unauthorized)", "403 (Forbidden)")
+    assert all(problem.endswith(expected) for problem in problems), problems
     server_log = server["process"].output()
     assert session["token"] not in server_log  # no token in any logged URL
     assert "Traceback" not in server_log, server_log

@@ -74,12 +74,16 @@ export async function act(control, output, action) {
     : [control];
   const wasDisabled = controls.map((c) => c.disabled);
   controls.forEach((c) => { c.disabled = true; });
+  const working = "…";
   if (output) {
     output.classList.remove("error");
     output.classList.add("busy");
+    fill(output, working);
   }
   try {
-    return await action();
+    const result = await action();
+    if (output && output.textContent === working) fill(output);
+    return result;
   } catch (error) {
     if (output) {
       output.classList.add("error");

@@ -28,14 +28,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import launch, playwright_or_unavailable
 from conftest import KEYS_DIR, PROJECT_ROOT
-from strict import unavailable
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 READY = re.compile(r"API on \S+ \(127\.0\.0\.1:(\d+)\); devices on \S+ \(127\.0\.0\.1:(\d+)\)")
 PASSWORD = "console test password"
 DEVICE = "c0ffee000000000000000000"  # what `simulate --device-id-prefix c0ffee` names device 0
@@ -47,13 +42,7 @@ WAIT = 20_000
 @pytest.fixture
 def playwright_api():
     """``(sync_playwright, expect)``; skips (or fails, when strict) before anything starts."""
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install -e '.[test]')")
-    if not CHROMIUM.exists():
-        unavailable(f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
-    return sync_playwright, expect
+    return playwright_or_unavailable()
 
 
 def wait_for(predicate, timeout, what):
@@ -177,7 +166,7 @@ def test_console_end_to_end(playwright_api, tmp_path, data_dir, server, processe
     print(f"\nscreenshots: {shots}")
     problems = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(WAIT)

@@ -143,7 +143,8 @@ function loginView(message) {
     start();
   },
   h("h1", { id: "login-title" }, "Log in"),
-  h("p", {}, "Use your account on this server."),
+  h("p", { class: "hint" }, "Your account on this server. No account yet? An administrator ",
+    "creates one here, or with ", h("code", {}, "python -m twisted_spark users add NAME"), "."),
   h("label", { for: user.id }, "Username"), user,
   h("label", { for: password.id }, "Password"), password,
   h("button", { type: "submit", class: "primary" }, "Log in"),

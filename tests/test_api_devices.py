@@ -67,6 +67,17 @@ async def test_admin_lists_every_device():
 
 
 @pytest_twisted.ensureDeferred
+async def test_admin_list_says_who_owns_each_device_so_unclaimed_ones_show():
+    h, alice, _ = await setup()
+    await h.device(3, owner=None)
+    root = await h.user("root", admin=True)
+    owners = {d["id"]: d["owner"] for d in (await h.call("GET", "/v1/devices", token=root)).json}
+    assert owners == {D1: "alice", device_id(3): None}
+    plain = (await h.call("GET", "/v1/devices", token=alice)).json
+    assert all("owner" not in d for d in plain)  # a plain user sees only their own anyway
+
+
+@pytest_twisted.ensureDeferred
 async def test_list_is_empty_for_a_new_user():
     h, _, _ = await setup()
     carol = await h.user("carol")

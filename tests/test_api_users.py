@@ -123,3 +123,23 @@ async def test_whoami():
     token = await h.user("alice")
     assert (await h.call("GET", "/v1/user", token=token)).json == {"username": "alice"}
     assert_error(await h.call("GET", "/v1/user"), 401)
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_lists_users_with_their_admin_flag():
+    h = Harness()
+    root = await h.user("root", admin=True)
+    await h.user("alice")
+    r = await h.call("GET", "/v1/users", token=root)
+    assert r.status == 200
+    assert r.json == [{"username": "alice", "admin": False}, {"username": "root", "admin": True}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_plain_user_may_not_list_users():
+    h = Harness()
+    await h.user("root", admin=True)
+    alice = await h.user("alice")
+    body = assert_error(await h.call("GET", "/v1/users", token=alice), 403)
+    assert body["errors"] == ["Only an administrator can list users."]
+    assert_error(await h.call("GET", "/v1/users"), 401, "invalid_request")

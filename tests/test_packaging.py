@@ -81,6 +81,11 @@ def test_wheel_contains_plugin_and_fresh_venv_lists_spark(tmp_path):
     assert "twisted/plugins/__init__.py" not in names
     assert "twisted_spark/tap.py" in names
     assert not any(name.startswith("tests/") for name in names)
+    console = sorted(p.name for p in (PROJECT_ROOT / "twisted_spark" / "console").iterdir()
+                     if p.is_file())
+    assert {"index.html", "app.js", "style.css"} <= set(console)
+    missing = [name for name in console if f"twisted_spark/console/{name}" not in names]
+    assert missing == [], "console files left out of the wheel (setup.cfg package_data)"
 
     venv = tmp_path / "fresh"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,

@@ -40,6 +40,7 @@ DEFAULT_OPTIONS = {
     "accept-unknown-devices": False,
     "allow-signup": False,
     "no-metrics": False,
+    "no-console": False,
 }
 
 
@@ -68,6 +69,7 @@ def test_every_option_reaches_settings():
         "--login-failures-per-minute", "0", "--cors-origin", "https://example.org",
         "--sse-queue-size", "10", "--compile-command", "make -C {src} OUT={out}",
         "--compile-timeout", "9", "--accept-unknown-devices", "--allow-signup", "--no-metrics",
+        "--no-console",
     )
     assert options.settings == Settings(
         data_dir=Path("/tmp/x"), api_endpoint="ssl:8443:privateKey=k.pem",
@@ -80,6 +82,7 @@ def test_every_option_reaches_settings():
         cors_origin="https://example.org", sse_queue_size=10,
         compile_command="make -C {src} OUT={out}", compile_timeout=9.0,
         accept_unknown_devices=True, allow_signup=True, metrics=False,
+        console=False,
     )
 
 

@@ -71,6 +71,8 @@ class Settings:
     sse_queue_size: int = 1000
     #: Serve Prometheus text at /metrics.
     metrics: bool = True
+    #: Serve the web console at / (static files that use the public API).
+    console: bool = True
 
     # -- firmware ------------------------------------------------------------
     #: Template of the command compiling uploaded sources; ``{src}`` and ``{out}``
@@ -100,7 +102,7 @@ class Settings:
         """Build settings from a parsed :class:`twisted_spark.tap.Options`.
 
         Option names are the field names with dashes, except the two
-        endpoints (``--api``, ``--device``) and ``--no-metrics``.
+        endpoints (``--api``, ``--device``), ``--no-metrics`` and ``--no-console``.
         """
         renamed = {"api_endpoint": "api", "device_endpoint": "device"}
         values = {}
@@ -110,5 +112,7 @@ class Settings:
                 values[spec.name] = options[option_name]
         if options.get("no-metrics"):
             values["metrics"] = False
+        if options.get("no-console"):
+            values["console"] = False
         values["data_dir"] = Path(values.get("data_dir", cls.data_dir))
         return cls(**values)

@@ -108,10 +108,11 @@ class Options(usage.Options):
          "Register the key of an unknown device on its first handshake (off: refuse)."],
         ["allow-signup", None, "Let anyone create an account with POST /v1/users."],
         ["no-metrics", None, "Do not serve /metrics."],
+        ["no-console", None, "Do not serve the web console at /."],
     ]
 
     def postOptions(self) -> None:
-        for flag in ("accept-unknown-devices", "allow-signup", "no-metrics"):
+        for flag in ("accept-unknown-devices", "allow-signup", "no-metrics", "no-console"):
             self[flag] = bool(self[flag])
         try:
             self.settings = Settings.from_options(self)

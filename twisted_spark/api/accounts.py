@@ -108,6 +108,15 @@ def register(api):
     async def whoami(call):
         return {"username": call.caller.username}
 
+    @route("/v1/users", ["GET"])
+    async def list_users(call):
+        """Administrators only: every account and whether it administers (the console)."""
+        if not call.caller.is_admin:
+            sentence = "Only an administrator can list users."
+            raise ApiError(403, "Forbidden", sentence, errors=[sentence])
+        users = await api.store.list_users()
+        return [{"username": u.username, "admin": u.is_admin} for u in users]
+
     @route("/v1/users", ["POST"], auth="optional")
     async def create_user(call):
         username = (call.body.text("username") or "").strip().lower()

@@ -14,7 +14,7 @@ from klein import Klein
 from twisted.web.resource import Resource
 
 from twisted_spark import passwords
-from twisted_spark.api import accounts, devices, events, ops
+from twisted_spark.api import accounts, console, devices, events, ops
 from twisted_spark.api.auth import Authenticator
 from twisted_spark.api.bodies import Body, limited_request_factory, read_body
 from twisted_spark.api.context import Call, Reply
@@ -83,6 +83,8 @@ class SparkAPI:
         routes = (accounts, events, devices, ops) if bus is not None else (accounts, devices, ops)
         for module in routes:
             self.add_routes(module.register)
+        if self.settings.console:
+            self.add_routes(console.register)
 
     # -- composition -----------------------------------------------------------
 

@@ -168,8 +168,11 @@ def register(api):
 
     @route("/v1/devices", ["GET"])
     async def list_devices(call):
-        owner = None if call.caller.is_admin else call.caller.username
-        return [summary(api, r) for r in await api.store.list_devices(owner=owner)]
+        """The caller's devices; an administrator's list is everyone's, with ``owner``."""
+        if call.caller.is_admin:
+            return [dict(summary(api, r), owner=r.owner) for r in await api.store.list_devices()]
+        records = await api.store.list_devices(owner=call.caller.username)
+        return [summary(api, r) for r in records]
 
     @route("/v1/devices", ["POST"])
     async def claim(call):

@@ -14,3 +14,59 @@ fragments, flight (retransmission), messages, negotiation, ecc (keys and
 work), cookie, session (state and table), events, connection (established
 session), handshake (shared), server, client, endpoint.
 """
+
+from twisted_spark.dtls.client import ClientConfig, ClientHandshake, resume
+from twisted_spark.dtls.connection import Connection
+from twisted_spark.dtls.ecc import CryptoWork
+from twisted_spark.dtls.endpoint import DtlsServer
+from twisted_spark.dtls.errors import (
+    AlertDescription,
+    BadRecordMac,
+    DecodeError,
+    DtlsError,
+    HandshakeFailure,
+    RecordError,
+    ReplayedRecord,
+    StateError,
+)
+from twisted_spark.dtls.events import (
+    AddressChanged,
+    ApplicationData,
+    Closed,
+    Dropped,
+    HandshakeComplete,
+    Output,
+    SessionCheckpoint,
+)
+from twisted_spark.dtls.flight import RetransmitPolicy
+from twisted_spark.dtls.server import ServerConfig, ServerHandshake
+from twisted_spark.dtls.session import SessionState, SessionTable
+
+__all__ = [
+    "AddressChanged",
+    "AlertDescription",
+    "ApplicationData",
+    "BadRecordMac",
+    "ClientConfig",
+    "ClientHandshake",
+    "Closed",
+    "Connection",
+    "CryptoWork",
+    "DecodeError",
+    "Dropped",
+    "DtlsError",
+    "DtlsServer",
+    "HandshakeComplete",
+    "HandshakeFailure",
+    "Output",
+    "RecordError",
+    "ReplayedRecord",
+    "RetransmitPolicy",
+    "ServerConfig",
+    "ServerHandshake",
+    "SessionCheckpoint",
+    "SessionState",
+    "SessionTable",
+    "StateError",
+    "resume",
+]

@@ -11,6 +11,7 @@ discarded is reported as a L{Dropped} or L{Closed} event for the log.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from twisted_spark.dtls.connection import Connection
@@ -60,6 +61,9 @@ class DtlsServer:
         self._by_address: dict[Any, ServerHandshake] = {}
         self._by_cid: dict[bytes, ServerHandshake] = {}
         self._work: dict[CryptoWork, ServerHandshake] = {}
+        # Addresses whose handshake just completed: their plaintext records are
+        # the device's last flight again (our Finished was lost), not noise.
+        self._completed: OrderedDict[Any, None] = OrderedDict()
 
     @property
     def handshakes(self) -> int:
@@ -100,6 +104,8 @@ class DtlsServer:
         if random is not None and (handshake is None or random != handshake.client_random):
             self._client_hello(record, address, now, out)
             return None
+        if handshake is None and address in self._completed:
+            return None  # its Finished, in the same datagram, makes the session answer
         if handshake is None:
             out.events.append(
                 (
@@ -211,6 +217,10 @@ class DtlsServer:
             if isinstance(event, HandshakeComplete):
                 if handshake is not None:
                     self._forget(handshake)
+                    self._completed[handshake.address] = None
+                    self._completed.move_to_end(handshake.address)
+                    if len(self._completed) > self.max_handshakes:
+                        self._completed.popitem(last=False)
                 for evicted in self.sessions.add(event.connection):
                     out.events.append((evicted, Closed("evicted: the session table is full")))
             elif isinstance(event, Closed):

@@ -139,6 +139,8 @@ def test_session_state_round_trips_and_rejects_bad_records():
         ({"read_bitmap": 2**64}, "read_bitmap"),
         ({"surprise": 1}, "unknown session fields"),
         ({"master_secret": "zz"}, "non-hexadecimal"),
+        ({"peer_address": "server"}, "not \\[host, port\\]"),
+        ({"peer_address": ["h", "1"]}, "not \\[host, port\\]"),
     ]:
         with pytest.raises(ValueError, match=message):
             SessionState.from_dict({**data, **change})

@@ -80,9 +80,16 @@ class SessionState:
                 if not low <= len(raw) <= high:
                     raise ValueError(f"session field {name} has {len(raw)} bytes")
                 values[name] = raw
-            if values.get("peer_address") is not None:
-                host, port = values["peer_address"]
-                values["peer_address"] = (str(host), int(port))
+            address = values.get("peer_address")
+            if address is not None:
+                if not (
+                    isinstance(address, list | tuple)
+                    and len(address) == 2
+                    and isinstance(address[0], str)
+                    and isinstance(address[1], int)
+                ):
+                    raise ValueError(f"session peer_address {address!r} is not [host, port]")
+                values["peer_address"] = (address[0], address[1])
             state = cls(**values)
         except (KeyError, TypeError) as error:
             raise ValueError(f"incomplete session record: {error}") from None

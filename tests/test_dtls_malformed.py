@@ -43,9 +43,12 @@ def mutations(datagram: bytes, rng: random.Random, count: int):
 
 def test_mutated_handshake_traffic_never_raises_and_the_server_keeps_serving():
     reference = Network()
-    reference.handshake()
+    reference_device, reference_server = reference.handshake()
+    reference.device_output(reference_device.send(b"data from the device", 1.0))
+    reference.server_output(reference_server.send(b"data from the server", 1.0))
+    reference.pump()
     rng = random.Random(1404)
-    net = Network()
+    net = Network(seed="other")  # other keys: replayed records must not authenticate
     device, server = net.handshake()
     for _, datagram in reference.log:
         for mutated in mutations(datagram, rng, 150):
@@ -141,3 +144,21 @@ def test_malformed_device_certificate_gets_a_decode_error_alert():
     assert closed.alert == 50 and "Certificate" in closed.reason
     assert handshake.failed and net.events_of("device", Closed)[0].by_peer
     assert net.server.handshakes == 0
+
+
+def test_authentic_records_with_garbage_inside_never_raise():
+    """Records that decrypt fine but carry nonsense: odd alerts, handshake junk, unknown types."""
+    net = Network()
+    device, server = net.handshake()
+    rng = random.Random(253)
+    layer = device._layer  # seal arbitrary content under the real session keys
+    for _ in range(300):
+        content_type = rng.choice([20, 21, 22, 24, 25, 99, 255])
+        payload = rng.randbytes(rng.randint(0, 40))
+        if content_type == 21 and len(payload) >= 2:
+            payload = bytes([1, payload[1] or 1]) + payload[2:]  # no fatal alerts or close_notify
+        out = net.server.datagram_received(layer.seal(content_type, payload), DEVICE_ADDRESS, 1.0)
+        assert all(event.reason for event in out.event_list())
+    net.device_output(device.send(b"still fine", 2.0))
+    net.pump()
+    assert net.events_of("server", ApplicationData)[-1] == ApplicationData(b"still fine")

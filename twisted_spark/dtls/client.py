@@ -33,7 +33,7 @@ from twisted_spark.dtls.errors import AlertDescription, HandshakeFailure
 from twisted_spark.dtls.events import Output
 from twisted_spark.dtls.flight import RetransmitPolicy
 from twisted_spark.dtls.fragments import Message, Reassembler
-from twisted_spark.dtls.handshake import HandshakeBase
+from twisted_spark.dtls.handshake import FlightItem, HandshakeBase
 from twisted_spark.dtls.layer import RecordLayer, ciphers_for
 from twisted_spark.dtls.messages import (
     RANDOM_LENGTH,
@@ -266,12 +266,12 @@ class ClientHandshake(HandshakeBase):
         self._expected_server_finished = finished_verify_data(
             self._master, False, self.transcript.digest()
         )
-        items = [(ContentType.HANDSHAKE, 0, m) for m in self._flight_messages]
+        items: list[FlightItem] = [(ContentType.HANDSHAKE, 0, m) for m in self._flight_messages]
         items.append((ContentType.CHANGE_CIPHER_SPEC, 0, b"\x01"))
         items.append((ContentType.HANDSHAKE, 1, finished))
         self.layer.write_epoch = 1
         self.step = Step.FINISHED
-        self._send_flight(items, now, out)  # type: ignore[arg-type]
+        self._send_flight(items, now, out)
 
     def _done(self, now: float, out: Output) -> None:
         window = self.layer.windows[1]

@@ -22,6 +22,7 @@ from twisted_spark.crypto import keys
 from twisted_spark.datadir import ServerKeyPaths, load_or_create_server_key, prepare_data_dir
 from twisted_spark.errors import DuplicateUser
 from twisted_spark.models import User
+from twisted_spark.store import NameTaken
 
 
 class CommandError(Exception):
@@ -175,7 +176,11 @@ async def keys_add(reactor, data_dir: Path, options, out=sys.stdout) -> None:
         changes = {"public_key": keys.public_key_der(key)}
         if owner is not None:
             changes["owner"] = owner
-        await store.update_device(device_id, **changes)
+        try:
+            await store.update_device(device_id, **changes)
+        except NameTaken as error:
+            raise CommandError(f"{error.owner} already has a device called {error.name!r}; "
+                               "rename one of them first") from None
 
     await _with_store(reactor, data_dir, action)
     print(f"Registered device {device_id} (key {keys.fingerprint(key)})"
@@ -235,7 +240,13 @@ async def keys_import(reactor, data_dir: Path, options, out=sys.stdout) -> None:
                 changes["name"] = name
             if owner is not None:
                 changes["owner"] = owner
-            await store.update_device(device_id, **changes)
+            try:
+                await store.update_device(device_id, **changes)
+            except NameTaken as error:  # spark-server allowed duplicates; names are unique now
+                print(f"{device_id}: {error.owner} already has a device called "
+                      f"{error.name!r}; imported without a name", file=out)
+                changes["name"] = None
+                await store.update_device(device_id, **changes)
             imported += 1
         return imported, skipped
 

@@ -273,6 +273,101 @@ def test_throttle_is_per_address_and_memory_is_bounded():
     throttle.check("b")  # another address is not affected
 
 
+class HeldHashes:
+    """``verify_password`` whose answers wait until :meth:`finish` (a slow hash)."""
+
+    def __init__(self):
+        from twisted_spark import passwords
+
+        self.verify = passwords.verify_password
+        self.pending = []
+
+    def __call__(self, password, encoded):
+        from twisted.internet import defer
+
+        d = defer.Deferred()
+        self.pending.append((d, password, encoded))
+        return d
+
+    def finish(self):
+        pending, self.pending = self.pending, []
+        for d, password, encoded in pending:
+            d.callback(self.verify(password, encoded))
+
+
+@pytest.mark.parametrize("route", ["oauth", "basic"])
+@pytest_twisted.ensureDeferred
+async def test_concurrent_wrong_logins_get_at_most_the_limit_of_password_checks(route):
+    """Charged before hashing: the attempts beyond the limit are refused at once."""
+    h = Harness(login_failures_per_minute=5)
+    await h.user("alice")
+    hashes = HeldHashes()
+    h.api.auth.verify_password = hashes
+    bad = dict(LOGIN, password="nope nope")
+
+    def attempt():
+        if route == "oauth":
+            return h.start("POST", "/oauth/token", basic=SPARK, form=bad)
+        return h.start("GET", "/v1/access_tokens", basic=("alice", "nope nope"))
+
+    started = [attempt() for _ in range(200)]
+    assert len(hashes.pending) == 5
+    refused = [d for d in started if h.answered(d)]
+    assert len(refused) == 195  # answered while the 5 hashes still run
+    for d in refused:
+        r = await h.finish(d)
+        assert_error(r, 429)
+        assert int(r.header(b"retry-after")) == 60
+    hashes.finish()
+    waited = [await h.finish(d) for d in started if d not in refused]
+    assert [r.status for r in waited] == [400 if route == "oauth" else 401] * 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_successful_login_is_not_charged_to_the_throttle():
+    h = Harness(login_failures_per_minute=3)
+    await h.user("alice")
+    bad = dict(LOGIN, password="nope nope")
+    for _ in range(2):
+        assert (await h.call("POST", "/oauth/token", basic=SPARK, form=bad)).status == 400
+    for _ in range(5):  # right passwords cost nothing
+        assert (await h.call("POST", "/oauth/token", basic=SPARK, form=LOGIN)).status == 200
+        r = await h.call("GET", "/v1/access_tokens", basic=("alice", PASSWORD))
+        assert r.status == 200
+    assert (await h.call("POST", "/oauth/token", basic=SPARK, form=bad)).status == 400
+    assert_error(await h.call("POST", "/oauth/token", basic=SPARK, form=LOGIN), 429)
+
+
+def test_retry_after_counts_down_to_the_oldest_charge_leaving_the_window():
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    throttle = LoginThrottle(clock, per_minute=2)
+    throttle.charge("a")
+    clock.advance(20)
+    throttle.charge("a")
+    clock.advance(10.5)
+    with pytest.raises(Exception) as info:
+        throttle.charge("a")
+    assert info.value.status == 429
+    assert info.value.headers["Retry-After"] == 30  # the first leaves the window at 60
+    clock.advance(29.5)
+    throttle.charge("a")  # exactly 60 s after the first: it is out, a slot is free
+
+
+@pytest_twisted.ensureDeferred
+async def test_429_has_its_reason_phrase():
+    h = Harness(login_failures_per_minute=1)
+    await h.user("alice")
+    bad = dict(LOGIN, password="nope nope")
+    await h.call("POST", "/oauth/token", basic=SPARK, form=bad)
+    d = h.start("POST", "/oauth/token", basic=SPARK, form=bad)
+    h.stub.flush()
+    response = await d
+    assert response.code == 429
+    assert response.phrase == b"Too Many Requests"
+
+
 def test_parse_iso8601_date_and_datetime():
     assert parse_iso8601("2020-01-01") == 1577836800.0
     assert parse_iso8601("2020-01-01T00:00:01.500Z") == 1577836801.5

@@ -59,9 +59,8 @@ def register(api):
             raise bad_request('Missing parameters. "username" and "password" are required')
         now = api.clock.seconds()
         expires_at = token_expiry(body, now, api.settings.token_lifetime)
-        user = await api.auth.check_password(username, password)
+        user = await checked_password(call, username, password)
         if user is None:
-            api.throttle.failed(call.remote_address)
             raise ApiError(400, "invalid_grant", "User credentials are invalid")
         token = await api.store.add_token(make_token(user.username, client_id, now, expires_at))
         return Reply(token_response(token, now), headers={"Pragma": "no-cache"})
@@ -150,11 +149,19 @@ def register(api):
         credentials = basic_credentials(call.request)
         if credentials is None:
             raise basic_missing()
-        api.throttle.check(call.remote_address)
-        user = await api.auth.check_password(*credentials)
+        user = await checked_password(call, *credentials)
         if user is None:
-            api.throttle.failed(call.remote_address)
             raise bad_password()
+        return user
+
+    async def checked_password(call, username, password):
+        """The user if the password is right; the attempt is charged to the
+        caller's address first (429 when it has none left), refunded on success."""
+        address = call.remote_address
+        charge = api.throttle.charge(address)
+        user = await api.auth.check_password(username, password)
+        if user is not None:
+            api.throttle.refund(address, charge)
         return user
 
     def client_of(call):

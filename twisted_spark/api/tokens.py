@@ -8,6 +8,7 @@ the configured lifetime (90 days by default).
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from collections import deque
@@ -100,7 +101,14 @@ def token_response(token: AccessToken, now: float) -> dict:
 
 
 class LoginThrottle:
-    """Count failed logins per remote address over a sliding minute.
+    """Limit password checks per remote address over a sliding minute.
+
+    Every attempt is charged *before* its password is hashed
+    (:meth:`charge`), so concurrent attempts cannot outrun the count: of 200
+    wrong passwords sent at once from one address, ``per_minute`` are
+    checked and the rest answered 429 at once.  An attempt whose password
+    was right is refunded (:meth:`refund`): only failures use up the
+    allowance, so users who log in often never lock their address out.
 
     :param clock: ``IReactorTime`` (only ``seconds()`` is used).
     :param per_minute: failures allowed in 60 s before 429; 0 disables.
@@ -128,12 +136,16 @@ class LoginThrottle:
         return times
 
     def check(self, address: str) -> None:
-        """Raise the 429 :class:`ApiError` if ``address`` is throttled."""
+        """Raise the 429 :class:`ApiError` if ``address`` is throttled.
+
+        ``Retry-After`` is the whole seconds until its oldest charge leaves
+        the window, when the address may try again.
+        """
         if not self.per_minute:
             return
         times = self._recent(address)
         if times is not None and len(times) >= self.per_minute:
-            retry = max(1, int(times[0] + self.WINDOW - self.clock.seconds()) + 1)
+            retry = max(1, math.ceil(times[0] + self.WINDOW - self.clock.seconds()))
             raise ApiError(
                 429,
                 "too_many_requests",
@@ -141,13 +153,39 @@ class LoginThrottle:
                 headers={"Retry-After": retry},
             )
 
-    def failed(self, address: str) -> None:
+    def charge(self, address: str) -> float | None:
+        """Count an attempt about to check a password; 429 if none is left.
+
+        Nothing runs between the check and the count, so concurrent attempts
+        each see the ones before.  :return: the charge, for :meth:`refund`.
+        """
         if not self.per_minute:
+            return None
+        self.check(address)
+        return self.failed(address)
+
+    def refund(self, address: str, charge: float | None) -> None:
+        """Take back a :meth:`charge` (the password was right)."""
+        times = self._failures.get(address)
+        if charge is None or times is None:
             return
+        try:
+            times.remove(charge)
+        except ValueError:
+            return  # already out of the window (or the address was forgotten)
+        if not times:
+            del self._failures[address]
+
+    def failed(self, address: str) -> float | None:
+        """Count a failed attempt of ``address`` now; :return: its time."""
+        if not self.per_minute:
+            return None
         if address not in self._failures and len(self._failures) >= self.max_addresses:
             for other in list(self._failures):
                 self._recent(other)
             if len(self._failures) >= self.max_addresses:
                 self._failures.pop(next(iter(self._failures)))
         times = self._failures.setdefault(address, deque(maxlen=self.per_minute))
-        times.append(self.clock.seconds())
+        now = self.clock.seconds()
+        times.append(now)
+        return now

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 import pytest_twisted
@@ -194,6 +195,88 @@ async def test_login_bad_expiry_is_400(extra):
     await h.user("alice")
     r = await h.call("POST", "/oauth/token", basic=SPARK, form=dict(LOGIN, **extra))
     assert_error(r, 400, "invalid_request")
+
+
+TEN_YEARS = 10 * 365 * 86400
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # urlencoded: always text
+        "expires_in=99999999999999999999999",
+        f"expires_in={TEN_YEARS + 1}",
+        "expires_in=1e400",
+        "expires_in=inf",
+        "expires_in=nan",
+        "expires_in=1.5",
+        "expires_in=%2B60",
+        "expires_in=1_000",
+        "expires_in=%D9%A1%D9%A2",  # Arabic-Indic digits: int() would take them
+        "expires_in=" + "9" * 5000,  # beyond int()'s digit limit
+        "expires_at=9999-12-31",
+        "expires_at=0001-01-01T00:00:00%2B14:00",
+        "expires_at=2030-13-01",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_absurd_form_lifetimes_are_400(raw):
+    h = Harness()
+    await h.user("alice")
+    before = await h.store.list_tokens("alice")
+    form = "&".join(f"{k}={v}" for k, v in LOGIN.items()) + "&" + raw
+    r = await h.call("POST", "/oauth/token", basic=SPARK, data=form.encode(),
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert_error(r, 400, "invalid_request")
+    assert await h.store.list_tokens("alice") == before
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1e400", "-1e400", "NaN", "99999999999999999999999", str(TEN_YEARS + 1), "-1", "true",
+     "[60]", '{"s": 60}', '"60s"'],
+)
+@pytest_twisted.ensureDeferred
+async def test_absurd_json_lifetimes_are_400(value):
+    h = Harness()
+    await h.user("alice")
+    before = await h.store.list_tokens("alice")
+    body = json.dumps(dict(LOGIN, client_id="spark"))[:-1] + f', "expires_in": {value}}}'
+    r = await h.call("POST", "/oauth/token", data=body.encode(),
+                     headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "invalid_request")
+    assert await h.store.list_tokens("alice") == before
+
+
+@pytest.mark.parametrize("extra,lifetime", [
+    ({"expires_in": TEN_YEARS}, TEN_YEARS),
+    ({"expires_in": 3600.0}, 3600),
+    ({"expires_in": "  60 "}, 60),
+    ({"expires_at": iso8601(Harness.NOW + TEN_YEARS)}, TEN_YEARS),
+])
+@pytest_twisted.ensureDeferred
+async def test_lifetimes_up_to_ten_years_are_fine(extra, lifetime):
+    h = Harness()
+    await h.user("alice")
+    r = await h.call("POST", "/oauth/token", basic=SPARK, json_body=dict(LOGIN, **extra))
+    assert r.status == 200, r.body
+    assert r.json["expires_in"] == lifetime
+    listed = await h.call("GET", "/v1/access_tokens", basic=("alice", PASSWORD))
+    [mine] = [t for t in listed.json if t["token"] == r.json["access_token"]]
+    assert mine["expires_at"] == iso8601(Harness.NOW + lifetime)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stored_token_beyond_the_calendar_still_lists():
+    """A token written before lifetimes were bounded must not break the listing."""
+    from twisted_spark.models import AccessToken
+
+    h = Harness()
+    await h.user("alice", lifetime=None)
+    await h.store.add_token(AccessToken("f" * 40, "alice", "old", Harness.NOW, 1e23))
+    r = await h.call("GET", "/v1/access_tokens", basic=("alice", PASSWORD))
+    assert r.status == 200
+    assert {"token": "f" * 40, "expires_at": "9999-12-31T23:59:59.999Z", "client": "old"} in r.json
 
 
 @pytest.mark.parametrize(

@@ -180,6 +180,19 @@ async def test_users_add_list_and_duplicate(reactor, data_dir, tmp_path, fast_pa
     assert not verify_password("wrong-password", alice.password_hash)
 
 
+@pytest.mark.parametrize("name,why", [
+    ("a:b", "':'"), ("with space", "without spaces"), ("a\u200bb", "invisible"), ("x" * 255, "254"),
+])
+@pytest_twisted.ensureDeferred
+async def test_users_add_refuses_names_basic_auth_cannot_carry(reactor, data_dir, tmp_path,
+                                                               fast_passwords, name, why):
+    password_file = tmp_path / "pw"
+    password_file.write_text("s3cret-password\n")
+    with pytest.raises(cli.CommandError, match=why):
+        await run(reactor, cli.USERS_COMMANDS, data_dir, "add", name,
+                  "--password-file", str(password_file))
+
+
 def test_users_add_rejects_short_password(tmp_path):
     password_file = tmp_path / "pw"
     password_file.write_text("short\n")

@@ -23,6 +23,7 @@ from twisted_spark.datadir import ServerKeyPaths, load_or_create_server_key, pre
 from twisted_spark.errors import DuplicateUser
 from twisted_spark.models import User
 from twisted_spark.store import NameTaken
+from twisted_spark.usernames import username_problem
 
 
 class CommandError(Exception):
@@ -287,8 +288,9 @@ async def users_add(reactor, data_dir: Path, options, out=sys.stdout) -> None:
     from twisted_spark.passwords import hash_password_async
 
     username = options["username"].strip().lower()
-    if not 1 <= len(username) <= 254:
-        raise CommandError("the username must be 1 to 254 characters")
+    problem = username_problem(username)
+    if problem is not None:
+        raise CommandError(problem)
     password = _password(options)
     password_hash = await hash_password_async(password, reactor=reactor)
 

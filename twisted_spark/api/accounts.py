@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from twisted.internet import defer
 
 from twisted_spark.api.auth import basic_credentials
@@ -11,6 +9,7 @@ from twisted_spark.api.context import Reply
 from twisted_spark.api.errors import ApiError, bad_request
 from twisted_spark.api.tokens import make_token, token_expiry, token_response
 from twisted_spark.models import User, iso8601
+from twisted_spark.usernames import is_utf8_text, username_problem
 
 
 def basic_missing() -> ApiError:
@@ -34,7 +33,6 @@ def token_not_found() -> ApiError:
     return ApiError(404, "Not Found", "Token not found", errors=["Token not found"])
 
 
-USERNAME = re.compile(r"\S{1,254}")
 MIN_PASSWORD = 8
 
 
@@ -113,10 +111,13 @@ def register(api):
         password = call.body.text("password") or ""
         if not username or not password:
             raise user_error("username and password required")
-        if not USERNAME.fullmatch(username):
-            raise user_error("The username must be 1 to 254 characters without spaces.")
+        problem = username_problem(username)
+        if problem is not None:
+            raise user_error(problem)
         if len(password) < MIN_PASSWORD:
             raise user_error(f"The password must be at least {MIN_PASSWORD} characters.")
+        if not is_utf8_text(password):
+            raise user_error("The password must not contain unpaired surrogates (no UTF-8 form).")
         await may_create(call)  # before the costly hash
         password_hash = await api.auth.hash_password(password)
         return await user_lock.run(add_user, call, username, password_hash)

@@ -13,17 +13,9 @@ from __future__ import annotations
 
 import re
 
+from twisted_spark.text import is_utf8_text
+
 _SHAPE = re.compile(r"\S{1,254}")
-
-
-def is_utf8_text(text: str) -> bool:
-    """False if ``text`` holds an unpaired surrogate (JSON ``"\\ud800"``),
-    which has no UTF-8 form: a database, a hash or a device would choke on it."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def username_problem(username: str) -> str | None:

@@ -9,7 +9,8 @@ from twisted_spark.api.context import Reply
 from twisted_spark.api.errors import ApiError, bad_request
 from twisted_spark.api.tokens import make_token, token_expiry, token_response
 from twisted_spark.models import User, iso8601
-from twisted_spark.usernames import is_utf8_text, username_problem
+from twisted_spark.text import is_utf8_text
+from twisted_spark.usernames import username_problem
 
 
 def basic_missing() -> ApiError:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 from twisted_spark.api.errors import ApiError, bad_request
 from twisted_spark.api.tokens import looks_like_token
 from twisted_spark.models import AccessToken, User
-from twisted_spark.usernames import is_utf8_text
+from twisted_spark.text import is_utf8_text
 
 # Each error is built fresh: a shared exception instance would pile up tracebacks.
 

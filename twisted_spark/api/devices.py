@@ -4,7 +4,9 @@ variables, functions, ping, provisioning; and the flashing hook.
 A device is named by its 24-hex id (any case) or by its name among the
 caller's devices.  A device that does not exist and one that belongs to
 someone else both answer 403, so existence never leaks; administrators see
-every device.
+every device.  Claim, release, provisioning and rename write through
+:func:`change_device`, a compare-and-set: of two requests racing for one
+device, exactly one wins.
 """
 
 from __future__ import annotations

@@ -222,13 +222,13 @@ class Harness:
 
     NOW = 1_700_000_000.0
 
-    def __init__(self, settings=None, **settings_changes):
+    def __init__(self, settings=None, bus=None, **settings_changes):
         self.settings = settings or Settings(**settings_changes)
         self.clock = Clock()
         self.clock.advance(self.NOW)
         self.store = MemoryStore()
         self.registry = FakeRegistry()
-        self.api = SparkAPI(self.store, self.registry, self.settings, clock=self.clock)
+        self.api = SparkAPI(self.store, self.registry, self.settings, clock=self.clock, bus=bus)
         self.api.auth.hash_password = lambda pw: defer.succeed(fast_hash(pw))
         self.api.auth.verify_password = lambda pw, h: defer.succeed(
             passwords.verify_password(pw, h)

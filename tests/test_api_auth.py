@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 import pytest_twisted
@@ -196,6 +197,88 @@ async def test_login_bad_expiry_is_400(extra):
     assert_error(r, 400, "invalid_request")
 
 
+TEN_YEARS = 10 * 365 * 86400
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # urlencoded: always text
+        "expires_in=99999999999999999999999",
+        f"expires_in={TEN_YEARS + 1}",
+        "expires_in=1e400",
+        "expires_in=inf",
+        "expires_in=nan",
+        "expires_in=1.5",
+        "expires_in=%2B60",
+        "expires_in=1_000",
+        "expires_in=%D9%A1%D9%A2",  # Arabic-Indic digits: int() would take them
+        "expires_in=" + "9" * 5000,  # beyond int()'s digit limit
+        "expires_at=9999-12-31",
+        "expires_at=0001-01-01T00:00:00%2B14:00",
+        "expires_at=2030-13-01",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_absurd_form_lifetimes_are_400(raw):
+    h = Harness()
+    await h.user("alice")
+    before = await h.store.list_tokens("alice")
+    form = "&".join(f"{k}={v}" for k, v in LOGIN.items()) + "&" + raw
+    r = await h.call("POST", "/oauth/token", basic=SPARK, data=form.encode(),
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert_error(r, 400, "invalid_request")
+    assert await h.store.list_tokens("alice") == before
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1e400", "-1e400", "NaN", "99999999999999999999999", str(TEN_YEARS + 1), "-1", "true",
+     "[60]", '{"s": 60}', '"60s"'],
+)
+@pytest_twisted.ensureDeferred
+async def test_absurd_json_lifetimes_are_400(value):
+    h = Harness()
+    await h.user("alice")
+    before = await h.store.list_tokens("alice")
+    body = json.dumps(dict(LOGIN, client_id="spark"))[:-1] + f', "expires_in": {value}}}'
+    r = await h.call("POST", "/oauth/token", data=body.encode(),
+                     headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "invalid_request")
+    assert await h.store.list_tokens("alice") == before
+
+
+@pytest.mark.parametrize("extra,lifetime", [
+    ({"expires_in": TEN_YEARS}, TEN_YEARS),
+    ({"expires_in": 3600.0}, 3600),
+    ({"expires_in": "  60 "}, 60),
+    ({"expires_at": iso8601(Harness.NOW + TEN_YEARS)}, TEN_YEARS),
+])
+@pytest_twisted.ensureDeferred
+async def test_lifetimes_up_to_ten_years_are_fine(extra, lifetime):
+    h = Harness()
+    await h.user("alice")
+    r = await h.call("POST", "/oauth/token", basic=SPARK, json_body=dict(LOGIN, **extra))
+    assert r.status == 200, r.body
+    assert r.json["expires_in"] == lifetime
+    listed = await h.call("GET", "/v1/access_tokens", basic=("alice", PASSWORD))
+    [mine] = [t for t in listed.json if t["token"] == r.json["access_token"]]
+    assert mine["expires_at"] == iso8601(Harness.NOW + lifetime)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stored_token_beyond_the_calendar_still_lists():
+    """A token written before lifetimes were bounded must not break the listing."""
+    from twisted_spark.models import AccessToken
+
+    h = Harness()
+    await h.user("alice", lifetime=None)
+    await h.store.add_token(AccessToken("f" * 40, "alice", "old", Harness.NOW, 1e23))
+    r = await h.call("GET", "/v1/access_tokens", basic=("alice", PASSWORD))
+    assert r.status == 200
+    assert {"token": "f" * 40, "expires_at": "9999-12-31T23:59:59.999Z", "client": "old"} in r.json
+
+
 @pytest.mark.parametrize(
     "form,error",
     [
@@ -271,6 +354,101 @@ def test_throttle_is_per_address_and_memory_is_bounded():
         throttle.check("a")
     assert info.value.status == 429
     throttle.check("b")  # another address is not affected
+
+
+class HeldHashes:
+    """``verify_password`` whose answers wait until :meth:`finish` (a slow hash)."""
+
+    def __init__(self):
+        from twisted_spark import passwords
+
+        self.verify = passwords.verify_password
+        self.pending = []
+
+    def __call__(self, password, encoded):
+        from twisted.internet import defer
+
+        d = defer.Deferred()
+        self.pending.append((d, password, encoded))
+        return d
+
+    def finish(self):
+        pending, self.pending = self.pending, []
+        for d, password, encoded in pending:
+            d.callback(self.verify(password, encoded))
+
+
+@pytest.mark.parametrize("route", ["oauth", "basic"])
+@pytest_twisted.ensureDeferred
+async def test_concurrent_wrong_logins_get_at_most_the_limit_of_password_checks(route):
+    """Charged before hashing: the attempts beyond the limit are refused at once."""
+    h = Harness(login_failures_per_minute=5)
+    await h.user("alice")
+    hashes = HeldHashes()
+    h.api.auth.verify_password = hashes
+    bad = dict(LOGIN, password="nope nope")
+
+    def attempt():
+        if route == "oauth":
+            return h.start("POST", "/oauth/token", basic=SPARK, form=bad)
+        return h.start("GET", "/v1/access_tokens", basic=("alice", "nope nope"))
+
+    started = [attempt() for _ in range(200)]
+    assert len(hashes.pending) == 5
+    refused = [d for d in started if h.answered(d)]
+    assert len(refused) == 195  # answered while the 5 hashes still run
+    for d in refused:
+        r = await h.finish(d)
+        assert_error(r, 429)
+        assert int(r.header(b"retry-after")) == 60
+    hashes.finish()
+    waited = [await h.finish(d) for d in started if d not in refused]
+    assert [r.status for r in waited] == [400 if route == "oauth" else 401] * 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_successful_login_is_not_charged_to_the_throttle():
+    h = Harness(login_failures_per_minute=3)
+    await h.user("alice")
+    bad = dict(LOGIN, password="nope nope")
+    for _ in range(2):
+        assert (await h.call("POST", "/oauth/token", basic=SPARK, form=bad)).status == 400
+    for _ in range(5):  # right passwords cost nothing
+        assert (await h.call("POST", "/oauth/token", basic=SPARK, form=LOGIN)).status == 200
+        r = await h.call("GET", "/v1/access_tokens", basic=("alice", PASSWORD))
+        assert r.status == 200
+    assert (await h.call("POST", "/oauth/token", basic=SPARK, form=bad)).status == 400
+    assert_error(await h.call("POST", "/oauth/token", basic=SPARK, form=LOGIN), 429)
+
+
+def test_retry_after_counts_down_to_the_oldest_charge_leaving_the_window():
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    throttle = LoginThrottle(clock, per_minute=2)
+    throttle.charge("a")
+    clock.advance(20)
+    throttle.charge("a")
+    clock.advance(10.5)
+    with pytest.raises(Exception) as info:
+        throttle.charge("a")
+    assert info.value.status == 429
+    assert info.value.headers["Retry-After"] == 30  # the first leaves the window at 60
+    clock.advance(29.5)
+    throttle.charge("a")  # exactly 60 s after the first: it is out, a slot is free
+
+
+@pytest_twisted.ensureDeferred
+async def test_429_has_its_reason_phrase():
+    h = Harness(login_failures_per_minute=1)
+    await h.user("alice")
+    bad = dict(LOGIN, password="nope nope")
+    await h.call("POST", "/oauth/token", basic=SPARK, form=bad)
+    d = h.start("POST", "/oauth/token", basic=SPARK, form=bad)
+    h.stub.flush()
+    response = await d
+    assert response.code == 429
+    assert response.phrase == b"Too Many Requests"
 
 
 def test_parse_iso8601_date_and_datetime():

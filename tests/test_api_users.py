@@ -143,3 +143,84 @@ async def test_plain_user_may_not_list_users():
     body = assert_error(await h.call("GET", "/v1/users", token=alice), 403)
     assert body["errors"] == ["Only an administrator can list users."]
     assert_error(await h.call("GET", "/v1/users"), 401, "invalid_request")
+
+
+# -- names that HTTP Basic (or UTF-8) cannot carry -------------------------------------
+
+
+def json_request(**fields):
+    """A JSON body written by hand, so ``\\ud800`` escapes reach the server as such."""
+    text = ", ".join(f'"{k}": "{v}"' for k, v in fields.items())
+    return {"data": ("{" + text + "}").encode(), "headers": {"Content-Type": "application/json"}}
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        "a:b",  # Basic auth splits user:password at the first colon
+        ":",
+        "a\\ud800b",  # lone surrogate: no UTF-8 spelling, so no Basic header either
+        "\\udfff",
+        "a\\u0000b",  # control characters
+        "a\\u0007b",
+        "a\\u007fb",
+        "a\\u200bb",  # zero-width space (format character): invisible twin of "ab"
+        "a\\u202eb",  # right-to-left override
+        "a\\u00a0b",  # no-break space
+        "a\\u2028b",  # line separator
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_usernames_basic_auth_cannot_carry_are_400(username):
+    h = Harness()
+    r = await h.call("POST", "/v1/users", **json_request(username=username, password=PASSWORD))
+    body = assert_error(r, 400)
+    assert body["errors"] == [body["error_description"]]
+    assert await h.store.count_users() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_usernames_beyond_ascii_are_fine():
+    h = Harness()
+    r = await h.call("POST", "/v1/users", form={"username": "Jörg@пример.рф", "password": PASSWORD})
+    assert r.status == 200
+    r = await h.call("GET", "/v1/access_tokens", basic=("jörg@пример.рф", PASSWORD))
+    assert r.status == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_lone_surrogate_password_is_400():
+    h = Harness()
+    request = json_request(username="alice", password="pass\\ud800word")
+    r = await h.call("POST", "/v1/users", **request)
+    assert_error(r, 400)
+    assert await h.store.count_users() == 0
+
+
+@pytest.mark.parametrize(
+    "username,password",
+    [("al\\ud800ice", PASSWORD), ("alice", "correct\\udc00horse")],
+)
+@pytest_twisted.ensureDeferred
+async def test_logins_with_lone_surrogates_are_wrong_credentials_on_sqlite(
+    username, password, tmp_path, reactor
+):
+    from api_fakes import fast_hash
+
+    from twisted_spark.models import User
+    from twisted_spark.store.sqlite import SQLiteStore
+
+    h = Harness(login_failures_per_minute=2)
+    store = await SQLiteStore.open(tmp_path / "spark.sqlite", reactor=reactor)
+    try:
+        h.api.store = h.api.auth.store = store
+        await store.add_user(User("alice", fast_hash(PASSWORD)))
+        request = json_request(grant_type="password", username=username, password=password,
+                               client_id="spark")
+        r = await h.call("POST", "/oauth/token", **request)
+        assert_error(r, 400, "invalid_grant")
+        await h.call("POST", "/oauth/token", **request)
+        # ... and charged to the throttle like any wrong password
+        assert_error(await h.call("POST", "/oauth/token", **request), 429)
+    finally:
+        await store.close()

@@ -117,6 +117,43 @@ async def test_keys_import_spark_server_directory(reactor, data_dir, tmp_path, f
 
 
 @pytest_twisted.ensureDeferred
+async def test_keys_import_keeps_names_unique_per_owner(reactor, data_dir, tmp_path,
+                                                        fast_passwords):
+    """spark-server let two devices share a name; here the later one imports unnamed."""
+    core_keys = tmp_path / "core_keys"
+    core_keys.mkdir()
+    second = "0123456789abcdef01234567"
+    for device_id, n in ((DEVICE_ID, 1), (second, 2)):
+        (core_keys / f"{device_id}.pub.pem").write_bytes(
+            (KEYS_DIR / f"device-{n}.pub.pem").read_bytes())
+        (core_keys / f"{device_id}.json").write_text(json.dumps({"name": "kitchen"}))
+    user_file = tmp_path / "pw"
+    user_file.write_text("correct horse\n")
+    await run(reactor, cli.USERS_COMMANDS, data_dir, "add", "alice", "--password-file",
+              str(user_file))
+    printed = await run(reactor, cli.KEYS_COMMANDS, data_dir, "import", str(core_keys),
+                        "--owner", "alice")
+    assert "Imported 2 device key(s)" in printed
+    assert f"{DEVICE_ID}: alice already has a device called 'kitchen'" in printed
+    records = {r.device_id: r for r in await stored_devices(reactor, data_dir)}
+    assert records[second].name == "kitchen" and records[DEVICE_ID].name is None
+    assert {r.owner for r in records.values()} == {"alice"}
+    # bob's "kitchen" cannot be given to alice by 'keys add': refused, clearly.
+    bobs = tmp_path / "bobs"
+    bobs.mkdir()
+    third = "a" * 24
+    (bobs / f"{third}.pub.pem").write_bytes((KEYS_DIR / "device-3.pub.pem").read_bytes())
+    (bobs / f"{third}.json").write_text(json.dumps({"name": "kitchen"}))
+    await run(reactor, cli.USERS_COMMANDS, data_dir, "add", "bob", "--password-file",
+              str(user_file))
+    await run(reactor, cli.KEYS_COMMANDS, data_dir, "import", str(bobs), "--owner", "bob")
+    with pytest.raises(cli.CommandError, match="alice already has a device called 'kitchen'"):
+        await run(reactor, cli.KEYS_COMMANDS, data_dir, "add", third,
+                  str(KEYS_DIR / "device-3.pub.pem"), "--owner", "alice")
+    assert {r.device_id: r.owner for r in await stored_devices(reactor, data_dir)}[third] == "bob"
+
+
+@pytest_twisted.ensureDeferred
 async def test_users_add_list_and_duplicate(reactor, data_dir, tmp_path, fast_passwords):
     from twisted_spark.passwords import verify_password
 
@@ -141,6 +178,19 @@ async def test_users_add_list_and_duplicate(reactor, data_dir, tmp_path, fast_pa
         await store.close()
     assert verify_password("s3cret-password", alice.password_hash)
     assert not verify_password("wrong-password", alice.password_hash)
+
+
+@pytest.mark.parametrize("name,why", [
+    ("a:b", "':'"), ("with space", "without spaces"), ("a\u200bb", "invisible"), ("x" * 255, "254"),
+])
+@pytest_twisted.ensureDeferred
+async def test_users_add_refuses_names_basic_auth_cannot_carry(reactor, data_dir, tmp_path,
+                                                               fast_passwords, name, why):
+    password_file = tmp_path / "pw"
+    password_file.write_text("s3cret-password\n")
+    with pytest.raises(cli.CommandError, match=why):
+        await run(reactor, cli.USERS_COMMANDS, data_dir, "add", name,
+                  "--password-file", str(password_file))
 
 
 def test_users_add_rejects_short_password(tmp_path):

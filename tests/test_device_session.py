@@ -233,6 +233,25 @@ def test_send_event_and_buffer_limit():
     assert session2.send_event(Event("big", "x" * 700, 60, 1.0, CORE_ID, True)) is True
 
 
+@pytest.mark.parametrize("name,data", [("lone\ud800", "ok"), ("ok", "lone\udc00")])
+def test_send_event_refuses_text_without_utf8_form(name, data):
+    """Only the API refuses such events; if one slips through, delivery must not crash."""
+    from twisted.logger import globalLogPublisher
+
+    s, device, session, pump = online()
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        assert session.send_event(Event(name, data, 60, 1.0, PHOTON_ID, True)) is False
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert session.send_event(Event("fine", "data", 60, 1.0, PHOTON_ID, True)) is True
+    pump.flush()
+    assert device.events == [("fine", "data", 60, False)]
+    [line] = [e for e in logged if e.get("device_id") == CORE_ID]
+    assert "UTF-8" in line["log_format"] and line["log_level"].name == "warn"
+
+
 def test_reconnect_replaces_old_session():
     s, device, session, pump = online()
     device2 = s.device()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import pytest_twisted
 from twisted.internet.task import Clock
 
 from twisted_spark.events.publishing import InvalidEvent, api_event, parse_private, parse_ttl
@@ -70,6 +71,8 @@ def test_ttl_garbage_refused(value):
         ("line\nbreak", "control"),
         ("cr\rhere", "control"),
         ("nul\x00", "control"),
+        ("lone\ud800", "surrogate"),
+        ("\udfffx", "surrogate"),
         (42, "string"),
     ],
 )
@@ -95,6 +98,9 @@ def test_data_limits():
         publish(data="é" * 6, max_data=10)  # 12 bytes
     with pytest.raises(InvalidEvent, match="NUL"):
         publish(data="a\x00b")
+    with pytest.raises(InvalidEvent, match="surrogate"):
+        publish(data="half a pair: \udc80")
+    assert publish(data="a whole pair: \U0001f600").data == "a whole pair: \U0001f600"
 
 
 def test_bucket_off_when_rate_is_zero():
@@ -130,3 +136,23 @@ def test_device_limiter_is_per_device():
     limiter.device_offline(Session())
     assert len(limiter) == 1
     assert DeviceRateLimiter(0, clock).allow("a") and len(DeviceRateLimiter(0, clock)) == 0
+
+
+@pytest.mark.parametrize("field", ["name", "data"])
+@pytest_twisted.ensureDeferred
+async def test_api_refuses_lone_surrogates_before_anyone_sees_them(field):
+    from api_fakes import Harness, assert_error
+
+    from twisted_spark.events.bus import EventBus
+
+    bus = EventBus()
+    seen = []
+    bus.subscribe("", seen.append)
+    h = Harness(bus=bus)
+    token = await h.user("alice")
+    fields = {"name": "temp", "data": "21", field: "x\\ud800y"}
+    body = "{" + ", ".join(f'"{k}": "{v}"' for k, v in fields.items()) + "}"
+    r = await h.call("POST", "/v1/devices/events", token=token, data=body.encode(),
+                     headers={"Content-Type": "application/json"})
+    assert "surrogate" in assert_error(r, 400, "invalid_request")["error_description"]
+    assert seen == []

@@ -377,6 +377,44 @@ def test_token_expiry_closes_the_stream(bus, clock):
     assert request.finished == 1 and len(bus) == 0 and clock.getDelayedCalls() == []
 
 
+def test_stream_ends_at_the_instant_its_token_expires(bus, clock):
+    request, stream = open_stream(bus, clock, expires_at=T0 + 20)
+    assert len(clock.getDelayedCalls()) == 2  # keep-alive and expiry
+    clock.advance(19.5)
+    bus.publish(ev("before", public=False))
+    assert request.body.count(b"event: before") == 1
+    clock.advance(0.5)
+    assert stream.closed and stream.close_reason == "access token expired"
+    bus.publish(ev("after", public=False))
+    assert b"after" not in request.body
+    assert request.finished == 1 and len(bus) == 0 and clock.getDelayedCalls() == []
+
+
+def test_an_event_at_the_expiry_instant_is_not_sent_even_before_the_timer(bus, clock):
+    request, stream = open_stream(bus, clock, expires_at=T0 + 20)
+    clock.rightNow = T0 + 20  # time has come, the timer has not run yet
+    bus.publish(ev("late", public=False))
+    assert b"late" not in request.body
+    assert stream.closed and stream.close_reason == "access token expired"
+    assert clock.getDelayedCalls() == []
+
+
+def test_the_expiry_timer_goes_with_the_stream(bus, clock):
+    registry = StreamRegistry(bus, clock)
+    request = StreamRequest(clock)
+    stream = registry.open(request, "", None, token="t", expires_at=T0 + 3600)
+    assert len(clock.getDelayedCalls()) == 2
+    request.lose()
+    assert stream.closed and clock.getDelayedCalls() == []
+
+
+def test_a_token_expired_before_the_stream_starts_ends_it_at_once(bus, clock):
+    request, stream = open_stream(bus, clock, expires_at=T0 - 1)
+    clock.advance(0)
+    assert stream.closed and stream.close_reason == "access token expired"
+    assert clock.getDelayedCalls() == []
+
+
 def test_request_finished_elsewhere_cleans_up(bus, clock):
     request, stream = open_stream(bus, clock)
     request.finish()

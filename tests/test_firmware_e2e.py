@@ -357,6 +357,27 @@ async def test_compile_success_flashes_the_result(tmp_path):
         await cloud.stop()
 
 
+@pytest.mark.parametrize("name", ["a" * 252 + ".cpp", "é" * 126 + ".cpp", "dir/" + "b" * 256])
+@pytest_twisted.ensureDeferred
+async def test_source_file_name_over_255_bytes_is_400_without_compiling(tmp_path, name):
+    marker = tmp_path / "compiler-ran"
+    script = f"open({str(marker)!r}, 'w').close()\n" + SUCCEEDING
+    cloud = await Cloud(tmp_path, compile_command=command(tmp_path, script)).start()
+    try:
+        await cloud.attach(CORE, "core")
+        status, body = await cloud.flash(CORE, b"void setup() {}", filename=name, binary=False)
+        assert status == 400, body
+        assert body["ok"] is False and "at most 255 bytes" in body["error_description"]
+        assert body["errors"] == [body["error_description"]]
+        assert not marker.exists()
+        # a long path of short names is fine: only the last part becomes a file
+        status, body = await cloud.flash(CORE, b"void setup() {}", binary=False,
+                                         filename="d/" * 200 + "app.cpp")
+        assert status == 200, body
+    finally:
+        await cloud.stop()
+
+
 @pytest_twisted.ensureDeferred
 async def test_compile_timeout_kills_and_reports(tmp_path):
     cloud = await Cloud(

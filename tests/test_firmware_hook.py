@@ -153,3 +153,26 @@ def test_safe_filenames():
     assert safe_filename("app.cpp", taken) == "2-app.cpp"
     assert safe_filename(".hidden", taken) == "hidden"
     assert safe_filename("", taken) == "source.cpp"
+
+
+def test_safe_filenames_stay_within_255_bytes_keeping_the_extension():
+    taken = set()
+    long_name = "x" * 251 + ".cpp"
+    assert safe_filename(long_name, taken) == long_name
+    second = safe_filename(long_name, taken)
+    assert len(second) == 255 and second.startswith("2-x") and second.endswith("x.cpp")
+    assert safe_filename("é" * 100 + ".h", taken) == "_" * 100 + ".h"
+
+
+def test_compiler_refuses_a_file_name_over_255_bytes_before_any_work(tmp_path):
+    from twisted.internet.task import Clock
+
+    from twisted_spark.firmware.compiler import Compiler, FileNameTooLong
+
+    compiler = Compiler("true {src} {out}", 5, Clock(), temp_root=str(tmp_path / "compile"))
+    d = compiler.compile([("ok.cpp", b""), ("ü" * 128, b"")])
+    failure = []
+    d.addErrback(failure.append)
+    assert failure and failure[0].check(FileNameTooLong)
+    assert "256 bytes" in str(failure[0].value)
+    assert not (tmp_path / "compile").exists()

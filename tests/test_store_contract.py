@@ -9,12 +9,13 @@ from dataclasses import replace
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
 from twisted_spark.errors import DuplicateUser
 from twisted_spark.interfaces import IStore
 from twisted_spark.models import AccessToken, DeviceRecord, User
-from twisted_spark.store import ConstraintError, MemoryStore
+from twisted_spark.store import ConstraintError, DeviceChanged, MemoryStore, NameTaken
 from twisted_spark.store.sqlite import SQLiteStore
 
 ALICE = User("alice", "pbkdf2_sha256$1$c2FsdA==$aGFzaA==", is_admin=True, created_at=100.5)
@@ -340,6 +341,153 @@ async def test_deleting_a_device_keeps_its_owner_and_tokens(store):
     await store.delete_device(CORE)
     assert await store.get_user("alice") == ALICE
     assert await store.get_token("t1") == token("t1")
+
+
+# -- names are unique per owner ----------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_owner_cannot_have_two_devices_of_one_name(store):
+    await with_users(store)
+    await store.put_device(DeviceRecord(CORE, owner="alice", name="kitchen"))
+    with pytest.raises(NameTaken) as info:
+        await store.put_device(DeviceRecord(PHOTON, owner="alice", name="kitchen"))
+    assert isinstance(info.value, ConstraintError)
+    assert info.value.name == "kitchen" and info.value.owner == "alice"
+    await store.put_device(DeviceRecord(PHOTON, owner="alice", name="garage"))
+    with pytest.raises(NameTaken):
+        await store.update_device(PHOTON, name="kitchen")
+    assert (await store.get_device(PHOTON)).name == "garage"  # nothing half-applied
+
+
+@pytest_twisted.ensureDeferred
+async def test_names_are_per_owner_exact_and_free_for_unowned_devices(store):
+    await with_users(store)
+    third = "0123456789abcdef01234567"
+    await store.put_device(DeviceRecord(CORE, owner="alice", name="kitchen"))
+    await store.put_device(DeviceRecord(PHOTON, owner="bob", name="kitchen"))  # another owner
+    await store.put_device(DeviceRecord(third, name="kitchen"))  # unowned: no rule
+    await store.put_device(DeviceRecord("f" * 24, name="kitchen"))
+    await store.update_device(CORE, name="kitchen")  # its own name again
+    await store.put_device(DeviceRecord("e" * 24, owner="alice", name="Kitchen"))  # case counts
+    # Taking an unowned device whose name the new owner already uses is refused too.
+    with pytest.raises(NameTaken):
+        await store.update_device(third, owner="alice")
+    assert (await store.get_device(third)).owner is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_racing_renames_to_one_name_one_wins(store):
+    await with_users(store)
+    await store.put_device(DeviceRecord(CORE, owner="alice", name="a"))
+    await store.put_device(DeviceRecord(PHOTON, owner="alice", name="b"))
+    results = await defer.DeferredList(
+        [store.update_device(CORE, name="same"), store.update_device(PHOTON, name="same")],
+        consumeErrors=True,
+    )
+    outcomes = sorted(ok for ok, _ in results)
+    assert outcomes == [False, True]
+    assert [f.type for ok, f in results if not ok] == [NameTaken]
+    names = sorted(d.name for d in await store.list_devices("alice"))
+    assert names.count("same") == 1
+
+
+# -- compare-and-set -----------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_device_if_applies_when_the_fields_still_match(store):
+    await with_users(store)
+    await store.put_device(full_device(owner=None))
+    got = await store.update_device_if(CORE, {"owner": None}, owner="alice", last_app="x")
+    assert got == full_device(owner="alice", last_app="x")
+    assert await store.get_device(CORE) == got
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_device_if_refuses_when_a_field_changed(store):
+    await with_users(store)
+    await store.put_device(full_device(owner="bob"))
+    with pytest.raises(DeviceChanged) as info:
+        await store.update_device_if(CORE, {"owner": None}, owner="alice")
+    assert info.value.current == full_device(owner="bob")
+    with pytest.raises(DeviceChanged):
+        await store.update_device_if(
+            CORE, {"owner": "bob", "public_key": None}, public_key=b"new key"
+        )
+    assert await store.get_device(CORE) == full_device(owner="bob")
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_device_if_sees_a_missing_device_as_a_blank_record(store):
+    await with_users(store)
+    with pytest.raises(DeviceChanged) as info:
+        await store.update_device_if(CORE, {"owner": "alice"}, owner=None)
+    assert info.value.current is None
+    assert await store.get_device(CORE) is None  # nothing created
+    got = await store.update_device_if(CORE, {"owner": None, "public_key": None},
+                                       owner="bob", public_key=b"k")
+    assert got == DeviceRecord(CORE, owner="bob", public_key=b"k")
+    assert await store.get_device(CORE) == got
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_device_if_with_nothing_expected_is_update_device(store):
+    await with_users(store)
+    assert await store.update_device_if(CORE, {}, name="n") == DeviceRecord(CORE, name="n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_device_if_checks_names_and_owners(store):
+    await with_users(store)
+    await store.put_device(DeviceRecord(CORE, owner="alice", name="kitchen"))
+    await store.put_device(DeviceRecord(PHOTON, name="kitchen"))
+    with pytest.raises(NameTaken):
+        await store.update_device_if(PHOTON, {"owner": None}, owner="alice")
+    with pytest.raises(ConstraintError):
+        await store.update_device_if(PHOTON, {"owner": None}, owner="ghost")
+    with pytest.raises(TypeError, match="colour"):
+        await store.update_device_if(PHOTON, {"colour": None}, owner="bob")
+    with pytest.raises(TypeError, match="colour"):
+        await store.update_device_if(PHOTON, {}, colour="red")
+    assert await store.get_device(PHOTON) == DeviceRecord(PHOTON, name="kitchen")
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_racing_claims_exactly_one_wins(store):
+    """Both callers read "unowned" and then write at once: only one may win."""
+    await with_users(store)
+    await store.put_device(DeviceRecord(CORE, public_key=b"k"))
+    seen = await store.get_device(CORE)
+    results = await defer.DeferredList(
+        [
+            store.update_device_if(CORE, {"owner": seen.owner}, owner=user)
+            for user in ("alice", "bob")
+        ],
+        consumeErrors=True,
+    )
+    winners = [record.owner for ok, record in results if ok]
+    losers = [failure for ok, failure in results if not ok]
+    assert len(winners) == 1 and len(losers) == 1
+    assert losers[0].type is DeviceChanged
+    assert losers[0].value.current.owner == winners[0]
+    assert (await store.get_device(CORE)).owner == winners[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_racing_registrations_of_a_new_id_exactly_one_wins(store):
+    await with_users(store)
+    results = await defer.DeferredList(
+        [
+            store.update_device_if(CORE, {"owner": None, "public_key": None},
+                                   owner=user, public_key=user.encode())
+            for user in ("alice", "bob")
+        ],
+        consumeErrors=True,
+    )
+    assert sorted(ok for ok, _ in results) == [False, True]
+    stored = await store.get_device(CORE)
+    assert stored.public_key == stored.owner.encode()
 
 
 @pytest_twisted.ensureDeferred

@@ -103,7 +103,9 @@ async def test_migrates_an_empty_file(path, reactor):
     finally:
         check.close()
     assert {"users", "access_tokens", "devices"} <= tables
-    assert {"access_tokens_by_user", "devices_by_owner"} <= tables
+    # devices_by_owner (migration 1) gave way to the unique index of migration 2.
+    assert {"access_tokens_by_user", "devices_owner_name"} <= tables
+    assert "devices_by_owner" not in tables
 
 
 @pytest_twisted.ensureDeferred
@@ -251,3 +253,86 @@ def test_shipped_migrations_build_the_schema(connection):
     migrate(connection)
     assert schema.schema_version(connection) == SCHEMA_VERSION == len(schema.MIGRATIONS)
     assert {"users", "access_tokens", "devices"} <= table_names(connection)
+
+
+# -- migration 2: device names unique per owner ------------------------------------
+
+
+def v1_database(connection, devices):
+    """A database as version 1 left it, holding ``devices`` (owner, name, id, created_at)."""
+    migrate(connection, schema.MIGRATIONS[:1])
+    connection.execute("INSERT INTO users (username, password_hash, created_at) VALUES "
+                       "('alice', 'h', 0), ('bob', 'h', 0)")
+    for owner, name, device_id, created_at in devices:
+        connection.execute(
+            "INSERT INTO devices (device_id, owner, name, created_at) VALUES (?, ?, ?, ?)",
+            (device_id, owner, name, created_at),
+        )
+
+
+def names(connection):
+    return dict(connection.execute("SELECT device_id, name FROM devices"))
+
+
+def test_migration_2_renames_duplicate_names_deterministically(connection):
+    from twisted.logger import globalLogPublisher
+
+    a, b, c, d, e, f = (f"{n:024x}" for n in range(0xA, 0x10))
+    long_name = "x" * 63
+    v1_database(connection, [
+        ("alice", "kitchen", b, 5.0),  # the oldest "kitchen" of alice keeps it
+        ("alice", "kitchen", a, 7.0),
+        ("alice", "kitchen", c, 7.0),  # same age as a: the smaller id comes first
+        ("bob", "kitchen", d, 1.0),  # another owner: not a duplicate
+        (None, "kitchen", e, 1.0),  # unowned: not a duplicate
+        ("alice", long_name, f, 1.0),
+        ("alice", long_name, "f" * 24, 2.0),
+    ])
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        assert migrate(connection) == 1
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert schema.schema_version(connection) == SCHEMA_VERSION
+    assert names(connection) == {
+        b: "kitchen",
+        a: f"kitchen-{a}",
+        c: f"kitchen-{c}",
+        d: "kitchen",
+        e: "kitchen",
+        f: long_name,
+        "f" * 24: "x" * 38 + "-" + "f" * 24,
+    }
+    assert len("x" * 38 + "-" + "f" * 24) == 63
+    renamed = sorted(event["device_id"] for event in events if event.get("new"))
+    assert renamed == sorted([a, c, "f" * 24])
+    assert all(event["log_level"].name == "warn" for event in events if event.get("new"))
+    with pytest.raises(sqlite3.IntegrityError):
+        connection.execute(
+            "INSERT INTO devices (device_id, owner, name) VALUES (?, 'bob', 'kitchen')", ("9" * 24,)
+        )
+
+
+def test_migration_2_drops_a_name_when_even_the_new_one_is_taken(connection):
+    a, b = "a" * 24, "b" * 24
+    v1_database(connection, [
+        ("alice", "pump", a, 1.0),
+        ("alice", "pump", b, 2.0),
+        ("alice", f"pump-{b}", "c" * 24, 3.0),
+    ])
+    migrate(connection)
+    assert names(connection) == {a: "pump", b: None, "c" * 24: f"pump-{b}"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_1_file_with_duplicates_opens(path, reactor):
+    connection = sqlite3.connect(path, isolation_level=None)
+    v1_database(connection, [("alice", "kitchen", "a" * 24, 1.0), ("alice", "kitchen", CORE, 2.0)])
+    connection.close()
+    opened = await SQLiteStore.open(path, reactor=reactor)
+    try:
+        assert await pragma(opened, "user_version") == SCHEMA_VERSION
+        assert (await opened.get_device(CORE)).name == f"kitchen-{CORE}"
+    finally:
+        await opened.close()

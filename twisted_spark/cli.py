@@ -22,6 +22,8 @@ from twisted_spark.crypto import keys
 from twisted_spark.datadir import ServerKeyPaths, load_or_create_server_key, prepare_data_dir
 from twisted_spark.errors import DuplicateUser
 from twisted_spark.models import User
+from twisted_spark.store import NameTaken
+from twisted_spark.usernames import username_problem
 
 
 class CommandError(Exception):
@@ -175,7 +177,11 @@ async def keys_add(reactor, data_dir: Path, options, out=sys.stdout) -> None:
         changes = {"public_key": keys.public_key_der(key)}
         if owner is not None:
             changes["owner"] = owner
-        await store.update_device(device_id, **changes)
+        try:
+            await store.update_device(device_id, **changes)
+        except NameTaken as error:
+            raise CommandError(f"{error.owner} already has a device called {error.name!r}; "
+                               "rename one of them first") from None
 
     await _with_store(reactor, data_dir, action)
     print(f"Registered device {device_id} (key {keys.fingerprint(key)})"
@@ -235,7 +241,13 @@ async def keys_import(reactor, data_dir: Path, options, out=sys.stdout) -> None:
                 changes["name"] = name
             if owner is not None:
                 changes["owner"] = owner
-            await store.update_device(device_id, **changes)
+            try:
+                await store.update_device(device_id, **changes)
+            except NameTaken as error:  # spark-server allowed duplicates; names are unique now
+                print(f"{device_id}: {error.owner} already has a device called "
+                      f"{error.name!r}; imported without a name", file=out)
+                changes["name"] = None
+                await store.update_device(device_id, **changes)
             imported += 1
         return imported, skipped
 
@@ -276,8 +288,9 @@ async def users_add(reactor, data_dir: Path, options, out=sys.stdout) -> None:
     from twisted_spark.passwords import hash_password_async
 
     username = options["username"].strip().lower()
-    if not 1 <= len(username) <= 254:
-        raise CommandError("the username must be 1 to 254 characters")
+    problem = username_problem(username)
+    if problem is not None:
+        raise CommandError(problem)
     password = _password(options)
     password_hash = await hash_password_async(password, reactor=reactor)
 

@@ -48,7 +48,16 @@ class ITokenStore(Interface):
 
 
 class IDeviceStore(Interface):
-    """What is remembered about devices: owner, name, key, attributes."""
+    """What is remembered about devices: owner, name, key, attributes.
+
+    Names are unique per owner: no write may leave one owner with two
+    devices whose ``name`` is equal (compared exactly, case counts).
+    Devices without an owner or without a name are not constrained.  A
+    write that would break the rule fails with
+    :class:`~twisted_spark.store.NameTaken` (a ``ConstraintError``) and
+    changes nothing; it must hold under concurrent writers too (a unique
+    index on ``(owner, name)``, not only a check before writing).
+    """
 
     def get_device(device_id):
         """:rtype: Deferred[DeviceRecord | None]"""
@@ -57,12 +66,37 @@ class IDeviceStore(Interface):
         """All devices, or those of ``owner``. :rtype: Deferred[list[DeviceRecord]] by id."""
 
     def put_device(record):
-        """Insert or replace a whole record. :rtype: Deferred[DeviceRecord]"""
+        """Insert or replace a whole record.
+
+        :rtype: Deferred[DeviceRecord]; fails with NameTaken or ConstraintError.
+        """
 
     def update_device(device_id, **changes):
         """Change some fields of a device, creating the record if absent.
 
-        :rtype: Deferred[DeviceRecord] (the record after the change).
+        :rtype: Deferred[DeviceRecord] (the record after the change); fails
+            with NameTaken, ConstraintError (unknown owner) or TypeError
+            (unknown field).
+        """
+
+    def update_device_if(device_id, expected, **changes):
+        """Compare-and-set: apply ``changes`` only if the device still has the
+        ``expected`` field values (``{field: value}``).
+
+        The comparison and the write are one atomic step (one transaction
+        holding the row against other writers): of two callers that read the
+        same state and then both try to change it, exactly one succeeds.  This
+        is how claim, release, provisioning and rename stay correct when two
+        requests race.  A device with no record counts as
+        ``DeviceRecord(device_id)`` (no owner, no name, no key...), so
+        ``expected={"owner": None}`` matches a missing device and the write
+        then creates it, as ``update_device`` does.  ``expected={}`` is
+        ``update_device``.
+
+        :rtype: Deferred[DeviceRecord] (the record after the change); fails
+            with :class:`~twisted_spark.store.DeviceChanged` (its ``current``
+            is the record as it is, or ``None``) when a field differs, and
+            changes nothing; otherwise as :meth:`update_device`.
         """
 
     def delete_device(device_id):

@@ -60,10 +60,20 @@ class DeviceRecord:
     created_at: float = 0.0
 
 
+#: The last second ISO-8601 dates here can show (9999-12-31T23:59:59Z).
+LAST_SECOND = 253402300799
+
+
 def iso8601(seconds: float | None) -> str | None:
-    """Format POSIX seconds as ISO-8601 UTC with milliseconds, like the cloud."""
+    """Format POSIX seconds as ISO-8601 UTC with milliseconds, like the cloud.
+
+    Times beyond year 9999 (only a record written before lifetimes were
+    bounded can hold one) show as its last millisecond instead of failing.
+    """
     if seconds is None:
         return None
+    if not seconds < LAST_SECOND + 1:  # also inf and nan
+        return "9999-12-31T23:59:59.999Z"
     moment = datetime.fromtimestamp(seconds, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 

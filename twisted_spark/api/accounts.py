@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from twisted.internet import defer
 
 from twisted_spark.api.auth import basic_credentials
@@ -11,6 +9,8 @@ from twisted_spark.api.context import Reply
 from twisted_spark.api.errors import ApiError, bad_request
 from twisted_spark.api.tokens import make_token, token_expiry, token_response
 from twisted_spark.models import User, iso8601
+from twisted_spark.text import is_utf8_text
+from twisted_spark.usernames import username_problem
 
 
 def basic_missing() -> ApiError:
@@ -34,7 +34,6 @@ def token_not_found() -> ApiError:
     return ApiError(404, "Not Found", "Token not found", errors=["Token not found"])
 
 
-USERNAME = re.compile(r"\S{1,254}")
 MIN_PASSWORD = 8
 
 
@@ -59,9 +58,8 @@ def register(api):
             raise bad_request('Missing parameters. "username" and "password" are required')
         now = api.clock.seconds()
         expires_at = token_expiry(body, now, api.settings.token_lifetime)
-        user = await api.auth.check_password(username, password)
+        user = await checked_password(call, username, password)
         if user is None:
-            api.throttle.failed(call.remote_address)
             raise ApiError(400, "invalid_grant", "User credentials are invalid")
         token = await api.store.add_token(make_token(user.username, client_id, now, expires_at))
         return Reply(token_response(token, now), headers={"Pragma": "no-cache"})
@@ -123,10 +121,13 @@ def register(api):
         password = call.body.text("password") or ""
         if not username or not password:
             raise user_error("username and password required")
-        if not USERNAME.fullmatch(username):
-            raise user_error("The username must be 1 to 254 characters without spaces.")
+        problem = username_problem(username)
+        if problem is not None:
+            raise user_error(problem)
         if len(password) < MIN_PASSWORD:
             raise user_error(f"The password must be at least {MIN_PASSWORD} characters.")
+        if not is_utf8_text(password):
+            raise user_error("The password must not contain unpaired surrogates (no UTF-8 form).")
         await may_create(call)  # before the costly hash
         password_hash = await api.auth.hash_password(password)
         return await user_lock.run(add_user, call, username, password_hash)
@@ -159,11 +160,19 @@ def register(api):
         credentials = basic_credentials(call.request)
         if credentials is None:
             raise basic_missing()
-        api.throttle.check(call.remote_address)
-        user = await api.auth.check_password(*credentials)
+        user = await checked_password(call, *credentials)
         if user is None:
-            api.throttle.failed(call.remote_address)
             raise bad_password()
+        return user
+
+    async def checked_password(call, username, password):
+        """The user if the password is right; the attempt is charged to the
+        caller's address first (429 when it has none left), refunded on success."""
+        address = call.remote_address
+        charge = api.throttle.charge(address)
+        user = await api.auth.check_password(username, password)
+        if user is not None:
+            api.throttle.refund(address, charge)
         return user
 
     def client_of(call):

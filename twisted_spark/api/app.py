@@ -18,7 +18,7 @@ from twisted_spark.api import accounts, console, devices, events, ops
 from twisted_spark.api.auth import Authenticator
 from twisted_spark.api.bodies import Body, limited_request_factory, read_body
 from twisted_spark.api.context import Call, Reply
-from twisted_spark.api.errors import install_error_handler, json_bytes
+from twisted_spark.api.errors import install_error_handler, json_bytes, set_status
 from twisted_spark.api.metrics import Metrics
 from twisted_spark.api.tokens import LoginThrottle
 from twisted_spark.config import Settings
@@ -172,7 +172,7 @@ def render(request, result) -> bytes:
     """Write ``result`` (dict/list → JSON, or a :class:`Reply`)."""
     if not isinstance(result, Reply):
         result = Reply(result)
-    request.setResponseCode(result.status)
+    set_status(request, result.status)
     request.setHeader(b"content-type", result.content_type.encode())
     request.setHeader(b"cache-control", b"no-store")
     for name, value in result.headers.items():

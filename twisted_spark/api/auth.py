@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 from twisted_spark.api.errors import ApiError, bad_request
 from twisted_spark.api.tokens import looks_like_token
 from twisted_spark.models import AccessToken, User
+from twisted_spark.text import is_utf8_text
 
 # Each error is built fresh: a shared exception instance would pile up tracebacks.
 
@@ -151,13 +152,24 @@ class Authenticator:
         return await self.token_caller(token)
 
     async def check_password(self, username: str, password: str) -> User | None:
-        """The user if ``password`` is right, else ``None`` (same cost either way)."""
+        """The user if ``password`` is right, else ``None`` (same cost either way).
+
+        Text with an unpaired surrogate (possible in JSON, never in a stored
+        name or password) is simply wrong: no store or hash is asked about it.
+        """
+        if not (is_utf8_text(username) and is_utf8_text(password)):
+            await self._decoy_check("")
+            return None
         user = await self.store.get_user(username.strip().lower())
         if user is None:
-            if self._decoy is None:
-                self._decoy = await self.hash_password("decoy password, never matches")
-            await self.verify_password(password, self._decoy)
+            await self._decoy_check(password)
             return None
         if await self.verify_password(password, user.password_hash):
             return user
         return None
+
+    async def _decoy_check(self, password: str) -> None:
+        """Spend one password check's time on a hash nothing matches."""
+        if self._decoy is None:
+            self._decoy = await self.hash_password("decoy password, never matches")
+        await self.verify_password(password, self._decoy)

@@ -4,7 +4,9 @@ variables, functions, ping, provisioning; and the flashing hook.
 A device is named by its 24-hex id (any case) or by its name among the
 caller's devices.  A device that does not exist and one that belongs to
 someone else both answer 403, so existence never leaks; administrators see
-every device.
+every device.  Claim, release, provisioning and rename write through
+:func:`change_device`, a compare-and-set: of two requests racing for one
+device, exactly one wins.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from twisted_spark.api.errors import ApiError, bad_request, forbidden
 from twisted_spark.crypto.keys import KeyFormatError, load_device_public_key, public_key_der
 from twisted_spark.errors import DeviceNotConnected, UnknownFunction, UnknownVariable
 from twisted_spark.models import DeviceRecord, iso8601
+from twisted_spark.store import DeviceChanged, NameTaken
 
 DEVICE_ID = re.compile(r"[0-9a-fA-F]{24}")
 DEVICE_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
@@ -121,13 +124,63 @@ def argument_limit(api, session) -> int:
     return CORE_ARGUMENT_LIMIT if platform in CORE_PLATFORMS else PHOTON_ARGUMENT_LIMIT
 
 
-async def set_owner(api, device_id: str, owner, **changes):
-    """Store the new owner and tell the live session (event visibility uses it)."""
-    record = await api.store.update_device(device_id, owner=owner, **changes)
-    session = api.registry.get(device_id)
-    if session is not None:
-        session.owner = owner
-    return record
+#: Fields a claim, release, provisioning or rename decides on: a write goes
+#: through only if none of them changed since the decision was made.
+DECIDED_ON = ("owner", "name", "public_key")
+#: Compare-and-set attempts before giving up (each failure means another
+#: request changed the device in between: only a flood of writes gets there).
+CAS_ATTEMPTS = 5
+
+
+_UNREAD = object()
+
+
+async def change_device(api, device_id: str, decide, record=_UNREAD):
+    """Apply ``decide(record)``'s changes as a compare-and-set; the record after.
+
+    ``decide`` gets the device as it is (``None`` if not stored) and returns
+    the fields to change, or raises the :class:`ApiError` that refuses the
+    request.  The write is conditional on :data:`DECIDED_ON` still being what
+    ``decide`` saw; if another request changed them first, ``decide`` runs
+    again on the new state, so of two racing requests the loser is judged
+    (and usually refused) as if it had come second.  The live session learns
+    the new owner (event visibility uses it).  Pass ``record`` when the
+    caller has just read it (``None`` = not stored), to save a read.
+    """
+    if record is _UNREAD:
+        record = await api.store.get_device(device_id)
+    for _ in range(CAS_ATTEMPTS):
+        seen = record or DeviceRecord(device_id)
+        changes = decide(record)
+        expected = {field: getattr(seen, field) for field in DECIDED_ON}
+        try:
+            record = await api.store.update_device_if(device_id, expected, **changes)
+        except DeviceChanged as changed:
+            record = changed.current
+            continue
+        session = api.registry.get(device_id)
+        if session is not None:
+            session.owner = record.owner
+        return record
+    sentence = "The device changed while this request ran; try again."
+    raise ApiError(409, "Conflict", sentence, errors=[sentence])
+
+
+def belongs_to_someone_else() -> ApiError:
+    sentence = "That belongs to someone else"
+    return ApiError(403, "Forbidden", sentence, errors=[sentence])
+
+
+def name_in_use() -> ApiError:
+    return bad_request("name already in use", errors=["name already in use"])
+
+
+def key_registered() -> ApiError:
+    sentence = (
+        "This device already has a registered key; only its owner or an administrator "
+        "can replace it."
+    )
+    return ApiError(403, "Forbidden", sentence, errors=[sentence])
 
 
 def raw_text(value) -> str:
@@ -187,15 +240,19 @@ def register(api):
         if not known:
             sentence = "device doesn't exist"
             raise ApiError(404, "Not Found", sentence, errors=[sentence])
-        owner = record.owner if record else None
-        if owner not in (None, call.caller.username):
-            raise ApiError(
-                403,
-                "Forbidden",
-                "That belongs to someone else",
-                errors=["That belongs to someone else"],
-            )
-        await set_owner(api, device_id, call.caller.username)
+        me = call.caller.username
+
+        def claim_it(current, **more):
+            owner = current.owner if current else None
+            if owner not in (None, me):
+                raise belongs_to_someone_else()
+            return {"owner": me, **more}
+
+        try:
+            await change_device(api, device_id, claim_it, record)
+        except NameTaken:
+            # The caller already has a device of that name: this one loses its name.
+            await change_device(api, device_id, lambda current: claim_it(current, name=None))
         return {
             "ok": True,
             "user_id": call.caller.username,
@@ -205,8 +262,16 @@ def register(api):
 
     @route("/v1/devices/<device>", ["DELETE"])
     async def release(call, device):
-        record = await resolve(api, call.caller, device)
-        await set_owner(api, record.device_id, None)
+        caller = call.caller
+        record = await resolve(api, caller, device)
+
+        def release_it(current):
+            owner = current.owner if current else None
+            if owner is not None and not (caller.is_admin or owner == caller.username):
+                raise forbidden()  # someone claimed it since: no longer the caller's
+            return {"owner": None}
+
+        await change_device(api, record.device_id, release_it, record)
         return {"ok": True}
 
     @route("/v1/devices/<device>", ["GET"])
@@ -309,18 +374,22 @@ def register(api):
             key = load_device_public_key(pem)
         except KeyFormatError as e:
             raise bad_request(f"Key error: {e}", errors=[f"Key error: {e}"]) from None
-        record = await api.store.get_device(device_id)
-        owner = record.owner if record else None
-        if owner not in (None, call.caller.username) and not call.caller.is_admin:
-            raise ApiError(
-                403,
-                "Forbidden",
-                "That belongs to someone else",
-                errors=["That belongs to someone else"],
-            )
-        await set_owner(
-            api, device_id, owner or call.caller.username, public_key=public_key_der(key)
-        )
+        caller = call.caller
+
+        def register_key(current):
+            """API.md §4: a new id is anyone's to register (and own); a key
+            is replaced only by the device's owner or an administrator."""
+            owner = current.owner if current else None
+            has_key = current is not None and current.public_key is not None
+            if not caller.is_admin and owner not in (None, caller.username):
+                raise belongs_to_someone_else()
+            if not caller.is_admin and owner is None and has_key:
+                raise key_registered()
+            if owner is None and not has_key:
+                owner = caller.username
+            return {"public_key": public_key_der(key), "owner": owner}
+
+        await change_device(api, device_id, register_key)
         return {"ok": True, "id": device_id}
 
 
@@ -342,14 +411,17 @@ async def rename(api, call, record):
             "Device names are 1 to 63 characters of letters, digits, '_' and '-'.",
             errors=["Invalid device name"],
         )
-    if record.owner is not None:
-        siblings = await api.store.list_devices(owner=record.owner)
-        if any(r.name == name and r.device_id != record.device_id for r in siblings):
-            raise bad_request(
-                "That name is already used by another device.",
-                errors=["That name is already used by another device."],
-            )
-    await api.store.update_device(record.device_id, name=name)
+    caller = call.caller
+
+    def rename_it(current):
+        if current is None or not (caller.is_admin or current.owner == caller.username):
+            raise forbidden()  # released or deleted since it was resolved
+        return {"name": name}
+
+    try:
+        await change_device(api, record.device_id, rename_it, record)
+    except NameTaken:
+        raise name_in_use() from None
     return {"ok": True, "id": record.device_id, "name": name}
 
 

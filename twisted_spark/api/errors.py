@@ -96,13 +96,22 @@ def api_error_for(exc: BaseException) -> ApiError:
     return ApiError(500, "server_error", "The server failed to handle this request.")
 
 
+#: Reason phrases twisted.web does not know (it would send "Unknown Status").
+REASON_PHRASES = {429: b"Too Many Requests"}
+
+
+def set_status(request, status: int) -> None:
+    """``request.setResponseCode`` with a reason phrase for every status we send."""
+    request.setResponseCode(status, REASON_PHRASES.get(status))
+
+
 def json_bytes(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode("utf-8")
 
 
 def write_error(request, api_error: ApiError, cors_origin: str) -> bytes:
     """Set status and headers for ``api_error`` and return the body bytes."""
-    request.setResponseCode(api_error.status)
+    set_status(request, api_error.status)
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
     request.setHeader(b"access-control-allow-origin", cors_origin.encode())
     for name, value in api_error.headers.items():

@@ -3,11 +3,14 @@
 Tokens are 40 lowercase hex characters (160 bits) from :mod:`secrets`.
 Expiry follows the seed: ``expires_in`` seconds (``0`` = never) or
 ``expires_at`` (ISO-8601 date or date-time, ``null`` = never); otherwise
-the configured lifetime (90 days by default).
+the configured lifetime (90 days by default).  A finite lifetime is at most
+:data:`MAX_LIFETIME` (10 years); anything else is a 400, never a token whose
+expiry cannot be written as a date.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from collections import deque
@@ -17,6 +20,10 @@ from twisted_spark.api.errors import ApiError, bad_request
 from twisted_spark.models import AccessToken
 
 TOKEN_PATTERN = re.compile(r"[0-9a-f]{40}")
+DIGITS = re.compile(r"[0-9]+")
+
+#: The longest lifetime a login may ask for: 10 years (365-day years), in seconds.
+MAX_LIFETIME = 10 * 365 * 86400
 
 _NEVER = ("null", "none", "never", "")
 
@@ -41,15 +48,39 @@ def parse_iso8601(text: str) -> float:
             moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
         else:
             moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError):  # OverflowError: year 1 moved before year 1 by its zone
         raise bad_request(f"expires_at {text!r} is not an ISO-8601 date or date-time.") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+
+
+def _lifetime_seconds(raw) -> int:
+    """``expires_in`` as whole seconds: a JSON number, or ASCII digits as text."""
+    invalid = bad_request(
+        f"expires_in must be a whole number of seconds from 0 to {MAX_LIFETIME} (10 years)."
+    )
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise invalid
+    if isinstance(raw, str):
+        text = raw.strip()
+        if not DIGITS.fullmatch(text):  # int() would take "+1", "1_0" and other scripts' digits
+            raise invalid
+        raw = text
+    try:
+        seconds = int(raw)
+    except (ValueError, OverflowError):  # nan, inf, more digits than int() parses
+        raise invalid from None
+    if not 0 <= seconds <= MAX_LIFETIME:
+        raise invalid
+    return seconds
 
 
 def token_expiry(body, now: float, default_lifetime: int) -> float | None:
     """The ``expires_at`` (POSIX seconds or ``None`` = never) a login asks for.
+
+    Lifetimes are bounded by :data:`MAX_LIFETIME`, so every expiry can be
+    written as a date; ``0`` (or ``expires_at`` null) still means never.
 
     :param body: the parsed :class:`~twisted_spark.api.bodies.Body`.
     """
@@ -61,12 +92,7 @@ def token_expiry(body, now: float, default_lifetime: int) -> float | None:
         raw = body.get("expires_in")
         if raw is None or (isinstance(raw, str) and raw.strip().lower() in _NEVER[:3]):
             return None
-        try:
-            seconds = int(str(raw).strip()) if not isinstance(raw, (int, float)) else int(raw)
-        except ValueError:
-            raise bad_request("expires_in must be a whole number of seconds.") from None
-        if isinstance(raw, bool) or seconds < 0:
-            raise bad_request("expires_in must be a whole number of seconds.")
+        seconds = _lifetime_seconds(raw)
         return None if seconds == 0 else now + seconds
     if has_at:
         raw = body.get("expires_at")
@@ -77,6 +103,8 @@ def token_expiry(body, now: float, default_lifetime: int) -> float | None:
         when = parse_iso8601(raw)
         if when <= now:
             raise bad_request("expires_at is in the past.")
+        if when > now + MAX_LIFETIME:
+            raise bad_request("expires_at must be at most 10 years from now.")
         return when
     return now + default_lifetime if default_lifetime else None
 
@@ -100,7 +128,14 @@ def token_response(token: AccessToken, now: float) -> dict:
 
 
 class LoginThrottle:
-    """Count failed logins per remote address over a sliding minute.
+    """Limit password checks per remote address over a sliding minute.
+
+    Every attempt is charged *before* its password is hashed
+    (:meth:`charge`), so concurrent attempts cannot outrun the count: of 200
+    wrong passwords sent at once from one address, ``per_minute`` are
+    checked and the rest answered 429 at once.  An attempt whose password
+    was right is refunded (:meth:`refund`): only failures use up the
+    allowance, so users who log in often never lock their address out.
 
     :param clock: ``IReactorTime`` (only ``seconds()`` is used).
     :param per_minute: failures allowed in 60 s before 429; 0 disables.
@@ -128,12 +163,16 @@ class LoginThrottle:
         return times
 
     def check(self, address: str) -> None:
-        """Raise the 429 :class:`ApiError` if ``address`` is throttled."""
+        """Raise the 429 :class:`ApiError` if ``address`` is throttled.
+
+        ``Retry-After`` is the whole seconds until its oldest charge leaves
+        the window, when the address may try again.
+        """
         if not self.per_minute:
             return
         times = self._recent(address)
         if times is not None and len(times) >= self.per_minute:
-            retry = max(1, int(times[0] + self.WINDOW - self.clock.seconds()) + 1)
+            retry = max(1, math.ceil(times[0] + self.WINDOW - self.clock.seconds()))
             raise ApiError(
                 429,
                 "too_many_requests",
@@ -141,13 +180,39 @@ class LoginThrottle:
                 headers={"Retry-After": retry},
             )
 
-    def failed(self, address: str) -> None:
+    def charge(self, address: str) -> float | None:
+        """Count an attempt about to check a password; 429 if none is left.
+
+        Nothing runs between the check and the count, so concurrent attempts
+        each see the ones before.  :return: the charge, for :meth:`refund`.
+        """
         if not self.per_minute:
+            return None
+        self.check(address)
+        return self.failed(address)
+
+    def refund(self, address: str, charge: float | None) -> None:
+        """Take back a :meth:`charge` (the password was right)."""
+        times = self._failures.get(address)
+        if charge is None or times is None:
             return
+        try:
+            times.remove(charge)
+        except ValueError:
+            return  # already out of the window (or the address was forgotten)
+        if not times:
+            del self._failures[address]
+
+    def failed(self, address: str) -> float | None:
+        """Count a failed attempt of ``address`` now; :return: its time."""
+        if not self.per_minute:
+            return None
         if address not in self._failures and len(self._failures) >= self.max_addresses:
             for other in list(self._failures):
                 self._recent(other)
             if len(self._failures) >= self.max_addresses:
                 self._failures.pop(next(iter(self._failures)))
         times = self._failures.setdefault(address, deque(maxlen=self.per_minute))
-        times.append(self.clock.seconds())
+        now = self.clock.seconds()
+        times.append(now)
+        return now

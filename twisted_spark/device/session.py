@@ -278,9 +278,20 @@ class DeviceSession:
         """Deliver ``event`` to the device (NON, no token, §9.2); False if refused."""
         if self._closed:
             return False
-        data = event.data.encode("utf-8") if event.data is not None else None
+        try:
+            name = event.name.encode("utf-8")
+            data = event.data.encode("utf-8") if event.data is not None else None
+        except UnicodeEncodeError:  # an unpaired surrogate: the API refuses them, but be sure
+            self.log.warn(
+                "Not sending event {name!r} to device {device_id} at {ip}: its name or data "
+                "has no UTF-8 form",
+                name=event.name,
+                device_id=self.device_id,
+                ip=self.remote_ip,
+            )
+            return False
         mid = (self._mid + 1) & 0xFFFF
-        coap = M.event(mid, event.name, data, event.ttl, private=not event.public)
+        coap = M.event(mid, name, data, event.ttl, private=not event.public)
         frame = (len(coap) & ~15) + 16
         if frame > self.buffer_size:
             self.log.warn(

@@ -10,6 +10,8 @@
   framing), not starting with ``spark`` in any letter case (reserved).
 * ``data``: optional; at most ``max_data`` bytes in UTF-8; no NUL (devices
   cut the data there); empty means ``null``.
+* Neither may hold an unpaired surrogate (JSON can spell ``"\ud800"``): it
+  has no UTF-8 form, so no device or stream could be sent it.
 * ``private``: ``true``/``false``/``1``/``0`` in any letter case (or a JSON
   boolean); absent or empty means public.
 * ``ttl``: an integer number of seconds, default 60; values ≤ 0 become 60
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from twisted_spark.events.visibility import API_COREID, is_system
 from twisted_spark.models import Event
+from twisted_spark.text import is_utf8_text
 
 MAX_NAME_LENGTH = 63
 DEFAULT_TTL = 60
@@ -47,7 +50,9 @@ def check_name(name: object) -> str:
         raise InvalidEvent("name", "The event name is required.")
     if not isinstance(name, str):
         raise InvalidEvent("name", "The event name must be a string.")
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_LENGTH:
+    if not is_utf8_text(name):
+        raise InvalidEvent("name", "The event name must not contain unpaired surrogates.")
+    if len(name.encode("utf-8")) > MAX_NAME_LENGTH:
         raise InvalidEvent(
             "name", f"The event name must be at most {MAX_NAME_LENGTH} characters long."
         )
@@ -66,7 +71,9 @@ def check_data(data: object, max_data: int) -> str | None:
         return None
     if not isinstance(data, str):
         raise InvalidEvent("data", "The event data must be a string.")
-    if len(data.encode("utf-8", "surrogatepass")) > max_data:
+    if not is_utf8_text(data):
+        raise InvalidEvent("data", "The event data must not contain unpaired surrogates.")
+    if len(data.encode("utf-8")) > max_data:
         raise InvalidEvent("data", f"The event data must be at most {max_data} bytes long.")
     if "\x00" in data:
         raise InvalidEvent("data", "The event data must not contain NUL characters.")

@@ -4,9 +4,9 @@
   it from a one-entry cache, so an event fanned out to many streams is
   formatted once and every stream writes the same ``bytes`` object.
 * :class:`EventStream` is one open SSE response bound to a twisted.web
-  request: headers and ``:ok``, a bus subscription, one keep-alive timer, a
-  push producer bounding what a slow client can make the server hold, and
-  cleanup however the stream ends.
+  request: headers and ``:ok``, a bus subscription, one keep-alive timer (and
+  one at its token's expiry, which ends it), a push producer bounding what a
+  slow client can make the server hold, and cleanup however the stream ends.
 * :class:`StreamRegistry` opens streams and finds them again by access token
   (token deleted → its streams close) or all at once (server stopping).
 
@@ -119,8 +119,9 @@ class EventStream:
         transport asked us to pause); one more and the stream is cut off.
     :param keepalive: seconds of silence before a keep-alive line.
     :param token: the access token string the stream was opened with.
-    :param expires_at: POSIX time the token expires (the stream then closes,
-        at the next keep-alive check), or ``None``.
+    :param expires_at: POSIX time the token expires, or ``None``: a timer
+        closes the stream at that instant, and no event is written from then
+        on even if the timer has not run yet.
     :param on_close: ``callable(stream)`` run once when the stream ends.
 
     :ivar ended: a ``Deferred`` firing with the close reason once the response
@@ -145,6 +146,7 @@ class EventStream:
         "events_sent",
         "_subscription",
         "_timer",
+        "_expiry",
         "_queue",
         "_paused",
         "_last_write",
@@ -179,6 +181,7 @@ class EventStream:
         self.events_sent = 0
         self._subscription = None
         self._timer = None
+        self._expiry = None
         self._queue: deque[bytes] = deque()
         self._paused = False
         self._last_write = 0.0
@@ -220,6 +223,9 @@ class EventStream:
             return self
         self._subscription = bus.subscribe(prefix, self._deliver, accepts)
         self._timer = self.clock.callLater(self.keepalive, self._tick)
+        if self.expires_at is not None:
+            delay = max(0.0, self.expires_at - self.clock.seconds())
+            self._expiry = self.clock.callLater(delay, self._expired)
         return self
 
     def close(self, reason: str = "closed by the server") -> None:
@@ -265,9 +271,10 @@ class EventStream:
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.cancel()
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        for timer in (self._timer, self._expiry):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._expiry = None
         self._queue.clear()
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
@@ -306,6 +313,9 @@ class EventStream:
     def _deliver(self, event: Event) -> None:
         if self._closed:
             return
+        if self.expires_at is not None and self.clock.seconds() >= self.expires_at:
+            self._expired()
+            return
         frame = encode_event(event)
         if self._paused:
             if len(self._queue) >= self.queue_size:
@@ -325,14 +335,16 @@ class EventStream:
         self._cleanup("client too slow")
         self._end_response(abort=True)
 
+    def _expired(self) -> None:
+        """The token's lifetime is over: so is the stream (the timer, if
+        still pending, is cancelled by the cleanup)."""
+        self.close("access token expired")
+
     def _tick(self) -> None:
         self._timer = None
         if self._closed:
             return
         now = self.clock.seconds()
-        if self.expires_at is not None and now >= self.expires_at:
-            self.close("access token expired")
-            return
         idle = now - self._last_write
         if self._paused or idle >= self.keepalive:
             if not self._paused:

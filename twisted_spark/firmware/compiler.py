@@ -30,6 +30,12 @@ MAX_OUTPUT = 64 * 1024
 PLATFORM_NAMES = {0: "core", 6: "photon", 8: "p1", 10: "electron"}
 _SHIM = "import os, sys; os.setsid(); os.execv('/bin/sh', ['sh', '-c', sys.argv[1]])"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]")
+#: The longest file name (one path component) Linux file systems accept.
+MAX_FILENAME_BYTES = 255
+
+
+class FileNameTooLong(ValueError):
+    """An uploaded file's name is longer than a file system allows (→ 400)."""
 
 
 class CompileError(Exception):
@@ -54,14 +60,44 @@ def render_command(template, src, out, platform_id=None):
         raise ValueError(f"bad compile command template {template!r}: {e}") from None
 
 
+def _base_name(name):
+    """The last path component of an uploaded file name (``/`` or ``\\``)."""
+    return os.path.basename((name or "").replace("\\", "/"))
+
+
+def check_filenames(names):
+    """Raise :class:`FileNameTooLong` for a name over :data:`MAX_FILENAME_BYTES`.
+
+    Only the last path component becomes a file, so that is what is
+    measured, in UTF-8 bytes as sent (before :func:`safe_filename`).
+    """
+    for name in names:
+        size = len(_base_name(name).encode("utf-8", "surrogatepass"))
+        if size > MAX_FILENAME_BYTES:
+            shown = _base_name(name)[:40].encode("utf-8", "replace").decode("utf-8")
+            raise FileNameTooLong(
+                f"The file name {shown + '...'!r} is {size} bytes long; "
+                f"file names may be at most {MAX_FILENAME_BYTES} bytes."
+            )
+
+
 def safe_filename(name, taken):
-    """A plain file name for an uploaded file (no directories), unique in ``taken``."""
-    base = os.path.basename((name or "").replace("\\", "/")) or "source.cpp"
+    """A plain file name for an uploaded file (no directories), unique in ``taken``.
+
+    ASCII only, at most :data:`MAX_FILENAME_BYTES` long even with the
+    ``<n>-`` prefix that makes it unique (the stem is cut, the extension kept).
+    """
+    base = _base_name(name) or "source.cpp"
     base = _SAFE_NAME.sub("_", base).lstrip(".") or "source.cpp"
-    candidate, n = base, 1
+    candidate, n = base[:MAX_FILENAME_BYTES], 1
     while candidate in taken:
         n += 1
-        candidate = f"{n}-{base}"
+        prefix = f"{n}-"
+        stem, dot, extension = base.rpartition(".")
+        if not dot:
+            stem, extension = base, ""
+        room = MAX_FILENAME_BYTES - len(prefix) - len(dot + extension)
+        candidate = f"{prefix}{stem[:max(room, 1)]}{dot}{extension}"[:MAX_FILENAME_BYTES]
     taken.add(candidate)
     return candidate
 
@@ -118,7 +154,14 @@ class Compiler:
         self.temp_root = temp_root
 
     def compile(self, files, platform_id=None):
-        """Compile ``files`` (list of (filename, bytes)) -> Deferred[bytes]."""
+        """Compile ``files`` (list of (filename, bytes)) -> Deferred[bytes].
+
+        Fails with :class:`FileNameTooLong` before any work, or :class:`CompileError`.
+        """
+        try:
+            check_filenames(name for name, _ in files)
+        except FileNameTooLong:
+            return defer.fail()
         return defer.ensureDeferred(self._compile(files, platform_id))
 
     async def _compile(self, files, platform_id):

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from twisted_spark.api.errors import ApiError
 from twisted_spark.errors import DeviceBusy
-from twisted_spark.firmware.compiler import CompileError, Compiler
+from twisted_spark.firmware.compiler import CompileError, Compiler, FileNameTooLong
 from twisted_spark.firmware.flasher import (
     Flasher,
     FlashError,
@@ -172,6 +172,8 @@ class FirmwareHook:
             platform = record.platform_id
         try:
             return await self.compiler.compile(files, platform if platform is not None else 0)
+        except FileNameTooLong as e:
+            raise ApiError(400, "invalid_request", str(e), errors=[str(e)]) from None
         except CompileError as e:
             self.log.info("Compiling for {id} failed: {why}", id=record.device_id, why=e)
             raise ApiError(

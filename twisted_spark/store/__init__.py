@@ -22,6 +22,33 @@ class ConstraintError(SparkError, ValueError):
     """
 
 
+class NameTaken(ConstraintError):
+    """The write would give one owner two devices of the same name.
+
+    :ivar owner: the owner; :ivar name: the name already in use.
+    """
+
+    def __init__(self, owner: str, name: str) -> None:
+        super().__init__(f"{owner!r} already has a device called {name!r}")
+        self.owner = owner
+        self.name = name
+
+
+class DeviceChanged(SparkError):
+    """A compare-and-set found the device no longer as the caller last saw it.
+
+    Raised by ``update_device_if`` when a field differs from what was
+    expected (another request changed it first).
+
+    :ivar current: the record as it is now, or ``None`` if there is none.
+    """
+
+    def __init__(self, device_id: str, current: DeviceRecord | None) -> None:
+        super().__init__(f"device {device_id} changed under the caller")
+        self.device_id = device_id
+        self.current = current
+
+
 #: Fields of :class:`DeviceRecord` that ``update_device`` may change.
 DEVICE_FIELDS = frozenset(spec.name for spec in fields(DeviceRecord)) - {"device_id"}
 
@@ -34,6 +61,33 @@ def check_device_changes(changes: dict) -> None:
     unknown = sorted(set(changes) - DEVICE_FIELDS)
     if unknown:
         raise TypeError(f"unknown device field(s): {', '.join(unknown)}")
+
+
+def still_as_expected(device_id: str, record: DeviceRecord | None, expected: dict) -> None:
+    """Raise :class:`DeviceChanged` unless ``record`` has the ``expected`` values.
+
+    A missing record counts as ``DeviceRecord(device_id)``: every field at
+    its default (no owner, no name, no key).
+    """
+    seen = normalize_device(record or DeviceRecord(device_id))
+    for field_name, value in expected.items():
+        if getattr(seen, field_name) != value:
+            raise DeviceChanged(device_id, None if record is None else seen)
+
+
+def names_clash(record: DeviceRecord, other: DeviceRecord) -> bool:
+    """True if ``record`` and ``other`` are two devices of one owner with one name.
+
+    Names are compared exactly (case counts); devices without an owner or a
+    name never clash.
+    """
+    return (
+        record.owner is not None
+        and record.name is not None
+        and other.device_id != record.device_id
+        and other.owner == record.owner
+        and other.name == record.name
+    )
 
 
 def normalize_device(record: DeviceRecord) -> DeviceRecord:
@@ -51,7 +105,11 @@ from twisted_spark.store.memory import MemoryStore  # noqa: E402  (needs the hel
 __all__ = [
     "DEVICE_FIELDS",
     "ConstraintError",
+    "DeviceChanged",
     "MemoryStore",
+    "NameTaken",
     "check_device_changes",
+    "names_clash",
     "normalize_device",
+    "still_as_expected",
 ]

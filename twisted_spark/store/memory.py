@@ -15,7 +15,15 @@ from zope.interface import implementer
 from twisted_spark.errors import DuplicateUser
 from twisted_spark.interfaces import IStore
 from twisted_spark.models import AccessToken, DeviceRecord, User
-from twisted_spark.store import ConstraintError, check_device_changes, normalize_device
+from twisted_spark.store import (
+    ConstraintError,
+    DeviceChanged,
+    NameTaken,
+    check_device_changes,
+    names_clash,
+    normalize_device,
+    still_as_expected,
+)
 
 
 @implementer(IStore)
@@ -75,9 +83,14 @@ class MemoryStore:
 
     # -- devices -------------------------------------------------------------
 
-    def _check_owner(self, record: DeviceRecord) -> None:
+    def _check_device(self, record: DeviceRecord) -> None:
+        """The integrity rules of a device write: a known owner, a name unique to it."""
         if record.owner is not None and record.owner not in self._users:
             raise ConstraintError(f"unknown owner {record.owner!r}")
+        if record.owner is None or record.name is None:
+            return  # nothing to compare (and most writes are last_heard updates)
+        if any(names_clash(record, other) for other in self._devices.values()):
+            raise NameTaken(record.owner, record.name)
 
     def get_device(self, device_id: str) -> defer.Deferred:
         record = self._devices.get(device_id)
@@ -94,23 +107,29 @@ class MemoryStore:
     def put_device(self, record: DeviceRecord) -> defer.Deferred:
         record = normalize_device(record)
         try:
-            self._check_owner(record)
+            self._check_device(record)
         except ConstraintError as e:
             return defer.fail(e)
         self._devices[record.device_id] = record
         return defer.succeed(normalize_device(record))
 
     def update_device(self, device_id: str, **changes) -> defer.Deferred:
+        return self.update_device_if(device_id, {}, **changes)
+
+    def update_device_if(self, device_id: str, expected: dict, **changes) -> defer.Deferred:
+        """Compare and set in one step (nothing else runs between them here)."""
         try:
+            check_device_changes(expected)
             check_device_changes(changes)
             current = self._devices.get(device_id)
+            still_as_expected(device_id, current, expected)
             if current is None:
                 record = DeviceRecord(device_id=device_id, **changes)
             else:
                 record = replace(current, **changes)
             record = normalize_device(record)
-            self._check_owner(record)
-        except (TypeError, ConstraintError) as e:
+            self._check_device(record)
+        except (TypeError, ConstraintError, DeviceChanged) as e:
             return defer.fail(e)
         self._devices[device_id] = record
         return defer.succeed(normalize_device(record))

@@ -16,7 +16,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from twisted.logger import Logger
+
 from twisted_spark.errors import SparkError
+
+log = Logger()
+
+#: Longest device name (API.md §4); a renamed duplicate stays within it.
+_NAME_LIMIT = 63
 
 
 class SchemaTooNew(SparkError):
@@ -81,8 +88,50 @@ def _m1_initial(cursor: sqlite3.Cursor) -> None:
     cursor.execute("CREATE INDEX devices_by_owner ON devices (owner, name)")
 
 
+def _m2_unique_device_names(cursor: sqlite3.Cursor) -> None:
+    """UNIQUE (owner, name): one owner never has two devices of one name.
+
+    Earlier versions did not enforce it, so a database may hold duplicates.
+    Of each group the oldest device (``created_at``, then id) keeps the name;
+    each other one is renamed ``<name>-<device id>`` (cut to fit 63
+    characters; unique because ids are), or loses its name if even that is
+    taken, and every rename is logged.  NULL owners and names are never
+    duplicates (SQL's UNIQUE treats NULLs as distinct), so unowned devices
+    may share a name.
+    """
+    rows = cursor.execute(
+        """
+        SELECT device_id, owner, name FROM devices d
+        WHERE owner IS NOT NULL AND name IS NOT NULL AND EXISTS (
+            SELECT 1 FROM devices older
+            WHERE older.owner = d.owner AND older.name = d.name
+              AND (older.created_at < d.created_at
+                   OR (older.created_at = d.created_at AND older.device_id < d.device_id)))
+        ORDER BY owner, name, created_at, device_id
+        """
+    ).fetchall()
+    for device_id, owner, name in rows:
+        new = f"{name[: _NAME_LIMIT - len(device_id) - 1]}-{device_id}"
+        taken = cursor.execute(
+            "SELECT 1 FROM devices WHERE owner = ? AND name = ?", (owner, new)
+        ).fetchone()
+        if taken is not None:
+            new = None
+        cursor.execute("UPDATE devices SET name = ? WHERE device_id = ?", (new, device_id))
+        log.warn(
+            "Device {device_id} of {owner} was called {name!r} like an older device of the "
+            "same owner; renamed it to {new!r} (device names are now unique per owner)",
+            device_id=device_id, owner=owner, name=name, new=new,
+        )
+    cursor.execute("DROP INDEX devices_by_owner")  # the unique index serves its lookups
+    cursor.execute("CREATE UNIQUE INDEX devices_owner_name ON devices (owner, name)")
+
+
 #: Every migration ever shipped, oldest first; index + 1 is the version it yields.
-MIGRATIONS: tuple[Callable[[sqlite3.Cursor], None], ...] = (_m1_initial,)
+MIGRATIONS: tuple[Callable[[sqlite3.Cursor], None], ...] = (
+    _m1_initial,
+    _m2_unique_device_names,
+)
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)

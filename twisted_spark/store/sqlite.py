@@ -33,7 +33,13 @@ from zope.interface import implementer
 from twisted_spark.errors import DuplicateUser, SparkError
 from twisted_spark.interfaces import IStore
 from twisted_spark.models import AccessToken, DeviceRecord, User
-from twisted_spark.store import ConstraintError, check_device_changes, normalize_device
+from twisted_spark.store import (
+    ConstraintError,
+    NameTaken,
+    check_device_changes,
+    normalize_device,
+    still_as_expected,
+)
 from twisted_spark.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
 
 #: Seconds SQLite waits for another connection's lock before failing.
@@ -310,11 +316,20 @@ class SQLiteStore:
         return self._write(_put_device, normalize_device(record))
 
     def update_device(self, device_id: str, **changes) -> defer.Deferred:
+        return self.update_device_if(device_id, {}, **changes)
+
+    def update_device_if(self, device_id: str, expected: dict, **changes) -> defer.Deferred:
+        """Read, compare and write in one ``BEGIN IMMEDIATE`` transaction.
+
+        The write lock is taken before the read, so no other connection (or
+        process) can change the row between the comparison and the write.
+        """
         try:
+            check_device_changes(expected)
             check_device_changes(changes)
         except TypeError as e:
             return defer.fail(e)
-        return self._write(_update_device, device_id, changes)
+        return self._write(_update_device, device_id, expected, changes)
 
     def delete_device(self, device_id: str) -> defer.Deferred:
         d = self._write(_change, "DELETE FROM devices WHERE device_id = ?", (device_id,))
@@ -374,6 +389,15 @@ def _add_token(cursor, token: AccessToken) -> AccessToken:
 
 
 def _put_device(cursor, record: DeviceRecord) -> DeviceRecord:
+    # The unique index (owner, name) is the guarantee; asking first gives the
+    # precise error (inside BEGIN IMMEDIATE nobody can write in between).
+    if record.owner is not None and record.name is not None:
+        clash = cursor.execute(
+            "SELECT 1 FROM devices WHERE owner = ? AND name = ? AND device_id <> ?",
+            (record.owner, record.name, record.device_id),
+        ).fetchone()
+        if clash is not None:
+            raise NameTaken(record.owner, record.name)
     try:
         cursor.execute(_UPSERT_DEVICE, _device_params(record))
     except sqlite3.IntegrityError as e:
@@ -381,10 +405,12 @@ def _put_device(cursor, record: DeviceRecord) -> DeviceRecord:
     return normalize_device(record)
 
 
-def _update_device(cursor, device_id: str, changes: dict) -> DeviceRecord:
+def _update_device(cursor, device_id: str, expected: dict, changes: dict) -> DeviceRecord:
     row = cursor.execute(f"{_SELECT_DEVICE} WHERE device_id = ?", (device_id,)).fetchone()
-    if row is None:
+    current = None if row is None else _device(row)
+    still_as_expected(device_id, current, expected)
+    if current is None:
         record = DeviceRecord(device_id=device_id, **changes)
     else:
-        record = replace(_device(row), **changes)
+        record = replace(current, **changes)
     return _put_device(cursor, normalize_device(record))

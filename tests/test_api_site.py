@@ -190,6 +190,35 @@ def test_twisted_web_does_not_parse_post_bodies(monkeypatch):
     assert seen == [({b"q": [b"1"]}, {"name": "pot"})] * 2
 
 
+@pytest.mark.parametrize("raw", [
+    b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"POST /v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"POST /v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"GET /v1/\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\n" + (b"X-Big: " + b"a" * 4000 + b"\r\n") * 5 + b"\r\n",
+])
+def test_framing_errors_get_the_json_error_body(raw):
+    wire = Wire(harness())
+    wire.send(raw)
+    assert wire.output.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert wire.output.endswith(
+        b'{"ok":false,"error":"Bad Request",'
+        b'"error_description":"The request is not valid HTTP/1.1."}')
+    assert wire.closed
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET /v1/devices/%ff HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n",
+])
+def test_a_url_that_is_not_utf8_gets_the_json_error_body(raw):
+    wire = Wire(harness())
+    wire.send(raw)
+    assert wire.output.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b'"error_description":"The URL or Host is not UTF-8."' in wire.output
+
+
 # -- request-head deadline and idle timeout --------------------------------------------
 
 

@@ -36,7 +36,7 @@ from twisted_spark.api.bodies import (
     parse_body,
 )
 from twisted_spark.api.context import Call, Reply
-from twisted_spark.api.errors import install_error_handler, json_bytes
+from twisted_spark.api.errors import bad_request, install_error_handler, json_bytes, write_error
 from twisted_spark.api.metrics import Metrics
 from twisted_spark.api.site import NO_BODY, BodyPlan, SparkSite, request_factory
 from twisted_spark.api.tokens import LoginThrottle
@@ -121,7 +121,7 @@ class SparkAPI:
 
     def resource(self):
         """The ``IResource`` to serve (wrap it in a ``twisted.web.server.Site``)."""
-        return _Counted(self.app.resource(), self.metrics)
+        return _Counted(self.app.resource(), self.metrics, self.settings.cors_origin)
 
     @property
     def small_body_limit(self) -> int:
@@ -288,17 +288,28 @@ def render(request, result) -> bytes:
 
 
 class _Counted(Resource):
-    """Wraps the Klein resource to count every response by route and status."""
+    """Wraps the Klein resource to count every response by route and status.
+
+    It also answers a URL that is not UTF-8 with the API's JSON 400, before
+    Klein, whose own answer is plain text and logs a traceback per request.
+    """
 
     isLeaf = True
 
-    def __init__(self, inner, metrics):
+    def __init__(self, inner, metrics, cors_origin):
         super().__init__()
         self._inner = inner
         self._metrics = metrics
+        self._cors_origin = cors_origin
 
     def render(self, request):
         request.notifyFinish().addBoth(self._count, request)
+        try:
+            b"/".join(request.postpath).decode("utf-8")
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            return write_error(request, bad_request("The URL or Host is not UTF-8."),
+                               self._cors_origin)
         return self._inner.render(request)
 
     def _count(self, _result, request):
@@ -308,6 +319,5 @@ class _Counted(Resource):
             method=request.method.decode("latin-1"),
             status=request.code,
         )
-
 
 __all__ = ["SparkAPI", "render"]

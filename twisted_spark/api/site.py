@@ -107,14 +107,16 @@ def request_factory(planner):
     return type("PlannedRequest", (SparkRequest,), {"planner": staticmethod(planner)})
 
 
-def _head_timeout_response() -> bytes:
-    """The 408 sent to a client whose request head was too slow (API.md §1 body)."""
-    body = json_bytes({"ok": False, "error": "Request Timeout",
-                       "error_description": "The request head took too long to arrive."})
-    head = (b"HTTP/1.1 408 Request Timeout\r\n"
+def error_response(status: int, reason: str, description: str) -> bytes:
+    """A complete ``Connection: close`` response with the API.md §1 error body.
+
+    For the answers the channel gives itself, before any resource runs.
+    """
+    body = json_bytes({"ok": False, "error": reason, "error_description": description})
+    head = (b"HTTP/1.1 %d %s\r\n"
             b"Content-Type: application/json; charset=utf-8\r\n"
             b"Connection: close\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body))
+            b"Content-Length: %d\r\n\r\n" % (status, reason.encode(), len(body)))
     return head + body
 
 
@@ -162,7 +164,15 @@ class SparkChannel(HTTPChannel):
         log.info(
             "Closing HTTP connection from {address}: request head incomplete after "
             "{seconds} s", address=getattr(peer, "host", str(peer)), seconds=self.head_timeout)
-        self.transport.write(_head_timeout_response())
+        self.transport.write(error_response(
+            408, "Request Timeout", "The request head took too long to arrive."))
+        self.loseConnection()
+
+    def _respondToBadRequestAndDisconnect(self):
+        # twisted.web's answer to unparseable framing (bad Content-Length,
+        # chunking, request line, header limits) has no body; give it the API's.
+        self.transport.write(error_response(
+            400, "Bad Request", "The request is not valid HTTP/1.1."))
         self.loseConnection()
 
 

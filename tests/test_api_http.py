@@ -233,3 +233,5 @@ def test_request_discards_a_body_over_its_plan_as_it_arrives():
     dropped.gotLength(None)
     dropped.handleContentChunk(b"abcdef")
     assert dropped.body_dropped and not dropped.body_too_large and content(dropped) == b""
+    dropped.handleContentChunk(b"ghijk")  # and then over the route's limit too
+    assert dropped.body_too_large and content(dropped) == b""

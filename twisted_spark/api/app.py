@@ -33,6 +33,7 @@ from twisted_spark.api.bodies import (
     check_size,
     is_form,
     media_type,
+    media_type_of,
     parse_body,
 )
 from twisted_spark.api.context import Call, Reply
@@ -143,8 +144,8 @@ class SparkAPI:
             return NO_BODY
         keep = policy.limit
         if policy.auth == "token" and not head_tokens(headers, uri):
-            ctype = (headers.getRawHeaders(b"content-type") or [b""])[-1].decode("latin-1")
-            carries = is_form(ctype.split(";", 1)[0].strip().lower())
+            ctype = (headers.getRawHeaders(b"content-type") or [None])[-1]
+            carries = is_form(media_type_of(ctype))  # only a small form body may
             keep = min(keep, self.small_body_limit) if carries else 0
         return BodyPlan(policy.limit, keep)
 

@@ -107,8 +107,12 @@ def buffered_size(request) -> int:
 
 def media_type(request) -> str:
     """The lower-case media type of the body, ``""`` when none was sent."""
-    ctype = (request.getHeader(b"content-type") or b"").decode("latin-1")
-    return ctype.split(";", 1)[0].strip().lower()
+    return media_type_of(request.getHeader(b"content-type"))
+
+
+def media_type_of(content_type: bytes | None) -> str:
+    """The lower-case media type of a ``Content-Type`` value (``""`` for ``None``)."""
+    return (content_type or b"").decode("latin-1").split(";", 1)[0].strip().lower()
 
 
 def is_json(media: str) -> bool:

@@ -50,7 +50,8 @@ NO_BODY = BodyPlan(0, 0)
 class SparkRequest(server.Request):
     """A request that knows its route's body limits from the moment its head is in.
 
-    ``planner(method, uri, headers) -> BodyPlan`` is set by :func:`request_factory`.
+    ``planner(method, uri, headers) -> BodyPlan`` is set by :func:`request_factory`;
+    without one the plan is :data:`NO_BODY` (no body is kept).
 
     :ivar body_limit: the route's limit (:attr:`BodyPlan.limit`).
     :ivar body_too_large: more than ``body_limit`` bytes were announced or sent.
@@ -86,14 +87,13 @@ class SparkRequest(server.Request):
 
     def handleContentChunk(self, data):
         self._body_received += len(data)
-        if self.body_dropped or self.body_too_large:
+        if self._body_received <= self.plan.keep:
+            super().handleContentChunk(data)
             return
-        if self._body_received > self.plan.keep:
-            self._note_excess(self._body_received)
-            self.content.seek(0)
+        if not (self.body_dropped or self.body_too_large):
+            self.content.seek(0)  # what was kept is of no use now
             self.content.truncate()
-            return
-        super().handleContentChunk(data)
+        self._note_excess(self._body_received)
 
     def _note_excess(self, size: int) -> None:
         if size > self.plan.limit:

@@ -32,3 +32,53 @@ def test_log_line_has_no_token():
     line = redacting_log_formatter("[ts]", request)
     assert TOKEN.decode() not in line
     assert '"GET /v1/events/temp?access_token=[redacted] HTTP/1.1" 200' in line
+
+
+@pytest.mark.parametrize("uri", [
+    b"/v1/events?access%5Ftoken=" + TOKEN,
+    b"/v1/events?%61ccess_token=" + TOKEN,
+    b"/v1/events?%61ccess%5f%74oken=" + TOKEN + b"&x=1",
+    b"/v1/access%5Ftokens/" + TOKEN,
+    b"/v1/%61ccess_tokens/" + TOKEN,
+    b"/v1/access_tokens%2F" + TOKEN,
+    b"/v1/access_tokens/%30" + TOKEN[1:],
+    b"//v1//access_tokens//" + TOKEN,
+])
+def test_redact_every_spelling_the_server_accepts(uri):
+    """The server percent-decodes query names and the path: so must the redaction."""
+    redacted = redact(uri)
+    assert TOKEN not in redacted and TOKEN[1:] not in redacted
+    assert b"[redacted]" in redacted
+
+
+@pytest.mark.parametrize("uri", [
+    b"/v1/events?access%5Ftoken=" + TOKEN,
+    b"/v1/%61ccess_tokens/" + TOKEN,
+])
+def test_the_server_reads_these_spellings_as_tokens(uri):
+    """The spellings above are real carriers: the API's own parsing finds the token."""
+    from twisted_spark.api.app import SparkAPI
+    from twisted_spark.api.auth import uri_query_args
+    from twisted_spark.store import MemoryStore
+
+    if b"?" in uri:
+        assert uri_query_args(uri)["access_token"] == TOKEN.decode()
+    else:
+        api = SparkAPI(MemoryStore(), registry=None)
+        policy = api.policy_for(b"DELETE", uri)
+        assert policy is api.policies["/v1/access_tokens/<token> DELETE"]
+
+
+def test_log_line_redacts_a_decoded_spelling_and_the_referrer():
+    request = DummyRequest([b""])
+    request.uri = b"/v1/access%5Ftokens/" + TOKEN
+    request.method = b"DELETE"
+    request.clientproto = b"HTTP/1.1"
+    request.code = 200
+    request.sentLength = 11
+    request.requestHeaders.setRawHeaders(
+        b"referer", [b"https://app.example/page?%61ccess_token=" + TOKEN])
+    line = redacting_log_formatter("[ts]", request)
+    assert TOKEN.decode() not in line
+    assert '"DELETE /v1/access_tokens/[redacted] HTTP/1.1" 200' in line
+    assert '"https://app.example/page?%61ccess_token=[redacted]"' in line

@@ -203,16 +203,16 @@ async def test_add_routes_lets_another_module_register_routes():
     assert_error(await h.call("POST", "/v1/devices/events", form={"name": "x"}), 401)
 
 
-def test_limited_request_discards_a_body_over_the_limit_as_it_arrives():
+def test_request_discards_a_body_over_its_plan_as_it_arrives():
     from twisted.web.test.requesthelper import DummyChannel
 
-    from twisted_spark.api.bodies import limited_request_factory
+    from twisted_spark.api.site import BodyPlan, request_factory
 
     def content(request):
         request.content.seek(0)
         return request.content.read()
 
-    factory = limited_request_factory(10)
+    factory = request_factory(lambda method, uri, headers: BodyPlan(limit=10, keep=10))
     by_length = factory(DummyChannel())
     by_length.gotLength(10_000_000)
     by_length.handleContentChunk(b"x" * 1000)
@@ -227,3 +227,11 @@ def test_limited_request_discards_a_body_over_the_limit_as_it_arrives():
     small.gotLength(4)
     small.handleContentChunk(b"abcd")
     assert not small.body_too_large and content(small) == b"abcd"
+    # Within the route's limit but more than is worth keeping: dropped, not "too large".
+    factory = request_factory(lambda method, uri, headers: BodyPlan(limit=10, keep=4))
+    dropped = factory(DummyChannel())
+    dropped.gotLength(None)
+    dropped.handleContentChunk(b"abcdef")
+    assert dropped.body_dropped and not dropped.body_too_large and content(dropped) == b""
+    dropped.handleContentChunk(b"ghijk")  # and then over the route's limit too
+    assert dropped.body_too_large and content(dropped) == b""

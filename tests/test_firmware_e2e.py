@@ -18,7 +18,6 @@ from loopback import until
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web.client import HTTPConnectionPool
-from twisted.web.server import Site
 
 from twisted_spark.api import SparkAPI
 from twisted_spark.config import Settings
@@ -89,7 +88,7 @@ class Cloud:
             self.factory
         )
         self.api_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-            Site(self.api.resource())
+            self.api.site()
         )
         self.base = f"http://127.0.0.1:{self.api_port.getHost().port}"
         return self

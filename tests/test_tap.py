@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python import usage
+from twisted.web.server import Site
 
 from twisted_spark.config import Settings
 from twisted_spark.device.rsa_pool import SynchronousRsaPool
@@ -26,6 +27,8 @@ DEFAULT_OPTIONS = {
     "max-pending-handshakes": 200,
     "device-publish-rate": 0.0,
     "request-timeout": 30.0,
+    "request-head-timeout": 30.0,
+    "api-idle-timeout": 60.0,
     "max-body-size": 1048576,
     "max-firmware-size": 4194304,
     "max-function-argument": None,
@@ -64,6 +67,7 @@ def test_every_option_reaches_settings():
         "--device-ping-interval", "6", "--max-frame-size", "2048", "--rsa-threads", "4",
         "--max-pending-handshakes", "50",
         "--device-publish-rate", "1", "--request-timeout", "3", "--max-body-size", "100",
+        "--request-head-timeout", "4", "--api-idle-timeout", "7",
         "--max-firmware-size", "200", "--max-function-argument", "622",
         "--max-event-data", "622", "--token-lifetime", "60", "--allowed-clients", "spark, cli",
         "--login-failures-per-minute", "0", "--cors-origin", "https://example.org",
@@ -77,6 +81,7 @@ def test_every_option_reaches_settings():
         device_ping_interval=6.0, max_frame_size=2048, rsa_threads=4,
         max_pending_handshakes=50,
         device_publish_rate=1.0, request_timeout=3.0, max_body_size=100,
+        request_head_timeout=4.0, api_idle_timeout=7.0,
         max_firmware_size=200, max_function_argument=622, max_event_data=622,
         token_lifetime=60, allowed_clients=("spark", "cli"), login_failures_per_minute=0,
         cors_origin="https://example.org", sse_queue_size=10,
@@ -114,7 +119,8 @@ def test_make_service_listens_on_both_endpoints(data_dir):
     reactor = MemoryReactorClock()
     store = MemoryStore()
     options = parse("--data-dir", str(data_dir), "--api", "tcp:18080",
-                    "--device", "tcp:15683:interface=127.0.0.1")
+                    "--device", "tcp:15683:interface=127.0.0.1",
+                    "--request-head-timeout", "7", "--api-idle-timeout", "11")
     service = makeService(
         options, reactor=reactor,
         open_store=lambda settings, reactor: defer.succeed(store),
@@ -127,7 +133,8 @@ def test_make_service_listens_on_both_endpoints(data_dir):
     device_factory = next(f for p, f, _, _ in reactor.tcpServers if p == 15683)
     api_factory = next(f for p, f, _, _ in reactor.tcpServers if p == 18080)
     assert type(device_factory).__name__ == "DeviceServerFactory"
-    assert type(api_factory).__name__ == "Site"
+    assert isinstance(api_factory, Site)
+    assert (api_factory.head_timeout, api_factory.timeOut) == (7.0, 11.0)
     assert service.store is store
     assert (data_dir / "server_key.pub.der").exists()
     service.stopService()

@@ -48,9 +48,16 @@ class Settings:
     # -- API side ------------------------------------------------------------
     #: Seconds an API call waits for a device answer before 408.
     request_timeout: float = 30.0
-    #: Largest request body in bytes (413 above it).
+    #: Seconds the head (request line and headers) of one request may take to
+    #: arrive, from its first byte; then 408 and the connection is closed.
+    request_head_timeout: float = 30.0
+    #: Seconds an API connection may stay silent between requests before it is
+    #: closed (suspended while a request, e.g. an event stream, is being answered).
+    api_idle_timeout: float = 60.0
+    #: Largest request body in bytes (413 above it); the small routes (token,
+    #: users, access tokens, event publishing) take at most 64 KiB.
     max_body_size: int = 1 * MIB
-    #: Largest firmware upload in bytes.
+    #: Largest firmware upload in bytes (``PUT /v1/devices/:id`` only).
     max_firmware_size: int = 4 * MIB
     #: Function argument limit in bytes; ``None`` = the platform's own
     #: (63 on a Core, 622 on a Photon).

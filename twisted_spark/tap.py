@@ -76,10 +76,16 @@ class Options(usage.Options):
          _non_negative_float],
         ["request-timeout", None, _DEFAULTS.request_timeout,
          "Seconds an API call waits for a device before answering 408.", _positive_float],
+        ["request-head-timeout", None, _DEFAULTS.request_head_timeout,
+         "Seconds the head of an API request may take to arrive (then 408, closed).",
+         _positive_float],
+        ["api-idle-timeout", None, _DEFAULTS.api_idle_timeout,
+         "Seconds an API connection may stay silent between requests.", _positive_float],
         ["max-body-size", None, _DEFAULTS.max_body_size,
-         "Largest API request body (bytes); larger ones get 413.", _positive_int],
+         "Largest API request body (bytes); larger ones get 413. Token, user and "
+         "event routes take at most 64 KiB.", _positive_int],
         ["max-firmware-size", None, _DEFAULTS.max_firmware_size,
-         "Largest firmware upload (bytes).", _positive_int],
+         "Largest firmware upload (bytes), PUT /v1/devices/:id only.", _positive_int],
         ["max-function-argument", None, None,
          "Function argument limit in bytes (default: the device platform's, "
          "63 on a Core, 622 on a Photon).", _positive_int],

@@ -81,7 +81,7 @@ def register(api):
         token = call.caller.token
         return {"expires_at": iso8601(token.expires_at), "client": token.client_id}
 
-    @route("/v1/access_tokens/current", ["DELETE"])
+    @route("/v1/access_tokens/current", ["DELETE"], body_limit=api.small_body_limit)
     async def delete_current_token(call):
         """Log out: revoke the token used for this request (particle-cli logout)."""
         await api.store.delete_token(call.caller.token.token)

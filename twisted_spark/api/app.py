@@ -1,31 +1,65 @@
 """The REST API as one Klein app per :class:`SparkAPI` instance.
 
 Every route is declared with :meth:`SparkAPI.route`, which does, in order:
-CORS header, body size check and parsing, authentication (``auth=``), the
-handler, JSON rendering.  Failures of any step go to the single error handler
-of :mod:`twisted_spark.api.errors`.  Route modules (accounts, devices, and
+CORS header, body size check, authentication (``auth=``), body parsing, the
+handler, JSON rendering.  Authentication comes before parsing so a caller
+without credentials cannot make the server parse what it sent; only a small
+urlencoded body (which may carry ``access_token``, API.md §2) is parsed first.
+Each route has a body limit, which the request learns from
+:meth:`SparkAPI.body_plan` as soon as its head arrives (see
+:mod:`twisted_spark.api.site`).  Failures of any step go to the single error
+handler of :mod:`twisted_spark.api.errors`.  Route modules (accounts, devices, and
 later events/webhooks/firmware) each have a ``register(api)`` function;
 :meth:`SparkAPI.add_routes` lets a later module add its own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
 from klein import Klein
 from twisted.web.resource import Resource
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 from twisted_spark import passwords
 from twisted_spark.api import accounts, console, devices, events, ops
-from twisted_spark.api.auth import Authenticator
-from twisted_spark.api.bodies import Body, limited_request_factory, read_body
+from twisted_spark.api.auth import Authenticator, head_tokens, missing_token, two_carriers
+from twisted_spark.api.bodies import (
+    SMALL_BODY_LIMIT,
+    Body,
+    buffered_size,
+    check_size,
+    is_form,
+    media_type,
+    media_type_of,
+    parse_body,
+)
 from twisted_spark.api.context import Call, Reply
-from twisted_spark.api.errors import install_error_handler, json_bytes, set_status
+from twisted_spark.api.errors import (
+    bad_request,
+    install_error_handler,
+    json_bytes,
+    set_status,
+    write_error,
+)
 from twisted_spark.api.metrics import Metrics
+from twisted_spark.api.site import NO_BODY, BodyPlan, SparkSite, request_factory
 from twisted_spark.api.tokens import LoginThrottle
 from twisted_spark.config import Settings
 from twisted_spark.events.sse import EventStream, StreamRegistry
 
 #: Methods whose body is read (and may carry the token).
 BODY_METHODS = {b"POST", b"PUT", b"DELETE", b"PATCH"}
+
+
+@dataclass(frozen=True)
+class RoutePolicy:
+    """How one route treats credentials and bodies: ``auth`` mode, body ``limit``."""
+
+    auth: str | None
+    limit: int
 
 
 class SparkAPI:
@@ -68,6 +102,8 @@ class SparkAPI:
         #: ``callback(token_string)`` run when a token is deleted (SSE streams close).
         self.token_revoked_observers: list = []
         self.app = Klein()
+        #: Klein endpoint name -> :class:`RoutePolicy`, filled by :meth:`route`.
+        self.policies: dict[str, RoutePolicy] = {}
         install_error_handler(self.app, self.settings.cors_origin)
         #: Open event streams (:class:`~twisted_spark.events.sse.StreamRegistry`).
         self.streams = None
@@ -94,23 +130,66 @@ class SparkAPI:
 
     def resource(self):
         """The ``IResource`` to serve (wrap it in a ``twisted.web.server.Site``)."""
-        return _Counted(self.app.resource(), self.metrics)
+        return _Counted(self.app.resource(), self.metrics, self.settings.cors_origin)
 
     @property
-    def request_factory(self):
-        """``Site(api.resource(), requestFactory=api.request_factory)`` drops bodies
-        over the largest limit as they arrive instead of buffering them."""
-        biggest = max(self.settings.max_body_size, self.settings.max_firmware_size)
-        return limited_request_factory(biggest)
+    def small_body_limit(self) -> int:
+        """Body limit of the small routes: token, users, access tokens, publishing."""
+        return min(SMALL_BODY_LIMIT, self.settings.max_body_size)
+
+    def body_plan(self, method: bytes, uri: bytes, headers) -> BodyPlan:
+        """The :class:`~twisted_spark.api.site.BodyPlan` for a request, from its head alone.
+
+        The route is found the way Klein will find it (same URL map, same
+        path decoding).  A route needing a token keeps no body beyond a small
+        urlencoded one when the head carries no token: nothing else in it
+        could authenticate the request, so it is refused without reading it.
+        """
+        if method not in BODY_METHODS:
+            return NO_BODY
+        policy = self.policy_for(method, uri)
+        if policy is None:
+            return NO_BODY
+        keep = policy.limit
+        if policy.auth == "token" and not head_tokens(headers, uri):
+            ctype = (headers.getRawHeaders(b"content-type") or [None])[-1]
+            carries = is_form(media_type_of(ctype))  # only a small form body may
+            keep = min(keep, self.small_body_limit) if carries else 0
+        return BodyPlan(policy.limit, keep)
+
+    def policy_for(self, method: bytes, uri: bytes) -> RoutePolicy | None:
+        """The :class:`RoutePolicy` of the route Klein will pick, or ``None``."""
+        path = uri.split(b"?", 1)[0]
+        # twisted.web unquotes each segment; Klein joins them again.
+        path_info = b"/".join(unquote_to_bytes(s) for s in path[1:].split(b"/"))
+        if not path_info.startswith(b"/"):
+            path_info = b"/" + path_info
+        try:
+            mapper = self.app.url_map.bind(
+                "localhost", path_info=path_info.decode("utf-8"),
+                default_method=method.decode("latin-1"))
+            rule, _ = mapper.match(return_rule=True)
+        except (UnicodeDecodeError, HTTPException, RequestRedirect):
+            return None
+        return self.policies.get(rule.endpoint)
 
     def site(self):
-        """A ``twisted.web.server.Site`` serving this API with the body limit applied."""
-        from twisted.web.server import Site
+        """The ``twisted.web`` Site serving this API on an untrusted network.
 
+        Bodies are limited per route as they arrive, parsed only by the API,
+        request heads have ``request_head_timeout`` seconds and quiet
+        connections ``api_idle_timeout`` seconds; the access log has no tokens.
+        """
         from twisted_spark.api.access_log import redacting_log_formatter
 
-        site = Site(self.resource(), requestFactory=self.request_factory,
-                    logFormatter=redacting_log_formatter)
+        site = SparkSite(
+            self.resource(),
+            requestFactory=request_factory(self.body_plan),
+            head_timeout=self.settings.request_head_timeout,
+            timeout=self.settings.api_idle_timeout,
+            logFormatter=redacting_log_formatter,
+            reactor=self.clock,
+        )
         site.displayTracebacks = False
         return site
 
@@ -134,10 +213,15 @@ class SparkAPI:
 
         :param auth: ``"token"`` (bearer required), ``"optional"`` (resolved if
             sent), or ``None`` (the handler authenticates itself, e.g. Basic).
-        :param body_limit: bytes allowed in the body (default ``max_body_size``).
+        :param body_limit: bytes allowed in the body.  Default: ``max_body_size``
+            for token routes, the small limit for the others, whose callers
+            are not known before the body is parsed.
         """
         if auth not in ("token", "optional", None):
             raise ValueError(f"unknown auth mode {auth!r}")
+        if body_limit is None:
+            body_limit = self.settings.max_body_size if auth == "token" else self.small_body_limit
+        policy = RoutePolicy(auth, body_limit)
         label = path
 
         def deco(handler):
@@ -146,27 +230,53 @@ class SparkAPI:
                 request.setHeader(
                     b"access-control-allow-origin", self.settings.cors_origin.encode()
                 )
-                body = Body()
-                if request.method in BODY_METHODS:
-                    body = read_body(request, body_limit or self.settings.max_body_size)
-                caller = None
-                if auth == "token":
-                    caller = await self.auth.caller(request, body)
-                elif auth == "optional":
-                    caller = await self.auth.optional_caller(request, body)
+                body, caller = await self._admit(request, policy)
                 result = await handler(Call(self, request, body, caller), **kwargs)
                 if isinstance(result, EventStream):
                     return None  # the stream wrote and finished the response itself
                 return render(request, result)
 
             endpoint.__name__ = handler.__name__
-            self.app.route(path, methods=list(methods), endpoint=f"{path} {'/'.join(methods)}")(
-                endpoint
-            )
+            name = f"{path} {'/'.join(methods)}"
+            self.policies[name] = policy
+            self.app.route(path, methods=list(methods), endpoint=name)(endpoint)
             return handler
 
         return deco
 
+    async def _admit(self, request, policy: RoutePolicy):
+        """``(body, caller)`` of a request: size, then credentials, then parsing.
+
+        Only a small urlencoded body is parsed before authentication, because
+        it may carry the token; any other body of a token route is parsed
+        once the caller is known, and never when it is not.
+        """
+        reads_body = request.method in BODY_METHODS
+        body = None
+        if reads_body:
+            check_size(request, policy.limit)
+            if (is_form(media_type(request)) and not getattr(request, "body_dropped", False)
+                    and buffered_size(request) <= self.small_body_limit):
+                body = parse_body(request)
+        caller = None
+        if policy.auth == "token":
+            caller = await self.auth.caller(request, body if body is not None else Body())
+        elif policy.auth == "optional":
+            caller = await self.auth.optional_caller(
+                request, body if body is not None else Body())
+        if body is None:
+            body = Body()
+            if reads_body:
+                if getattr(request, "body_dropped", False):
+                    raise missing_token()  # unreachable: the plan kept it if a token could be
+                body = parse_body(request)
+                if policy.auth is not None and "access_token" in body.fields:
+                    # Not a carrier here (API.md §2: urlencoded bodies only);
+                    # sent alongside a header or query token it is a second one.
+                    del body.fields["access_token"]
+                    if head_tokens(request.requestHeaders, request.uri):
+                        raise two_carriers()
+        return body, caller
 
 def render(request, result) -> bytes:
     """Write ``result`` (dict/list → JSON, or a :class:`Reply`)."""
@@ -187,17 +297,28 @@ def render(request, result) -> bytes:
 
 
 class _Counted(Resource):
-    """Wraps the Klein resource to count every response by route and status."""
+    """Wraps the Klein resource to count every response by route and status.
+
+    It also answers a URL that is not UTF-8 with the API's JSON 400, before
+    Klein, whose own answer is plain text and logs a traceback per request.
+    """
 
     isLeaf = True
 
-    def __init__(self, inner, metrics):
+    def __init__(self, inner, metrics, cors_origin):
         super().__init__()
         self._inner = inner
         self._metrics = metrics
+        self._cors_origin = cors_origin
 
     def render(self, request):
         request.notifyFinish().addBoth(self._count, request)
+        try:
+            b"/".join(request.postpath).decode("utf-8")
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            return write_error(request, bad_request("The URL or Host is not UTF-8."),
+                               self._cors_origin)
         return self._inner.render(request)
 
     def _count(self, _result, request):
@@ -207,6 +328,5 @@ class _Counted(Resource):
             method=request.method.decode("latin-1"),
             status=request.code,
         )
-
 
 __all__ = ["SparkAPI", "render"]

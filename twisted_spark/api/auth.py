@@ -56,19 +56,41 @@ class Caller:
 
 def query_args(request) -> dict[str, str]:
     """The query string as ``{name: first value}``."""
-    query = urlsplit(request.uri.decode("latin-1")).query
+    return uri_query_args(request.uri)
+
+
+def uri_query_args(uri: bytes) -> dict[str, str]:
+    """The query string of ``uri`` as ``{name: first value}`` (names percent-decoded)."""
+    query = urlsplit(uri.decode("latin-1")).query
     args: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
         args.setdefault(name, value)
     return args
 
 
-def _authorization(request) -> tuple[str, str] | None:
-    raw = request.getHeader(b"authorization")
-    if raw is None:
+def _authorization(headers) -> tuple[str, str] | None:
+    """``(scheme in lower case, credentials)`` of the last Authorization header."""
+    raw = headers.getRawHeaders(b"authorization")
+    if not raw:
         return None
-    scheme, _, rest = raw.decode("latin-1").strip().partition(" ")
+    scheme, _, rest = raw[-1].decode("latin-1").strip().partition(" ")
     return scheme.lower(), rest.strip()
+
+
+def head_tokens(headers, uri: bytes) -> list[str]:
+    """The tokens sent outside the body: ``Authorization: Bearer`` and ``?access_token=``.
+
+    Known as soon as the request head has arrived, so a request with none of
+    them can be refused before its body is read or parsed.
+    """
+    found = []
+    auth = _authorization(headers)
+    if auth is not None and auth[0] == "bearer":
+        found.append(auth[1])
+    query = uri_query_args(uri).get("access_token")
+    if query is not None:
+        found.append(query)
+    return found
 
 
 def bearer_token(request, body) -> str | None:
@@ -77,13 +99,7 @@ def bearer_token(request, body) -> str | None:
     Carriers: ``Authorization: Bearer``, ``?access_token=`` and a body field
     ``access_token``; more than one → 400.  The body field is removed.
     """
-    found = []
-    auth = _authorization(request)
-    if auth is not None and auth[0] == "bearer":
-        found.append(auth[1])
-    query = query_args(request).get("access_token")
-    if query is not None:
-        found.append(query)
+    found = head_tokens(request.requestHeaders, request.uri)
     if "access_token" in body.fields:
         found.append(body.text("access_token") or "")
         del body.fields["access_token"]
@@ -94,7 +110,7 @@ def bearer_token(request, body) -> str | None:
 
 def basic_credentials(request) -> tuple[str, str] | None:
     """``(username, password)`` from an ``Authorization: Basic`` header, or None."""
-    auth = _authorization(request)
+    auth = _authorization(request.requestHeaders)
     if auth is None or auth[0] != "basic":
         return None
     try:

@@ -1,22 +1,47 @@
 """Request bodies: size check first, then urlencoded, JSON or multipart.
 
-:func:`read_body` is called once per request, before authentication (the
-token may travel in the body).  The size is checked against
-``Content-Length`` and the buffered content *before* anything is parsed, so a
-huge body is refused with 413 without ever being decoded.
+:func:`check_size` refuses an over-limit body (413) from what the request
+recorded while the body arrived (see :mod:`twisted_spark.api.site`), its
+``Content-Length`` and the buffered bytes, without decoding anything.
+:func:`parse_body` then parses it once, with bounds on everything an attacker
+controls (field and part counts, part headers, nesting): every malformed body
+is a 400 with the API.md §1 error body, never a 500.  The route decorator of
+:mod:`twisted_spark.api.app` decides *when* a body may be parsed (after
+authentication, except small urlencoded bodies that may carry the token).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from email.parser import BytesParser
-from email.policy import HTTP
 from urllib.parse import parse_qsl
 
-from twisted.web.server import Request
+from multipart import (
+    MultipartError,
+    MultipartSegment,
+    ParserLimitReached,
+    PushMultipartParser,
+    parse_options_header,
+)
 
 from twisted_spark.api.errors import ApiError, bad_request
+
+KIB = 1024
+#: Limit of the small routes (token, users, access tokens, event publishing): no
+#: legitimate body there comes near it.  Bodies this small and urlencoded are
+#: the only ones read before authentication (they may carry ``access_token``).
+SMALL_BODY_LIMIT = 64 * KIB
+#: Fields of an urlencoded body.
+MAX_FORM_FIELDS = 256
+#: Parts of a multipart body (a firmware project's source files and fields).
+MAX_PARTS = 256
+#: Bytes of one part header line, and header lines per part.
+MAX_PART_HEADER = 4 * KIB
+MAX_PART_HEADERS = 8
+#: Bytes of a multipart field that is not a file.
+MAX_PART_FIELD = SMALL_BODY_LIMIT
+#: Bytes handed to the multipart parser at a time.
+_CHUNK = 64 * KIB
 
 
 @dataclass(frozen=True)
@@ -52,40 +77,6 @@ class Body:
         return str(value)
 
 
-def limited_request_factory(limit: int):
-    """A ``Request`` class that stops buffering a body after ``limit`` bytes.
-
-    twisted.web buffers the whole body before any resource runs; with this
-    as the Site's ``requestFactory`` a too-large body (by ``Content-Length``
-    or by the bytes actually sent) is discarded as it arrives and the API
-    answers 413 (:func:`read_body` sees ``body_too_large``).
-    """
-
-    class LimitedRequest(Request):
-        body_limit = limit
-        body_too_large = False
-        _body_received = 0
-
-        def gotLength(self, length):
-            if length is not None and length > self.body_limit:
-                self.body_too_large = True
-                length = 0
-            super().gotLength(length)
-
-        def handleContentChunk(self, data):
-            if self.body_too_large:
-                return
-            self._body_received += len(data)
-            if self._body_received > self.body_limit:
-                self.body_too_large = True
-                self.content.seek(0)
-                self.content.truncate()
-                return
-            super().handleContentChunk(data)
-
-    return LimitedRequest
-
-
 def too_large(limit: int) -> ApiError:
     return ApiError(
         413,
@@ -104,41 +95,73 @@ def _content_length(request) -> int | None:
         raise bad_request("Content-Length is not a number.") from None
 
 
-def _buffered_size(content) -> int:
+def buffered_size(request) -> int:
+    """Bytes of body buffered for ``request`` (0 when there is none)."""
+    content = request.content
+    if content is None:
+        return 0
     position = content.seek(0, 2)
     content.seek(0)
     return position
 
 
-def read_body(request, limit: int) -> Body:
-    """Parse the body of ``request``; 413 if over ``limit`` bytes, 400 if malformed."""
+def media_type(request) -> str:
+    """The lower-case media type of the body, ``""`` when none was sent."""
+    return media_type_of(request.getHeader(b"content-type"))
+
+
+def media_type_of(content_type: bytes | None) -> str:
+    """The lower-case media type of a ``Content-Type`` value (``""`` for ``None``)."""
+    return (content_type or b"").decode("latin-1").split(";", 1)[0].strip().lower()
+
+
+def is_json(media: str) -> bool:
+    return media == "application/json" or media.endswith("+json")
+
+
+def is_form(media: str) -> bool:
+    """True for the bodies parsed as urlencoded: the form type, or anything unnamed."""
+    return not is_json(media) and media != "multipart/form-data"
+
+
+def check_size(request, limit: int) -> None:
+    """Raise 413 if the body of ``request`` is over ``limit`` bytes (nothing is parsed)."""
     if getattr(request, "body_too_large", False):
         raise too_large(limit)
     length = _content_length(request)
     if length is not None and length > limit:
         raise too_large(limit)
-    content = request.content
-    if content is None:
-        return Body()
-    if _buffered_size(content) > limit:
+    if buffered_size(request) > limit:
         raise too_large(limit)
-    data = content.read()
-    content.seek(0)
-    if not data:
+
+
+def parse_body(request) -> Body:
+    """Parse the (size-checked) body of ``request``; 400 if it is malformed."""
+    if buffered_size(request) == 0:
         return Body()
-    ctype = (request.getHeader(b"content-type") or b"").decode("latin-1")
-    media = ctype.split(";", 1)[0].strip().lower()
-    if media == "application/json" or media.endswith("+json"):
-        return _parse_json(data)
-    if media == "multipart/form-data":
-        return _parse_multipart(ctype, data)
-    return _parse_form(data)
+    content = request.content
+    try:
+        media = media_type(request)
+        if media == "multipart/form-data":
+            return _parse_multipart(request.getHeader(b"content-type").decode("latin-1"), content)
+        data = content.read()
+        if is_json(media):
+            return _parse_json(data)
+        return _parse_form(data)
+    finally:
+        content.seek(0)
+
+
+def read_body(request, limit: int) -> Body:
+    """:func:`check_size` then :func:`parse_body`: 413 if over ``limit``, 400 if malformed."""
+    check_size(request, limit)
+    return parse_body(request)
 
 
 def _parse_json(data: bytes) -> Body:
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise bad_request("The request body is not valid JSON.") from None
     if not isinstance(value, dict):
         raise bad_request("The JSON request body must be an object.")
@@ -150,29 +173,66 @@ def _parse_form(data: bytes) -> Body:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise bad_request("The form body is not UTF-8.") from None
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:
+        raise bad_request(f"The form body has more than {MAX_FORM_FIELDS} fields.") from None
     fields = {}
-    for name, value in parse_qsl(text, keep_blank_values=True):
+    for name, value in pairs:
         fields.setdefault(name, value)  # the first value of a repeated field wins
     return Body("form", fields)
 
 
-def _parse_multipart(ctype: str, data: bytes) -> Body:
-    head = b"Content-Type: " + ctype.encode("latin-1") + b"\r\nMIME-Version: 1.0\r\n\r\n"
-    message = BytesParser(policy=HTTP).parsebytes(head + data)
-    if not message.is_multipart() or message.defects:
-        raise bad_request("The multipart body is malformed.")
+def _parse_multipart(ctype: str, content) -> Body:
+    """Stream ``content`` through a bounded multipart parser (no part is parsed twice)."""
+    boundary = parse_options_header(ctype)[1].get("boundary")
+    if not boundary:
+        raise bad_request("The multipart body has no boundary.")
     body = Body("multipart")
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name:
-            continue
-        payload = part.get_payload(decode=True) or b""
-        filename = part.get_filename()
-        if filename is not None:
-            body.files.setdefault(
-                name, UploadedFile(name, filename, payload, part.get_content_type())
-            )
-        else:
-            charset = part.get_content_charset() or "utf-8"
-            body.fields.setdefault(name, payload.decode(charset, "replace"))
+    segment, chunks, size = None, [], 0
+    try:
+        parser = PushMultipartParser(
+            boundary,
+            max_header_size=MAX_PART_HEADER,
+            max_header_count=MAX_PART_HEADERS,
+            max_segment_count=MAX_PARTS,
+        )
+        for event in parser.parse_blocking(content.read, _CHUNK):
+            if isinstance(event, MultipartSegment):
+                segment, chunks, size = event, [], 0
+            elif event is None:
+                _add_part(body, segment, b"".join(chunks))
+            else:
+                size += len(event)
+                if segment.filename is None and size > MAX_PART_FIELD:
+                    raise bad_request(
+                        f"The multipart field {segment.name!r} is larger than "
+                        f"{MAX_PART_FIELD} bytes.")
+                chunks.append(event)
+    except ParserLimitReached as error:
+        raise bad_request(
+            f"The multipart body is over a limit ({error}; at most {MAX_PARTS} parts, "
+            f"{MAX_PART_HEADERS} headers of {MAX_PART_HEADER} bytes each).") from None
+    except MultipartError:
+        raise bad_request("The multipart body is malformed.") from None
     return body
+
+
+def _add_part(body: Body, segment: MultipartSegment, payload: bytes) -> None:
+    name = segment.name
+    if not name:
+        return
+    if segment.filename is not None:
+        body.files.setdefault(
+            name, UploadedFile(name, segment.filename, payload, segment.content_type))
+        return
+    body.fields.setdefault(name, _decode_field(name, payload, segment.charset or "utf-8"))
+
+
+def _decode_field(name: str, payload: bytes, charset: str) -> str:
+    """A text part in its declared charset; 400 for a charset that is not a text codec."""
+    try:
+        return payload.decode(charset, "replace")  # LookupError for rot13, base64...
+    except (LookupError, UnicodeError):  # idna and friends refuse "replace"
+        raise bad_request(
+            f"The multipart field {name!r} has an unknown charset {charset!r}.") from None

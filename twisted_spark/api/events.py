@@ -69,7 +69,7 @@ def register(api) -> None:
         rule = rules.device_rule(record.device_id, call.caller.username, call.caller.is_admin)
         return await streamed(open_stream(call, 4, rule))
 
-    @api.route("/v1/devices/events", ["POST"])
+    @api.route("/v1/devices/events", ["POST"], body_limit=api.small_body_limit)
     async def publish(call):
         body = call.body
         try:

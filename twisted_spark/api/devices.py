@@ -18,16 +18,13 @@ from twisted_spark.api.errors import ApiError, bad_request, forbidden
 from twisted_spark.crypto.keys import KeyFormatError, load_device_public_key, public_key_der
 from twisted_spark.errors import DeviceNotConnected, UnknownFunction, UnknownVariable
 from twisted_spark.models import DeviceRecord, iso8601
+from twisted_spark.platforms import limits_for
 from twisted_spark.store import DeviceChanged, NameTaken
 
 DEVICE_ID = re.compile(r"[0-9a-fA-F]{24}")
 DEVICE_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
 #: Old firmware registers only this many characters of a name (seed §Controlling a Core).
 NAME_LIMIT = 12
-#: Function argument limit by platform id when Settings does not fix one.
-CORE_ARGUMENT_LIMIT = 63
-PHOTON_ARGUMENT_LIMIT = 622
-CORE_PLATFORMS = (None, 0)
 
 
 # -- resolution and views -----------------------------------------------------
@@ -120,8 +117,7 @@ async def described(api, session, kind):
 def argument_limit(api, session) -> int:
     if api.settings.max_function_argument is not None:
         return api.settings.max_function_argument
-    platform = getattr(session, "platform_id", None)
-    return CORE_ARGUMENT_LIMIT if platform in CORE_PLATFORMS else PHOTON_ARGUMENT_LIMIT
+    return limits_for(getattr(session, "platform_id", None)).argument_limit
 
 
 #: Fields a claim, release, provisioning or rename decides on: a write goes

@@ -29,15 +29,10 @@ from twisted_spark.errors import (
 )
 from twisted_spark.interfaces import IDeviceSession
 from twisted_spark.models import Event
+from twisted_spark.platforms import CORE, is_core_class, limits_for
 
 #: CoAP message types.
 CON, NON, ACK, RST = 0, 1, 2, 3
-#: Platform id of the Spark Core, whose Hello does not state it.
-CORE_PLATFORM_ID = 0
-#: Device receive buffer: Core / platform ids < 2, and Photon-class (§4.5).
-CORE_BUFFER, PHOTON_BUFFER = 640, 800
-#: Function argument limit per platform when the settings do not say (§6.3).
-CORE_ARGUMENT, PHOTON_ARGUMENT = 63, 622
 #: Seconds to wait for an application Describe part after a system part (§8.1).
 #: What a part already says is served at once; only a name not seen yet waits.
 DESCRIBE_GRACE = 1.0
@@ -108,7 +103,7 @@ class DeviceSession:
         self.owner = owner
         self.remote_ip = remote_ip
         # A Core's 6-byte Hello carries no platform id; every Photon/P1 sends one.
-        self.platform_id = CORE_PLATFORM_ID if hello.platform_id is None else hello.platform_id
+        self.platform_id = CORE if hello.platform_id is None else hello.platform_id
         self.product_id = hello.product_id
         self.firmware_version = hello.firmware_version
         self.flags = hello.flags
@@ -146,12 +141,12 @@ class DeviceSession:
 
     @property
     def is_core(self):
-        return not self.platform_id or self.platform_id < 2
+        return is_core_class(self.platform_id)
 
     @property
     def buffer_size(self):
         """Largest frame (ciphertext bytes) the device accepts (§4.5)."""
-        return CORE_BUFFER if self.is_core else PHOTON_BUFFER
+        return limits_for(self.platform_id).buffer_size
 
     def next_mid(self):
         """Advance and return the server message id (§5.5)."""
@@ -219,7 +214,7 @@ class DeviceSession:
             raise UnknownFunction(name)
         limit = self.factory.settings.max_function_argument
         if limit is None:
-            limit = CORE_ARGUMENT if self.is_core else PHOTON_ARGUMENT
+            limit = limits_for(self.platform_id).argument_limit
         if len(argument) > limit:
             raise ArgumentTooLong(f"argument is {len(argument)} bytes, the device accepts {limit}")
         self._check_usable()
@@ -533,7 +528,7 @@ class DeviceSession:
                 variables[str(name)] = M.variable_type_name(code)
             except (TypeError, ValueError):
                 variables[str(name)] = "string"
-        if "p" in parts and self.platform_id == CORE_PLATFORM_ID:
+        if "p" in parts and self.platform_id == CORE:
             try:
                 self.platform_id = int(parts["p"])
             except (TypeError, ValueError):

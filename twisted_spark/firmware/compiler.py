@@ -25,9 +25,10 @@ import tempfile
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
+from twisted_spark.platforms import name_of
+
 #: Output kept from the compiler (the tail matters most: keep head and tail).
 MAX_OUTPUT = 64 * 1024
-PLATFORM_NAMES = {0: "core", 6: "photon", 8: "p1", 10: "electron"}
 _SHIM = "import os, sys; os.setsid(); os.execv('/bin/sh', ['sh', '-c', sys.argv[1]])"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]")
 #: The longest file name (one path component) Linux file systems accept.
@@ -48,7 +49,7 @@ class CompileError(Exception):
 
 def render_command(template, src, out, platform_id=None):
     """The shell command for ``template`` (raises ValueError on a bad template)."""
-    name = PLATFORM_NAMES.get(platform_id, str(platform_id if platform_id is not None else ""))
+    name = name_of(platform_id)
     try:
         return template.format(
             src=shlex.quote(str(src)),

@@ -37,19 +37,14 @@ from twisted.logger import Logger
 
 from twisted_spark.coap import messages as M
 from twisted_spark.errors import DeviceNotConnected, DeviceRequestFailed, DeviceTimeout
+from twisted_spark.platforms import CORE_LIMITS, PHOTON_LIMITS, limits_for
 
 #: CoAP message type CON (device requests that need an empty ACK).
 CON = 0
 #: [SP]/[BSP] default chunk size, used for a Core that announced nothing.
-CORE_CHUNK = 256
+CORE_CHUNK = CORE_LIMITS.default_chunk
 #: Photon default (``HAL_OTA_ChunkSize``); also forced when no payload is sent.
-PHOTON_CHUNK = 512
-#: Largest chunk a Core's 640-byte buffer takes (§11.2).
-CORE_MAX_CHUNK = 594
-#: Image size limits when the device did not announce spark/hardware/max_binary.
-CORE_MAX_BINARY, PHOTON_MAX_BINARY = 108_000, 384_000
-#: Bytes of a fast chunk request before the data (header, token, options, 0xff).
-FAST_OVERHEAD = 16
+PHOTON_CHUNK = PHOTON_LIMITS.default_chunk
 
 
 class FlashError(Exception):
@@ -112,16 +107,16 @@ class FlashOptions:
 def chunk_size_for(session, announced=None, wanted=None):
     """The chunk size to use: wanted, else announced, else the platform default,
     never more than the device's buffer takes."""
-    size = wanted or announced or (CORE_CHUNK if session.is_core else PHOTON_CHUNK)
-    limit = CORE_MAX_CHUNK if session.is_core else session.buffer_size - FAST_OVERHEAD - 16
-    return max(1, min(int(size), limit))
+    limits = limits_for(session.platform_id)
+    size = wanted or announced or limits.default_chunk
+    return max(1, min(int(size), limits.max_chunk))
 
 
 def max_binary_for(session, announced=None):
     """The largest image the device takes: its announcement or the [BSP] default."""
     if announced:
         return int(announced)
-    return CORE_MAX_BINARY if session.is_core else PHOTON_MAX_BINARY
+    return limits_for(session.platform_id).max_binary
 
 
 def split(image, chunk_size):

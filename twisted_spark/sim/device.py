@@ -20,6 +20,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 
+from twisted_spark import platforms
 from twisted_spark.coap import codec as C
 from twisted_spark.coap import messages as M
 from twisted_spark.crypto.channel import AesCbcChannel, FrameError, FrameReader
@@ -31,9 +32,8 @@ from twisted_spark.crypto.handshake import (
     session_seeds,
 )
 from twisted_spark.crypto.keys import public_key_der
+from twisted_spark.platforms import CORE, CORE_LIMITS
 
-CORE, PHOTON = 0, 6
-PLATFORMS = {"core": CORE, "photon": PHOTON, "p1": 8}
 TYPE_CODES = {"bool": 1, "int32": 2, "string": 4, "double": 9}
 DescribeStyles = ("core", "photon-0.4.9", "photon-0.6", "photon-separate")
 
@@ -109,7 +109,7 @@ class VirtualDevice(Protocol):
         self.private_key = private_key
         self.server_public_key = server_public_key
         self.platform = platform
-        self.platform_id = PLATFORMS[platform]
+        self.platform_id = platforms.IDS[platform]
         self.functions = default_functions() if functions is None else dict(functions)
         self.variables = default_variables() if variables is None else dict(variables)
         if describe_style is None:
@@ -365,7 +365,7 @@ class VirtualDevice(Protocol):
         name, argument = M.parse_function_call(msg)
         self.calls.append((name, argument))
         func = self.functions.get(name)
-        if self.platform_id == CORE and len(argument) >= 64:
+        if self.platform_id == CORE and len(argument) > CORE_LIMITS.argument_limit:
             self.transport.loseConnection()  # what a real Core does
             return
         self.send(M.empty_ack(msg.message_id))

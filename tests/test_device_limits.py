@@ -13,7 +13,7 @@ from test_device_protocol import Wire
 from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 
-from twisted_spark.coap import messages as M
+from twisted_spark.coap import messages
 from twisted_spark.config import Settings
 from twisted_spark.device.protocol import CLOSED, READY
 from twisted_spark.device.rsa_pool import SynchronousRsaPool
@@ -115,7 +115,7 @@ def test_hello_and_following_frames_coalesced_after_the_answer():
     w = Wire(s)
     w.feed(w.identity())
     w.open_blob(w.take())
-    data = w.hello() + w.frame(M.ping(w.next_mid())) + w.frame(M.ping(w.next_mid()))
+    data = w.hello() + w.frame(messages.ping(w.next_mid())) + w.frame(messages.ping(w.next_mid()))
     w.feed(data[:5])
     w.feed(data[5:])
     assert w.proto.state == READY

@@ -9,8 +9,7 @@ from device_fixtures import CORE_ID, DEVICE_KEYS, PHOTON_ID, SERVER_PUBLIC, Serv
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
-from twisted_spark.coap import codec as C
-from twisted_spark.coap import messages as M
+from twisted_spark.coap import codec, messages
 from twisted_spark.config import Settings
 from twisted_spark.crypto.channel import AesCbcChannel, FrameReader
 from twisted_spark.crypto.handshake import encrypt_identity, open_session_blob, session_seeds
@@ -83,10 +82,12 @@ class Wire:
         return self.channel.encrypt_frame(coap)
 
     def received(self):
-        return [C.decode(self.channel.decrypt(b)) for b in self.reader.feed(self.take())]
+        return [codec.decode(self.channel.decrypt(b)) for b in self.reader.feed(self.take())]
 
     def hello(self):
-        return self.frame(M.device_hello(self.next_mid(), platform_id=6 if self.photon else None))
+        return self.frame(
+            messages.device_hello(self.next_mid(), platform_id=6 if self.photon else None)
+        )
 
     def handshake(self, step=None):
         self.feed(self.identity(), step)
@@ -102,7 +103,7 @@ def test_nonce_then_byte_at_a_time_handshake():
     assert len(w.nonce) == 40
     msgs = w.handshake(step=1)
     assert w.proto.state == READY
-    assert [M.classify_device_bound(m) for m in msgs] == [M.DeviceBoundKind.HELLO]
+    assert [messages.classify_device_bound(m) for m in msgs] == [messages.DeviceBoundKind.HELLO]
     session = s.registry.get(CORE_ID)
     assert session.remote_ip and session.platform_id == 0
     assert [e.data for e in s.bus.named("spark/status")] == ["online"]
@@ -145,7 +146,7 @@ def test_split_identity_then_hello_with_a_known_session():
     blob = w.take()
     assert len(blob) == 384 + 18  # session blob + server Hello frame
     assert open_session_blob(DEVICE_KEYS[0], SERVER_PUBLIC, blob[:384]) == session
-    hello = C.decode(w.channel.decrypt(blob[384 + 2 :]))
+    hello = codec.decode(w.channel.decrypt(blob[384 + 2 :]))
     assert hello.message_id == 0x1235 and hello.path_char == "h"
     assert w.proto.state == READY
 
@@ -167,9 +168,9 @@ def test_transcript_133_device_side_frames():
     # The server sent Hello (97b1) then Describe (97b2, token 1): decrypt them.
     device = AesCbcChannel.from_session(SESSION_133)
     frames = FrameReader().feed(out)
-    server_hello, describe = (C.decode(device.decrypt(f)) for f in frames)
+    server_hello, describe = (codec.decode(device.decrypt(f)) for f in frames)
     assert server_hello.message_id == 0x97B1
-    assert M.classify_device_bound(describe) is M.DeviceBoundKind.DESCRIBE
+    assert messages.classify_device_bound(describe) is messages.DeviceBoundKind.DESCRIBE
     assert describe.message_id == 0x97B2
     # Re-key the pending describe to the vector's token 0x28, then feed the vector reply.
     pending = session._pending.pop(describe.token[0])
@@ -184,8 +185,8 @@ def test_transcript_133_device_side_frames():
     assert session.variables == {"temperature": "int32"}
     # §13.4: the next device frame (Ping 97b3) uses the FIRST block of the reply as IV.
     w.feed(bytes.fromhex("0010a3f8401c2f78fb9fce086fd9fa80b456"))
-    ack = C.decode(device.decrypt(FrameReader().feed(w.take())[0]))
-    assert (ack.type, ack.code, ack.message_id) == (C.MessageType.ACK, 0, 0x97B3)
+    ack = codec.decode(device.decrypt(FrameReader().feed(w.take())[0]))
+    assert (ack.type, ack.code, ack.message_id) == (codec.MessageType.ACK, 0, 0x97B3)
     assert w.proto.state == READY
 
 
@@ -295,9 +296,9 @@ def test_bad_input_closes_with_one_clear_line(bad, expected, logs):
     elif bad == "coap":
         data = w.frame(b"\x00\x01")  # version 0
     elif bad == "counter":
-        data = w.frame(M.ping((w.mid + 5) & 0xFFFF))
+        data = w.frame(messages.ping((w.mid + 5) & 0xFFFF))
     else:
-        data = w.frame(M.ping(w.next_mid()))
+        data = w.frame(messages.ping(w.next_mid()))
     w.feed(data)
     assert w.tr.disconnecting
     assert w.proto.state == CLOSED
@@ -318,9 +319,9 @@ def test_bad_device_does_not_disturb_healthy_one():
     bad.handshake()
     bad.feed(b"\xff\xff")
     assert bad.tr.disconnecting and not good.tr.disconnecting
-    good.feed(good.frame(M.ping(good.next_mid())))
+    good.feed(good.frame(messages.ping(good.next_mid())))
     (ack,) = good.received()
-    assert ack.type == C.MessageType.ACK and ack.message_id == good.mid
+    assert ack.type == codec.MessageType.ACK and ack.message_id == good.mid
     assert s.registry.online_ids() == {PHOTON_ID}
 
 
@@ -330,7 +331,7 @@ def test_idle_device_is_pinged_then_marked_offline():
     assert w.take() == b""
     s.clock.advance(0.2)
     (ping,) = w.received()
-    assert ping.type == C.MessageType.CON and ping.code == 0
+    assert ping.type == codec.MessageType.CON and ping.code == 0
     s.clock.advance(10)
     assert not w.tr.disconnecting
     s.clock.advance(5)
@@ -344,8 +345,8 @@ def test_answering_device_stays_online():
     for _ in range(10):
         s.clock.advance(15.5)
         for msg in w.received():
-            if msg.type == C.MessageType.CON and msg.code == 0:
-                w.feed(w.frame(M.empty_ack(msg.message_id)))
+            if msg.type == codec.MessageType.CON and msg.code == 0:
+                w.feed(w.frame(messages.empty_ack(msg.message_id)))
     assert not w.tr.disconnecting
     assert s.registry.get(CORE_ID) is not None
 
@@ -354,7 +355,7 @@ def test_one_timer_per_idle_connection():
     s, w = ready_wire()
     assert len(s.clock.getDelayedCalls()) == 1
     for _ in range(5):
-        w.feed(w.frame(M.ping(w.next_mid())))
+        w.feed(w.frame(messages.ping(w.next_mid())))
     assert len(s.clock.getDelayedCalls()) == 1
 
 
@@ -384,7 +385,7 @@ def test_counter_wraps():
     session = s.registry.get(CORE_ID)
     session._recv_mid = 0xFFFE
     for _ in itertools.repeat(None, 3):
-        w.feed(w.frame(M.ping(w.next_mid())))
+        w.feed(w.frame(messages.ping(w.next_mid())))
     assert [m.message_id for m in w.received()] == [0xFFFF, 0x0000, 0x0001]
     assert not w.tr.disconnecting
 

@@ -206,11 +206,11 @@ def test_subscriptions_recorded_and_refused_form():
     assert result(run(pump, device.subscribe("motion/open", my_devices=True))) is True
     assert result(run(pump, device.subscribe(None, device_id=PHOTON_ID))) is True
     assert result(run(pump, device.subscribe("weather"))) is True
-    from twisted_spark.coap import messages as M
+    from twisted_spark.coap.codec import encode_message
 
     mid = device._next_mid()
     d = device._expect(mid)
-    device.send(M.encode_message(0, 1, mid, b"", ((11, b"e"),)))  # no prefix, no scope
+    device.send(encode_message(0, 1, mid, b"", ((11, b"e"),)))  # no prefix, no scope
     pump.flush()
     assert result(d) is False
     assert session.subscriptions == [
@@ -309,20 +309,29 @@ class PartWire:
         (self.request,) = self.w.received()
 
     def part(self, description):
-        from twisted_spark.coap import messages as M
+        from twisted_spark.coap import messages
 
         req = self.request
-        self.w.feed(self.w.frame(M.describe_response(req.message_id, req.token, description)))
+        self.w.feed(
+            self.w.frame(messages.describe_response(req.message_id, req.token, description))
+        )
 
     def answer_variable(self, request_msg, value):
-        from twisted_spark.coap import messages as M
+        from twisted_spark.coap import messages
 
-        self.w.feed(self.w.frame(M.variable_value(request_msg.message_id, request_msg.token,
-                                                  M.encode_variable("string", value))))
+        self.w.feed(
+            self.w.frame(
+                messages.variable_value(
+                    request_msg.message_id,
+                    request_msg.token,
+                    messages.encode_variable("string", value),
+                )
+            )
+        )
 
 
 def test_a_name_missing_from_the_first_part_waits_for_the_second():
-    from twisted_spark.coap import messages as M
+    from twisted_spark.coap import messages
 
     p = PartWire()
     p.part({"f": ["brew"], "v": {"temperature": 2}, **SYSTEM})  # 0.4.9: system part first
@@ -334,7 +343,7 @@ def test_a_name_missing_from_the_first_part_waits_for_the_second():
     p.part({"f": ["brew", "boil"], "v": {"late": 4}})  # the application part
     assert failure_of(nope).check(UnknownFunction)
     (request,) = p.w.received()
-    assert M.parse_variable_request(request) == "late"
+    assert messages.parse_variable_request(request) == "late"
     p.answer_variable(request, "woot")
     assert result(late) == "woot"
     assert p.session.functions == ("brew", "boil")

@@ -9,7 +9,7 @@ from device_fixtures import CORE_ID, DEVICE_KEYS, PHOTON_ID, Server, result
 from test_events_sse import StreamRequest
 
 from twisted_spark.config import Settings
-from twisted_spark.events import visibility as V
+from twisted_spark.events import visibility
 from twisted_spark.events.bus import EventBus
 from twisted_spark.events.device_routing import DeviceRouter
 from twisted_spark.events.publishing import api_event
@@ -80,8 +80,8 @@ def names(request):
 
 def test_device_publish_reaches_sse_with_the_exact_frame():
     cloud = Cloud()
-    alice = cloud.stream(V.firehose_rule("alice"))
-    bob = cloud.stream(V.firehose_rule("bob"))
+    alice = cloud.stream(visibility.firehose_rule("alice"))
+    bob = cloud.stream(visibility.firehose_rule("bob"))
     core = cloud.connect(CORE_ID)
     at = cloud.clock.seconds()
     core.publish("temp", "21.5", ttl=120)
@@ -99,11 +99,11 @@ def test_device_publish_reaches_sse_with_the_exact_frame():
 
 def test_spark_status_on_connect_and_disconnect_only_to_the_owner():
     cloud = Cloud()
-    mine = cloud.stream(V.my_devices_rule("alice"), prefix="spark/status")
-    bobs = cloud.stream(V.firehose_rule("bob"))
+    mine = cloud.stream(visibility.my_devices_rule("alice"), prefix="spark/status")
+    bobs = cloud.stream(visibility.firehose_rule("bob"))
     prefix = prefix_from_path(f"/v1/devices/{CORE_ID}/events/spark%2F", 4)
     assert prefix == "spark/"
-    device = cloud.stream(V.device_rule(CORE_ID, "alice"), prefix=prefix)
+    device = cloud.stream(visibility.device_rule(CORE_ID, "alice"), prefix=prefix)
     core = cloud.connect(CORE_ID)
     core.disconnect()
     cloud.flush()
@@ -183,7 +183,7 @@ def test_event_too_big_for_a_core_is_skipped_not_fatal():
 
 def test_confirmable_publish_is_acknowledged_and_slowdown_drops():
     cloud = Cloud(Settings(device_publish_rate=1.0))
-    stream = cloud.stream(V.my_devices_rule("alice"), prefix="e")
+    stream = cloud.stream(visibility.my_devices_rule("alice"), prefix="e")
     core = cloud.connect(CORE_ID)
     acks = [core.publish(f"e{i}", confirmable=True) for i in range(5)]
     cloud.flush()
@@ -197,7 +197,7 @@ def test_thousand_stream_cycles_with_live_devices_leave_only_device_subscription
     assert cloud.run(photon.subscribe("x", my_devices=True)) is True
     core = cloud.connect(CORE_ID)
     for i in range(1000):
-        request = cloud.stream(V.firehose_rule("alice"), token=f"t{i % 3}")
+        request = cloud.stream(visibility.firehose_rule("alice"), token=f"t{i % 3}")
         if i % 2:
             request.lose()
         else:

@@ -28,7 +28,7 @@ from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
 from twisted_spark.device.factory import DeviceServerFactory
 from twisted_spark.device.rsa_pool import SynchronousRsaPool
-from twisted_spark.events import visibility as V
+from twisted_spark.events import visibility
 from twisted_spark.events.bus import EventBus
 from twisted_spark.events.device_routing import DeviceRouter
 from twisted_spark.events.publishing import api_event
@@ -64,9 +64,9 @@ class EventsResource(Resource):
                                "error_description": "The access token provided is invalid."}
                               ).encode()
         if request.path.startswith(b"/v1/devices/events"):
-            prefix, rule = prefix_from_path(request.path, 3), V.my_devices_rule(user)
+            prefix, rule = prefix_from_path(request.path, 3), visibility.my_devices_rule(user)
         else:
-            prefix, rule = prefix_from_path(request.path, 2), V.firehose_rule(user)
+            prefix, rule = prefix_from_path(request.path, 2), visibility.firehose_rule(user)
         self.streams.open(request, prefix, rule, token=token)
         return NOT_DONE_YET
 
@@ -111,7 +111,7 @@ def klein_resource(streams):
             request.setResponseCode(401)
             return b'{"ok":false,"error":"invalid_token","error_description":"Invalid."}'
         stream = streams.open(request, prefix_from_path(request.path, 2),
-                              V.firehose_rule(user), token=token)
+                              visibility.firehose_rule(user), token=token)
         await stream.ended
         return None
 

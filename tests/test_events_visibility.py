@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twisted_spark.events import visibility as V
+from twisted_spark.events import visibility
 from twisted_spark.events.bus import EventBus
 from twisted_spark.models import Event
 
@@ -25,8 +25,8 @@ PUBLISHERS = {
     "device of A, private": event("temp", DA1, A, False),
     "device of B, public": event("temp", DB, B, True),
     "device of B, private": event("temp", DB, B, False),
-    "API of A, public": event("temp", V.API_COREID, A, True),
-    "API of A, private": event("temp", V.API_COREID, A, False),
+    "API of A, public": event("temp", visibility.API_COREID, A, True),
+    "API of A, private": event("temp", visibility.API_COREID, A, False),
     "unowned device, public": event("temp", DU, None, True),
     "unowned device, private": event("temp", DU, None, False),
     "spark/status of A's device": event("spark/status", DA1, A, False),
@@ -35,21 +35,21 @@ PUBLISHERS = {
 
 #: Subscribers (columns), in the order of the strings in EXPECTED.
 SUBSCRIBERS = {
-    "A's firehose": V.firehose_rule(A),
-    "B's firehose": V.firehose_rule(B),
-    "admin's firehose": V.firehose_rule(ROOT, is_admin=True),
-    "A's devices stream": V.my_devices_rule(A),
-    "B's devices stream": V.my_devices_rule(B),
-    "A's stream on A's device": V.device_rule(DA1, A),
-    "B's stream on A's device": V.device_rule(DA1, B),
-    "A's device, u": V.device_subscription_rule(DA2, A, my_devices=True),
-    "A's device, no u": V.device_subscription_rule(DA2, A, my_devices=False),
-    "B's device, u": V.device_subscription_rule(DB, B, my_devices=True),
-    "B's device, no u": V.device_subscription_rule(DB, B, my_devices=False),
-    "B's device, id of A's device": V.device_subscription_rule(DB, B, device_id=DA1),
-    "A's device, id of A's device": V.device_subscription_rule(DA2, A, device_id=DA1),
-    "unowned device, no u": V.device_subscription_rule(DU, None),
-    "A's publishing device itself, u": V.device_subscription_rule(DA1, A, my_devices=True),
+    "A's firehose": visibility.firehose_rule(A),
+    "B's firehose": visibility.firehose_rule(B),
+    "admin's firehose": visibility.firehose_rule(ROOT, is_admin=True),
+    "A's devices stream": visibility.my_devices_rule(A),
+    "B's devices stream": visibility.my_devices_rule(B),
+    "A's stream on A's device": visibility.device_rule(DA1, A),
+    "B's stream on A's device": visibility.device_rule(DA1, B),
+    "A's device, u": visibility.device_subscription_rule(DA2, A, my_devices=True),
+    "A's device, no u": visibility.device_subscription_rule(DA2, A, my_devices=False),
+    "B's device, u": visibility.device_subscription_rule(DB, B, my_devices=True),
+    "B's device, no u": visibility.device_subscription_rule(DB, B, my_devices=False),
+    "B's device, id of A's device": visibility.device_subscription_rule(DB, B, device_id=DA1),
+    "A's device, id of A's device": visibility.device_subscription_rule(DA2, A, device_id=DA1),
+    "unowned device, no u": visibility.device_subscription_rule(DU, None),
+    "A's publishing device itself, u": visibility.device_subscription_rule(DA1, A, my_devices=True),
 }
 
 # 1 = delivered.  Columns in SUBSCRIBERS order:
@@ -98,25 +98,25 @@ def test_visibility_matrix(publisher, subscriber, delivered):
 
 def test_unowned_devices_own_events_reach_only_itself():
     own = event("temp", DU, None, False)
-    assert V.device_subscription_rule(DU, None, my_devices=True)(own)
-    assert not V.device_subscription_rule(DA2, A, my_devices=True)(own)
+    assert visibility.device_subscription_rule(DU, None, my_devices=True)(own)
+    assert not visibility.device_subscription_rule(DA2, A, my_devices=True)(own)
 
 
 def test_device_id_filter_with_u_needs_same_owner():
-    rule = V.device_subscription_rule(DB, B, my_devices=True, device_id=DA1)
+    rule = visibility.device_subscription_rule(DB, B, my_devices=True, device_id=DA1)
     assert not rule(event("temp", DA1, A, True))
-    assert V.device_subscription_rule(DA2, A, my_devices=True, device_id=DA1)(
+    assert visibility.device_subscription_rule(DA2, A, my_devices=True, device_id=DA1)(
         event("temp", DA1, A, False)
     )
 
 
 def test_device_stream_follows_the_events_owner():
     # Released while streaming: the device's new events are no longer A's.
-    assert V.device_rule(DA1, A)(event("temp", DA1, A, False))
-    assert not V.device_rule(DA1, A)(event("temp", DA1, None, False))
-    assert not V.device_rule(DA1, A)(event("temp", DA1, B, False))
-    assert V.device_rule(DA1, ROOT, is_admin=True)(event("temp", DA1, None, False))
-    assert not V.device_rule(DA1, ROOT, is_admin=True)(event("temp", DA2, A, True))
+    assert visibility.device_rule(DA1, A)(event("temp", DA1, A, False))
+    assert not visibility.device_rule(DA1, A)(event("temp", DA1, None, False))
+    assert not visibility.device_rule(DA1, A)(event("temp", DA1, B, False))
+    assert visibility.device_rule(DA1, ROOT, is_admin=True)(event("temp", DA1, None, False))
+    assert not visibility.device_rule(DA1, ROOT, is_admin=True)(event("temp", DA2, A, True))
 
 
 @pytest.mark.parametrize(
@@ -124,4 +124,4 @@ def test_device_stream_follows_the_events_owner():
     [("spark", True), ("Spark/x", True), ("SPARKLE", True), ("spar", False), ("my/spark", False)],
 )
 def test_is_system(name, system):
-    assert V.is_system(name) is system
+    assert visibility.is_system(name) is system

@@ -9,7 +9,7 @@ import zlib
 import pytest
 from device_fixtures import CORE_ID, DEVICE_KEYS, PHOTON_ID, Server, failure_of, result
 
-from twisted_spark.coap import messages as M
+from twisted_spark.coap import messages
 from twisted_spark.firmware.flasher import (
     CORE_CHUNK,
     PHOTON_CHUNK,
@@ -79,8 +79,8 @@ def test_chunk_size_and_limits_by_platform():
 def test_chunk_encoding_classic_and_fast():
     data = b"\x01" * 8
     head = bytes.fromhex("41021234 07 b163 44") + crc32(data).to_bytes(4, "big")
-    assert M.chunk(0x1234, 7, crc32(data), data) == head + b"\xff" + data
-    fast = M.chunk(0x1234, 7, crc32(data), data, 3)
+    assert messages.chunk(0x1234, 7, crc32(data), data) == head + b"\xff" + data
+    fast = messages.chunk(0x1234, 7, crc32(data), data, 3)
     assert fast == head + b"\x02\x00\x03" + b"\xff" + data
 
 
@@ -154,7 +154,7 @@ def test_core_periodic_chunk_missed_while_waiting_rewinds():
     flasher, d = start(s, session, IMAGE, pump)
     assert not d.called
     device.ota_faults.silent_after = None
-    device.send(M.chunk_missed(device._next_mid(), [5]))
+    device.send(messages.chunk_missed(device._next_mid(), [5]))
     pump.flush()
     assert result(d)["resent"] == 1
     assert device.firmware == padded(IMAGE, CORE_CHUNK)

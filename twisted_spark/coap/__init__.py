@@ -12,7 +12,7 @@ from twisted_spark.coap.codec import (
     decode,
     encode,
 )
-from twisted_spark.coap.messages import (
+from twisted_spark.coap.kinds import (
     DeviceBoundKind,
     MessageKind,
     classify,

@@ -28,8 +28,7 @@ from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
-from twisted_spark.coap import codec as C
-from twisted_spark.coap import messages as M
+from twisted_spark.coap import codec, kinds, payloads, to_device
 from twisted_spark.crypto.channel import AesCbcChannel, FrameError, FrameReader
 from twisted_spark.crypto.handshake import (
     IDENTITY_LENGTH,
@@ -261,8 +260,8 @@ class DeviceProtocol:
                 self.close(f"bad frame: {e.reason}", error=True)
                 return
             try:
-                msg = C.decode(plaintext)
-            except C.CoapError as e:
+                msg = codec.decode(plaintext)
+            except codec.CoapError as e:
                 self.close(f"unparsable CoAP message ({e}): {plaintext[:32].hex()}", error=True)
                 return
             if self.state == READY:
@@ -278,12 +277,12 @@ class DeviceProtocol:
                 self._hello_received(msg)
 
     def _hello_received(self, msg):
-        if M.classify(msg) is not M.MessageKind.HELLO:
+        if kinds.classify(msg) is not kinds.MessageKind.HELLO:
             self.close(f"first frame is not a Hello: {msg!r}", error=True)
             return
         try:
-            hello = M.parse_hello(msg.payload)
-        except C.CoapError as e:
+            hello = payloads.parse_hello(msg.payload)
+        except codec.CoapError as e:
             self.close(f"bad Hello: {e}", error=True)
             return
         factory = self.factory
@@ -303,7 +302,7 @@ class DeviceProtocol:
         self.state = READY
         self.factory.handshakes_completed += 1
         self._record = None
-        self.send_coap(M.hello(session.next_mid()))
+        self.send_coap(to_device.hello(session.next_mid()))
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = factory.clock.callLater(
@@ -361,7 +360,7 @@ class DeviceProtocol:
         if silence >= ping_interval:
             if self._pinged_at <= last:
                 self._pinged_at = now
-                self.send_coap(M.ping(self.session.next_mid()))
+                self.send_coap(to_device.ping(self.session.next_mid()))
             next_at = last + settings.device_idle_timeout
         else:
             next_at = last + ping_interval

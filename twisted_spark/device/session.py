@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_spark.coap import messages as M
+from twisted_spark.coap import payloads, to_device
 from twisted_spark.coap.codec import CoapError, Code
 from twisted_spark.errors import (
     ArgumentTooLong,
@@ -171,7 +171,7 @@ class DeviceSession:
                 d = defer.Deferred()
                 pending.waiters.append(d)
                 return d
-        d = self._request(DESCRIBE, lambda mid, tok: M.describe(mid, tok))
+        d = self._request(DESCRIBE, lambda mid, tok: to_device.describe(mid, tok))
         return d
 
     def invalidate_describe(self):
@@ -219,7 +219,7 @@ class DeviceSession:
             raise ArgumentTooLong(f"argument is {len(argument)} bytes, the device accepts {limit}")
         self._check_usable()
         return await self._request(
-            FUNCTION, lambda mid, tok: M.function_call(mid, tok, name, argument), name=name
+            FUNCTION, lambda mid, tok: to_device.function_call(mid, tok, name, argument), name=name
         )
 
     def read_variable(self, name):
@@ -234,7 +234,7 @@ class DeviceSession:
             raise UnknownVariable(name)
         self._check_usable()
         return await self._request(
-            VARIABLE, lambda mid, tok: M.variable_request(mid, tok, name), name=type_name
+            VARIABLE, lambda mid, tok: to_device.variable_request(mid, tok, name), name=type_name
         )
 
     def signal(self, on):
@@ -243,7 +243,7 @@ class DeviceSession:
             self._check_usable()
         except Exception:
             return defer.fail()
-        return self._request(SIGNAL, lambda mid, tok: M.signal(mid, tok, bool(on)))
+        return self._request(SIGNAL, lambda mid, tok: to_device.signal(mid, tok, bool(on)))
 
     def ping(self):
         """Send a CoAP ping -> Deferred[bool] (True when the device answered)."""
@@ -254,7 +254,7 @@ class DeviceSession:
         pending = _Pending(PING, d, mid, None)
         self._by_mid[mid] = pending
         self._arm(pending, self.factory.settings.request_timeout)
-        self.protocol.send_coap(M.ping(mid))
+        self.protocol.send_coap(to_device.ping(mid))
         return d
 
     def send_request(self, build, timeout=None):
@@ -286,7 +286,7 @@ class DeviceSession:
             )
             return False
         mid = (self._mid + 1) & 0xFFFF
-        coap = M.event(mid, name, data, event.ttl, private=not event.public)
+        coap = to_device.event(mid, name, data, event.ttl, private=not event.public)
         frame = (len(coap) & ~15) + 16
         if frame > self.buffer_size:
             self.log.warn(
@@ -403,7 +403,7 @@ class DeviceSession:
         code = msg.code
         if code == 0:
             if mtype == CON:
-                self.protocol.send_coap(M.empty_ack(msg.message_id))
+                self.protocol.send_coap(to_device.empty_ack(msg.message_id))
             return
         if code >= 0x40:
             self._response(msg)
@@ -415,12 +415,12 @@ class DeviceSession:
             self._subscribe(msg)
         elif letter == "t" and code == Code.GET:
             now = int(self.factory.clock.seconds()) & 0xFFFFFFFF
-            self.protocol.send_coap(M.time_reply(msg.message_id, msg.token, now))
+            self.protocol.send_coap(to_device.time_reply(msg.message_id, msg.token, now))
         elif self.message_handler is not None:
             self.message_handler(self, msg)
         elif mtype == CON:
             # Unknown request: acknowledge so the device does not wait.
-            self.protocol.send_coap(M.empty_ack(msg.message_id))
+            self.protocol.send_coap(to_device.empty_ack(msg.message_id))
 
     def _response(self, msg):
         token = msg.token
@@ -451,14 +451,14 @@ class DeviceSession:
         elif kind == FUNCTION:
             payload = msg.payload
             try:
-                value = M.parse_function_return(payload[:4])
+                value = payloads.parse_function_return(payload[:4])
             except CoapError as e:
                 self._finish(pending, error=DeviceRequestFailed(f"bad function return: {e}"))
             else:
                 self._finish(pending, result=value)
         elif kind == VARIABLE:
             try:
-                value = M.decode_variable(pending.name, msg.payload)
+                value = payloads.decode_variable(pending.name, msg.payload)
             except CoapError as e:
                 self._finish(pending, error=DeviceRequestFailed(f"bad variable value: {e}"))
             else:
@@ -487,13 +487,13 @@ class DeviceSession:
 
     def _describe_part(self, pending, payload):
         try:
-            part = M.parse_describe(payload)
+            part = payloads.parse_describe(payload)
         except CoapError as e:
             self.log.info(
                 "Ignoring a Describe part from {device_id}: {why}", device_id=self.device_id, why=e
             )
             return
-        pending.parts = M.merge_describe(pending.parts, part)
+        pending.parts = payloads.merge_describe(pending.parts, part)
         if "m" not in part:
             self._complete_describe(pending)
             return
@@ -525,7 +525,7 @@ class DeviceSession:
         raw_variables = parts.get("v")
         for name, code in (raw_variables if isinstance(raw_variables, dict) else {}).items():
             try:
-                variables[str(name)] = M.variable_type_name(code)
+                variables[str(name)] = payloads.variable_type_name(code)
             except (TypeError, ValueError):
                 variables[str(name)] = "string"
         if "p" in parts and self.platform_id == CORE:
@@ -542,13 +542,12 @@ class DeviceSession:
     def _device_event(self, msg):
         slowed = not self._take_token()
         if msg.type == CON or slowed:
-            self.protocol.send_coap(
-                M.slowdown(msg.message_id) if slowed else M.empty_ack(msg.message_id)
-            )
+            answer = to_device.slowdown if slowed else to_device.empty_ack
+            self.protocol.send_coap(answer(msg.message_id))
         if slowed:
             return
         try:
-            parsed = M.parse_event(msg)
+            parsed = payloads.parse_event(msg)
         except CoapError as e:
             self.log.info(
                 "Dropping a bad event from {device_id}: {why}", device_id=self.device_id, why=e
@@ -587,17 +586,17 @@ class DeviceSession:
 
     def _subscribe(self, msg):
         try:
-            sub = M.parse_subscribe(msg)
+            sub = payloads.parse_subscribe(msg)
         except CoapError:
             sub = None
         if sub is None or (not sub.prefix and not sub.my_devices and sub.device_id is None):
-            self.protocol.send_coap(M.subscribe_fail(msg.message_id))
+            self.protocol.send_coap(to_device.subscribe_fail(msg.message_id))
             return
         entry = (sub.prefix, sub.my_devices, sub.device_id)
         if entry not in self.subscriptions:
             self.subscriptions.append(entry)
             self.factory.registry.subscribed(self, entry)
-        self.protocol.send_coap(M.empty_ack(msg.message_id))
+        self.protocol.send_coap(to_device.empty_ack(msg.message_id))
 
     # -- end -------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ import zlib
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from twisted_spark.coap import messages as M
+from twisted_spark.coap import payloads, to_device
 from twisted_spark.errors import DeviceNotConnected, DeviceRequestFailed, DeviceTimeout
 from twisted_spark.platforms import CORE_LIMITS, PHOTON_LIMITS, limits_for
 
@@ -185,9 +185,9 @@ class Flasher:
         letter = msg.path_char
         if letter == "c" and msg.code == 0x01:
             if msg.type == CON:
-                session.protocol.send_coap(M.empty_ack(msg.message_id))
+                session.protocol.send_coap(to_device.empty_ack(msg.message_id))
             try:
-                indexes = M.parse_chunk_missed(msg.payload)
+                indexes = payloads.parse_chunk_missed(msg.payload)
             except Exception:
                 self.log.info("Ignoring a malformed ChunkMissed from {id}", id=session.device_id)
                 return
@@ -195,11 +195,11 @@ class Flasher:
             self._wake()
         elif letter == "u" and msg.code == 0x03:
             if msg.type == CON:
-                session.protocol.send_coap(M.empty_ack(msg.message_id))
+                session.protocol.send_coap(to_device.empty_ack(msg.message_id))
             self._device_done = True
             self._wake()
         elif msg.type == CON:
-            session.protocol.send_coap(M.empty_ack(msg.message_id))
+            session.protocol.send_coap(to_device.empty_ack(msg.message_id))
 
     def abort(self, error):
         """Stop the transfer with ``error`` (a :class:`FlashError`)."""
@@ -322,7 +322,7 @@ class Flasher:
         session = self.session
         opts = self.options
         offer_fast = opts.fast and not session.is_core
-        params = M.UpdateParams(1 if offer_fast else 0, self.chunk_size, len(self.image))
+        params = payloads.UpdateParams(1 if offer_fast else 0, self.chunk_size, len(self.image))
         attempts = [(params, opts.begin_interval)] * max(1, opts.begin_attempts)
         if opts.begin_last_wait:
             attempts.append((None, opts.begin_last_wait))
@@ -334,7 +334,7 @@ class Flasher:
 
             def build(mid, token, params_now=params_now, tokens=tokens):
                 tokens.append(token)
-                return M.update_begin(mid, token, params_now)
+                return to_device.update_begin(mid, token, params_now)
 
             req = self._track(session.send_request(build, timeout=wait))
             kind, value = await self._wait(req)
@@ -346,7 +346,7 @@ class Flasher:
                 self.fast = bool(
                     params_now is not None
                     and params_now.fast_ota
-                    and M.parse_update_ready(value.payload)
+                    and payloads.parse_update_ready(value.payload)
                 )
                 self.log.info(
                     "Device {id} is ready for the update ({size} bytes, {mode}, "
@@ -407,7 +407,7 @@ class Flasher:
             sent.add(k)
             req = self._track(
                 session.send_request(
-                    lambda mid, tok, crc=crc, data=data: M.chunk(mid, tok, crc, data),
+                    lambda mid, tok, crc=crc, data=data: to_device.chunk(mid, tok, crc, data),
                     timeout=opts.chunk_timeout,
                 )
             )
@@ -459,7 +459,7 @@ class Flasher:
     async def _done_classic(self):
         req = self._track(
             self.session.send_request(
-                lambda mid, tok: M.update_done(mid, tok), timeout=self.options.done_timeout
+                lambda mid, tok: to_device.update_done(mid, tok), timeout=self.options.done_timeout
             )
         )
         while True:
@@ -481,9 +481,9 @@ class Flasher:
 
     def _send_fast(self, index):
         session = self.session
-        session.protocol.send_coap(
-            M.chunk(session.next_mid(), self._token, self._crcs[index], self._chunks[index], index)
-        )
+        crc, data = self._crcs[index], self._chunks[index]
+        message = to_device.chunk(session.next_mid(), self._token, crc, data, index)
+        session.protocol.send_coap(message)
 
     async def _barrier(self):
         """A ping the device answers after every earlier message (flow control)."""
@@ -538,9 +538,7 @@ class Flasher:
             if self._device_done:
                 return
             req = self._track(
-                self.session.send_request(
-                    lambda mid, tok: M.update_done(mid, tok), timeout=self.options.done_timeout
-                )
+                self.session.send_request(to_device.update_done, timeout=self.options.done_timeout)
             )
             kind, value = await self._wait(req)
             while kind == "notify":

@@ -21,8 +21,8 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 
 from twisted_spark import platforms
-from twisted_spark.coap import codec as C
-from twisted_spark.coap import messages as M
+from twisted_spark.coap import codec, from_device, kinds, payloads, to_device
+from twisted_spark.coap.kinds import DeviceBoundKind
 from twisted_spark.crypto.channel import AesCbcChannel, FrameError, FrameReader
 from twisted_spark.crypto.handshake import (
     NONCE_LENGTH,
@@ -183,7 +183,7 @@ class VirtualDevice(Protocol):
             self._mid, self._token = session_seeds(session)
             self._state = "framed"
             self.send(
-                M.device_hello(
+                from_device.device_hello(
                     self._next_mid(),
                     self.product_id,
                     self.firmware_version,
@@ -232,21 +232,21 @@ class VirtualDevice(Protocol):
         """Publish an event; with ``confirmable``, Deferred[bool] of the ACK."""
         mid = self._next_mid()
         d = self._expect(mid) if confirmable else defer.succeed(None)
-        self.send(M.device_event(mid, name, data, ttl, private, confirmable))
+        self.send(from_device.device_event(mid, name, data, ttl, private, confirmable))
         return d
 
     def subscribe(self, prefix=None, my_devices=False, device_id=None):
         """Subscribe -> Deferred[bool] (True = SubscribeAck, False = SubscribeFail)."""
         mid = self._next_mid()
         d = self._expect(mid)
-        self.send(M.subscribe(mid, prefix, my_devices, device_id))
+        self.send(from_device.subscribe(mid, prefix, my_devices, device_id))
         return d
 
     def ping(self):
         """CoAP ping -> Deferred[bool]."""
         mid = self._next_mid()
         d = self._expect(mid)
-        self.send(M.ping(mid))
+        self.send(to_device.ping(mid))
         return d
 
     def request_time(self):
@@ -254,7 +254,7 @@ class VirtualDevice(Protocol):
         self._token = (self._token + 1) & 0xFF
         d = defer.Deferred()
         self._time[self._token] = d
-        self.send(M.get_time(self._next_mid(), self._token))
+        self.send(from_device.get_time(self._next_mid(), self._token))
         return d
 
     def _expect(self, mid):
@@ -290,8 +290,8 @@ class VirtualDevice(Protocol):
             return
         for body in bodies:
             try:
-                msg = C.decode(self._channel.decrypt(body))
-            except (FrameError, C.CoapError):
+                msg = codec.decode(self._channel.decrypt(body))
+            except (FrameError, codec.CoapError):
                 continue  # devices silently drop garbage (the IV has advanced)
             if self.clock is not None:
                 self._last_received = self.clock.seconds()
@@ -303,38 +303,37 @@ class VirtualDevice(Protocol):
                 )
 
     def _handle(self, msg):
-        kind = M.classify_device_bound(msg)
+        kind = kinds.classify_device_bound(msg)
         mid = msg.message_id
-        K = M.DeviceBoundKind
-        if kind is K.HELLO:
+        if kind is DeviceBoundKind.HELLO:
             if not self.online.called:
                 self.online.callback(self)
-        elif kind is K.PING:
-            self.send(M.empty_ack(mid))
-        elif kind is K.EMPTY_ACK or kind is K.ACK_RESPONSE:
+        elif kind is DeviceBoundKind.PING:
+            self.send(to_device.empty_ack(mid))
+        elif kind is DeviceBoundKind.EMPTY_ACK or kind is DeviceBoundKind.ACK_RESPONSE:
             d = self._waiting.pop(mid, None)
             if d is not None:
                 d.callback(msg.code == 0)
-        elif kind is K.TIME_REPLY:
+        elif kind is DeviceBoundKind.TIME_REPLY:
             d = self._time.pop(msg.token[0], None) if msg.token else None
             if d is not None:
-                d.callback(M.parse_time_reply(msg.payload))
-        elif kind is K.DESCRIBE:
+                d.callback(payloads.parse_time_reply(msg.payload))
+        elif kind is DeviceBoundKind.DESCRIBE:
             self._describe(msg)
-        elif kind is K.FUNCTION_CALL:
+        elif kind is DeviceBoundKind.FUNCTION_CALL:
             self._function(msg)
-        elif kind is K.VARIABLE_REQUEST:
+        elif kind is DeviceBoundKind.VARIABLE_REQUEST:
             self._variable(msg)
-        elif kind is K.SIGNAL:
-            self.signalling = M.parse_signal(msg)
-            self.send(M.signal_ack(mid, msg.token))
-        elif kind is K.PUBLIC_EVENT or kind is K.PRIVATE_EVENT:
-            self.events.append(tuple(M.parse_event(msg)))
-        elif kind is K.UPDATE_BEGIN or kind is K.SAVE_BEGIN:
+        elif kind is DeviceBoundKind.SIGNAL:
+            self.signalling = payloads.parse_signal(msg)
+            self.send(from_device.signal_ack(mid, msg.token))
+        elif kind is DeviceBoundKind.PUBLIC_EVENT or kind is DeviceBoundKind.PRIVATE_EVENT:
+            self.events.append(tuple(payloads.parse_event(msg)))
+        elif kind is DeviceBoundKind.UPDATE_BEGIN or kind is DeviceBoundKind.SAVE_BEGIN:
             self._update_begin(msg)
-        elif kind is K.CHUNK:
+        elif kind is DeviceBoundKind.CHUNK:
             self._chunk(msg)
-        elif kind is K.UPDATE_DONE:
+        elif kind is DeviceBoundKind.UPDATE_DONE:
             self._update_done(msg)
 
     def _describe(self, msg):
@@ -349,57 +348,58 @@ class VirtualDevice(Protocol):
         }
         style = self.describe_style
         if style == "core":
-            self.send(M.describe_response(mid, token, app))
+            self.send(from_device.describe_response(mid, token, app))
         elif style == "photon-0.4.9":
-            self.send(M.describe_response(mid, token, {**system, "f": [], "v": {}}))
-            self.send(M.describe_response(mid, token, app))
+            self.send(from_device.describe_response(mid, token, {**system, "f": [], "v": {}}))
+            self.send(from_device.describe_response(mid, token, app))
         elif style == "photon-0.6":
-            self.send(M.describe_response(mid, token, {**app, **system}))
+            self.send(from_device.describe_response(mid, token, {**app, **system}))
         else:
-            self.send(M.empty_ack(mid))
+            self.send(to_device.empty_ack(mid))
             for part in (system, app):
-                body = M.describe_response(self._next_mid(), token, part)
+                body = from_device.describe_response(self._next_mid(), token, part)
                 self.send(bytes([(body[0] & 0xCF) | 0x10]) + body[1:])  # ACK -> NON
 
     def _function(self, msg):
-        name, argument = M.parse_function_call(msg)
+        name, argument = payloads.parse_function_call(msg)
         self.calls.append((name, argument))
         func = self.functions.get(name)
         if self.platform_id == CORE and len(argument) > CORE_LIMITS.argument_limit:
             self.transport.loseConnection()  # what a real Core does
             return
-        self.send(M.empty_ack(msg.message_id))
+        self.send(to_device.empty_ack(msg.message_id))
         value = func(argument) if func is not None else -1
-        self.send(M.function_return(self._next_mid(), msg.token, int(value)))
+        self.send(from_device.function_return(self._next_mid(), msg.token, int(value)))
 
     def _variable(self, msg):
-        name = M.parse_variable_request(msg)
+        name = payloads.parse_variable_request(msg)
         entry = self.variables.get(name)
         if entry is None:
-            self.send(M.coded_ack(msg.message_id, msg.token, C.Code.NOT_FOUND))
+            self.send(from_device.coded_ack(msg.message_id, msg.token, codec.Code.NOT_FOUND))
             return
         type_name, value = entry
         if callable(value):
             value = value()
-        encoded = M.encode_variable(type_name, value)
+        encoded = payloads.encode_variable(type_name, value)
         if self.separate_variables:
-            self.send(M.empty_ack(msg.message_id))
-            self.send(M.variable_value(self._next_mid(), msg.token, encoded, separate=True))
+            self.send(to_device.empty_ack(msg.message_id))
+            mid = self._next_mid()
+            self.send(from_device.variable_value(mid, msg.token, encoded, separate=True))
         else:
-            self.send(M.variable_value(msg.message_id, msg.token, encoded))
+            self.send(from_device.variable_value(msg.message_id, msg.token, encoded))
 
     # -- OTA ------------------------------------------------------------------------------
 
     def _update_begin(self, msg):
         faults = self.ota_faults
         if faults.refuse is not None:
-            self.send(M.coded_ack(msg.message_id, msg.token, faults.refuse))
+            self.send(from_device.coded_ack(msg.message_id, msg.token, faults.refuse))
             return
         if faults.ignore_begin:
             faults.ignore_begin -= 1
             return
         # The Core ignores the payload (§11.1); Photons read it.
-        params = M.parse_update_begin(msg.payload) if self.platform_id != CORE else None
+        params = payloads.parse_update_begin(msg.payload) if self.platform_id != CORE else None
         fast = bool(params and params.fast_ota and self.fast_ota)
         self._ota = {
             "params": params,
@@ -412,17 +412,17 @@ class VirtualDevice(Protocol):
         self.ota_stats = {"chunks": 0, "bad_crc": 0, "duplicates": 0, "missed_sent": 0}
         if self.ota_done.called:
             self.ota_done = defer.Deferred()
-        self.send(M.empty_ack(msg.message_id))
+        self.send(to_device.empty_ack(msg.message_id))
         ready = fast if self.platform_id != CORE else None
-        self.send(M.update_ready(self._next_mid(), msg.token, ready))
+        self.send(from_device.update_ready(self._next_mid(), msg.token, ready))
 
     def _chunk(self, msg):
         ota = self._ota
         faults = self.ota_faults
         if ota is None:
-            self.send(M.empty_ack(msg.message_id))
+            self.send(to_device.empty_ack(msg.message_id))
             return
-        info = M.parse_chunk(msg)
+        info = payloads.parse_chunk(msg)
         stats = self.ota_stats
         stats["chunks"] += 1
         if faults.disconnect_after is not None and stats["chunks"] > faults.disconnect_after:
@@ -451,14 +451,14 @@ class VirtualDevice(Protocol):
                 stats["duplicates"] += 1
             ota["chunks"][index] = data
             if self.fast_style == "0.4.9":
-                self.send(M.empty_ack(msg.message_id))
-                self.send(M.chunk_received(self._next_mid(), msg.token, True))
+                self.send(to_device.empty_ack(msg.message_id))
+                self.send(from_device.chunk_received(self._next_mid(), msg.token, True))
                 if ota["asked"] and not self._missing():
                     # [DOS 0.4.9]: the device ends the update itself.
-                    self.send(M.device_update_done(self._next_mid()))
+                    self.send(from_device.device_update_done(self._next_mid()))
                     self._finish_ota()
             return
-        self.send(M.empty_ack(msg.message_id))
+        self.send(to_device.empty_ack(msg.message_id))
         if ok and index in faults.flash_fail:
             # Core flash verification failed: rewind and ask to continue there.
             restart = faults.flash_fail.pop(index)
@@ -466,12 +466,12 @@ class VirtualDevice(Protocol):
                 ota["chunks"].pop(i, None)
             ota["next"] = restart
             stats["missed_sent"] += 1
-            self.send(M.chunk_missed(self._next_mid(), [restart]))
+            self.send(from_device.chunk_missed(self._next_mid(), [restart]))
             return
         if ok:
             ota["chunks"][index] = data
             ota["next"] += 1
-        self.send(M.chunk_received(self._next_mid(), msg.token, ok))
+        self.send(from_device.chunk_received(self._next_mid(), msg.token, ok))
 
     def _missing(self):
         ota = self._ota
@@ -498,21 +498,21 @@ class VirtualDevice(Protocol):
     def _update_done(self, msg):
         ota = self._ota
         if ota is None:
-            self.send(M.update_done_ack(msg.message_id, msg.token, ok=False))
+            self.send(from_device.update_done_ack(msg.message_id, msg.token, ok=False))
             return
         if self.ota_faults.reject_done:
-            self.send(M.update_done_ack(msg.message_id, msg.token, ok=False))
+            self.send(from_device.update_done_ack(msg.message_id, msg.token, ok=False))
             return
         missing = self._missing() if ota["fast"] else []
         if missing:
             ota["asked"] = True
             self.ota_stats["missed_sent"] += 1
             limit = 50 if self.fast_style == "0.4.9" else 40
-            self.send(M.update_done_ack(msg.message_id, msg.token, ok=False))
-            self.send(M.chunk_missed(self._next_mid(), missing[:limit]))
+            self.send(from_device.update_done_ack(msg.message_id, msg.token, ok=False))
+            self.send(from_device.chunk_missed(self._next_mid(), missing[:limit]))
             return
         self._finish_ota()
-        self.send(M.update_done_ack(msg.message_id, msg.token, ok=True))
+        self.send(from_device.update_done_ack(msg.message_id, msg.token, ok=True))
 
 
 class OtaFaults:

@@ -1,6 +1,6 @@
 """An in-memory network for the DTLS tests: one DtlsServer, devices, explicit time.
 
-Datagrams only move when the test says so (C{pump}); C{drop} decides which
+Datagrams only move when the test says so (``pump``); ``drop`` decides which
 ones are lost; crypto work runs inline.  Time is a plain number advanced by
 the test, so retransmission tests never sleep.
 """
@@ -138,7 +138,7 @@ class Network:
         raise AssertionError("the network did not settle")
 
     def advance(self, now: float) -> None:
-        """Move time to C{now} and fire whatever timers are due on both sides."""
+        """Move time to ``now`` and fire whatever timers are due on both sides."""
         self.now = now
         self._from_server(self.server.timer_expired(now))
         if hasattr(self.device, "timer_expired"):

@@ -26,7 +26,7 @@ message, 3.3-4.1x to build and encode (building an aiocoap message, with its typ
 option objects, costs more than encoding it).  It also keeps option values as raw bytes
 (aiocoap types Uri-Path/Uri-Query as text, but a function argument or a
 CRC is arbitrary bytes), and writes options exactly as the builders in
-L{twisted_spark.coap.messages} lay them out (aiocoap re-encodes Max-Age
+:mod:`twisted_spark.coap.messages` lay them out (aiocoap re-encodes Max-Age
 minimally, so it cannot reproduce a device's 3-byte Max-Age).
 """
 
@@ -110,9 +110,9 @@ def decode_uint(value: Buffer) -> int:
 class CoapMessage(NamedTuple):
     """One CoAP message: header fields, options in wire order, payload.
 
-    C{options} holds (number, raw value bytes) pairs; the properties decode
-    the ones Spark uses.  C{type} is a L{MessageType}, C{code} an int byte
-    (compare with L{Code} members).
+    ``options`` holds (number, raw value bytes) pairs; the properties decode
+    the ones Spark uses.  ``type`` is a :class:`MessageType`, ``code`` an int byte
+    (compare with :class:`Code` members).
     """
 
     type: int
@@ -229,14 +229,14 @@ def encode_message(
 
 
 def encode(message: CoapMessage) -> bytes:
-    """Wire bytes of a L{CoapMessage}."""
+    """Wire bytes of a :class:`CoapMessage`."""
     return message.encode()
 
 
 def decode(data: Buffer) -> CoapMessage:
     """Parse one CoAP message.
 
-    Raises L{CoapError} for: fewer than 4 bytes, version other than 1,
+    Raises :class:`CoapError` for: fewer than 4 bytes, version other than 1,
     token length over 8 or past the end, the reserved nibble 15 in an
     option header, an option running past the end, or a ``0xFF``
     marker with no payload after it.

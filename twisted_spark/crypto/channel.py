@@ -37,7 +37,7 @@ Buffer = bytes | bytearray | memoryview
 
 
 class FrameError(Exception):
-    """A frame cannot be decrypted or framed; C{reason} says why.
+    """A frame cannot be decrypted or framed; ``reason`` says why.
 
     There is no MAC on this link, so after a FrameError the stream can no
     longer be trusted: drop the connection.
@@ -56,7 +56,7 @@ def _pad(plaintext: Buffer) -> bytes:
 class AesCbcChannel:
     """Both directions of one session's encryption, with separate IV registers.
 
-    C{encrypt} is for frames we send, C{decrypt} for frames we receive; the
+    ``encrypt`` is for frames we send, ``decrypt`` for frames we receive; the
     server and the (simulated) device each hold one.  Not thread-safe: the
     IV chain needs frames to be processed in wire order anyway.
     """
@@ -113,7 +113,7 @@ class AesCbcChannel:
 
         The receive IV moves to ciphertext[0:16] before any check (the
         device does the same), so it advances even for a rejected frame
-        of 16 bytes or more.  Raises L{FrameError} for an empty body, a
+        of 16 bytes or more.  Raises :class:`FrameError` for an empty body, a
         length that is not a multiple of 16, or bad PKCS#7 padding.
         """
         length = len(ciphertext)
@@ -154,9 +154,9 @@ def frame(ciphertext: Buffer) -> bytes:
 class FrameReader:
     """Cut a byte stream into frame bodies (ciphertexts).
 
-    C{feed} returns the complete bodies found so far and keeps the rest.
+    ``feed`` returns the complete bodies found so far and keeps the rest.
     A length of 0, one that is not a multiple of 16 or one over
-    C{max_length} raises L{FrameError} as soon as the 2-byte header
+    ``max_length`` raises :class:`FrameError` as soon as the 2-byte header
     arrives; the reader then stays failed (drop the connection).
     """
 

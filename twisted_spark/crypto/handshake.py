@@ -6,7 +6,7 @@ Server side, in protocol order::
     identity = decrypt_identity(server_key, blob256, nonce) # H2, PRIVATE-KEY WORK
     session, blob384 = build_session_blob(server_key, device_key)  # H3, PRIVATE-KEY WORK
 
-Only L{decrypt_identity} and L{build_session_blob} (through L{sign_raw}) use
+Only :func:`decrypt_identity` and :func:`build_session_blob` (through :func:`sign_raw`) use
 the server's private key; they are the two calls to run in a thread pool.
 They keep no state of their own (pycryptodome locks its blinding state), so
 one key object can be shared by all threads.  Measured with
@@ -15,7 +15,7 @@ bench/bench_codec.py (RSA-2048, pycryptodome 4.4, 2-core VM): decrypt_identity
 build_session_blob 0.76 ms (0.70 of it the signature); ``openssl speed``
 signs in 0.21 ms on the same machine.
 
-Device side (for the simulator): L{encrypt_identity} and L{open_session_blob}.
+Device side (for the simulator): :func:`encrypt_identity` and :func:`open_session_blob`.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ RandBytes = Callable[[int], bytes]
 
 
 class HandshakeError(Exception):
-    """The handshake cannot go on; C{reason} says why (for logs)."""
+    """The handshake cannot go on; ``reason`` says why (for logs)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -84,7 +84,7 @@ class HandshakeError(Exception):
 class Identity:
     """What a device said about itself in H2.
 
-    C{public_key_der} is the SPKI DER the device sent (Photon and later,
+    ``public_key_der`` is the SPKI DER the device sent (Photon and later,
     re-encoded canonically), or None (Core).
     """
 
@@ -154,7 +154,7 @@ def decrypt_identity(server_private_key: RsaKey, blob: bytes, nonce: bytes) -> I
     """Decrypt and check the device's 256-byte identity blob (H2).
 
     PRIVATE-KEY WORK: run it off the reactor thread.
-    Raises L{HandshakeError} for a wrong length, undecryptable blob,
+    Raises :class:`HandshakeError` for a wrong length, undecryptable blob,
     short plaintext, nonce mismatch or a malformed embedded public key.
     """
     if len(blob) != IDENTITY_LENGTH:
@@ -217,7 +217,7 @@ def sign_raw(server_private_key: RsaKey, message: bytes) -> bytes:
 
 
 def verify_raw(public_key: RsaKey, signature: bytes, message: bytes) -> bool:
-    """True when C{signature} is the raw type-1 signature of C{message}."""
+    """True when ``signature`` is the raw type-1 signature of ``message``."""
     size = _rsa_block(public_key)
     if len(signature) != size:
         return False
@@ -263,7 +263,7 @@ def encrypt_identity(
 ) -> bytes:
     """Device side of H2: RSA-encrypt nonce || id [|| key DER] for the server.
 
-    C{device_id} is 12 raw bytes or 24 hex characters.
+    ``device_id`` is 12 raw bytes or 24 hex characters.
     """
     if isinstance(device_id, str):
         device_id = bytes.fromhex(normalize_device_id(device_id))
@@ -280,7 +280,7 @@ def open_session_blob(
 ) -> bytes:
     """Device side of H3: decrypt C, check the server's signature, return the session.
 
-    Raises L{HandshakeError} when the blob is the wrong size, C does not
+    Raises :class:`HandshakeError` when the blob is the wrong size, C does not
     decrypt to 40 bytes, or S is not the server's signature of HMAC(C).
     """
     if len(blob) != SESSION_BLOB_LENGTH:

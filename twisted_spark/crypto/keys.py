@@ -137,7 +137,7 @@ def load_device_public_key(data: KeyData) -> RsaKey:
 
     Accepts PEM (``PUBLIC KEY`` or ``RSA PUBLIC KEY``), DER (SPKI or PKCS#1)
     or base64 of the DER.  Private keys and keys of other sizes or
-    algorithms raise L{KeyFormatError}.
+    algorithms raise :class:`KeyFormatError`.
     """
     key = _import_rsa(data)
     if key.has_private():

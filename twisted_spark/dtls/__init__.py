@@ -4,9 +4,9 @@ Gen3/Gen4 devices (Argon, Boron, P2, ...) speak DTLS 1.2 over UDP with one
 suite (ECDHE-ECDSA-AES128-CCM8 on P-256), raw public keys, no server
 Certificate, the draft-05 connection ID and a type-253 record to resume a
 saved session; see shared/reference/gen3-dtls.md.  No I/O and no Twisted
-here: L{DtlsServer} (one UDP port) and L{ClientHandshake} (one device) take
-datagrams and times and return L{Output}: datagrams, events and
-L{CryptoWork} to run wherever the caller likes.
+here: :class:`DtlsServer` (one UDP port) and :class:`ClientHandshake` (one device) take
+datagrams and times and return :class:`Output`: datagrams, events and
+:class:`CryptoWork` to run wherever the caller likes.
 
 Modules, bottom up: errors, wire (numbers, bounded reader), prf, record
 (headers), protection (AES-CCM-8 and the CID layout), replay, layer (epochs),

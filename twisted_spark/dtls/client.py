@@ -5,7 +5,7 @@ an empty CID of its own and an 8-byte one required from the server, no
 server Certificate accepted (the ServerKeyExchange signature, checked
 against the server key the device already holds, is the server's only
 authentication), handshake retransmission from 3 s doubling to 24 s.  A
-completed or saved session continues as a L{Connection}; L{resume} brings
+completed or saved session continues as a :class:`Connection`; :func:`resume` brings
 a saved one back the way a waking device does, with type-253 records.
 """
 
@@ -84,7 +84,7 @@ class Step(Enum):
 
 
 class ClientHandshake(HandshakeBase):
-    """A device's full handshake with the server at C{address}."""
+    """A device's full handshake with the server at ``address``."""
 
     def __init__(self, config: ClientConfig, address: Any = None, now: float = 0.0) -> None:
         super().__init__(

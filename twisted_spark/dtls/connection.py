@@ -5,9 +5,9 @@ connection ID and ours carry none (the device asks for no CID of its own);
 on a device it is the other way round, and after resuming a saved session
 the device marks its records as type 253 until the server answers.
 
-The server side keeps the sequence-number lease of L{session}: it never
-sends past C{write_reserved} without first emitting a L{SessionCheckpoint}
-that moves the bound L{LEASE} further, half a lease ahead of need.
+The server side keeps the sequence-number lease of :mod:`~twisted_spark.dtls.session`: it never
+sends past ``write_reserved`` without first emitting a :class:`SessionCheckpoint`
+that moves the bound :data:`LEASE` further, half a lease ahead of need.
 """
 
 from __future__ import annotations
@@ -74,10 +74,10 @@ class Connection:
     def restore(cls, state: SessionState, *, moving: bool = False, **options: Any) -> Connection:
         """A connection carrying on a saved session without a handshake.
 
-        The server resumes sending at the persisted C{write_reserved} bound
+        The server resumes sending at the persisted ``write_reserved`` bound
         (numbers below it may have been used before a crash) and renews the
-        lease: persist C{snapshot()} right away.  A device resumes at its
-        own exact counter and, with C{moving}, sends type-253 records until
+        lease: persist ``snapshot()`` right away.  A device resumes at its
+        own exact counter and, with ``moving``, sends type-253 records until
         the server answers.
         """
         state = state.copy()
@@ -114,7 +114,7 @@ class Connection:
         return self.state.peer_address
 
     def snapshot(self) -> SessionState:
-        """The current state, safe to persist and later L{restore}."""
+        """The current state, safe to persist and later :meth:`restore`."""
         state = self.state.copy()
         window = self._layer.windows[1]
         state.write_sequence = self._layer.write_sequences[1]

@@ -22,7 +22,7 @@ def _address_bytes(address: object) -> bytes:
 
 
 class CookieJar:
-    """Makes and checks cookies with one secret; they last C{lifetime} seconds."""
+    """Makes and checks cookies with one secret; they last ``lifetime`` seconds."""
 
     __slots__ = ("_secret", "lifetime")
 

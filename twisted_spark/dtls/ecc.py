@@ -1,8 +1,8 @@
 """P-256 keys and the expensive steps of the handshake, as work items.
 
-Every ECDH and ECDSA operation of the handshake is one of the C{*_work}
+Every ECDH and ECDSA operation of the handshake is one of the ``*_work``
 functions below.  The state machines never call them: they return a
-L{CryptoWork} and wait for its result, so the caller decides where it runs
+:class:`CryptoWork` and wait for its result, so the caller decides where it runs
 (inline in tests, a thread pool under Twisted).  The functions are pure and
 thread-safe: they read only their arguments.
 
@@ -46,9 +46,9 @@ SCALAR_LENGTH = 32
 class CryptoWork:
     """One expensive computation a state machine is waiting for.
 
-    Run it anywhere with C{run()} and hand the result back to the state
+    Run it anywhere with ``run()`` and hand the result back to the state
     machine that returned it.  A peer-caused failure (bad signature, bad
-    point) comes back as a L{DtlsError} value rather than an exception, so a
+    point) comes back as a :class:`DtlsError` value rather than an exception, so a
     thread pool's error path only ever sees bugs.
     """
 
@@ -90,7 +90,7 @@ def public_key_der(key: ec.EllipticCurvePublicKey) -> bytes:
 
 
 def load_public_key(der: bytes, what: str = "peer public key") -> ec.EllipticCurvePublicKey:
-    """A P-256 public key from strict SubjectPublicKeyInfo DER, or L{HandshakeFailure}."""
+    """A P-256 public key from strict SubjectPublicKeyInfo DER, or :class:`HandshakeFailure`."""
     try:
         key = serialization.load_der_public_key(der)
     except (ValueError, TypeError, UnsupportedAlgorithm) as error:

@@ -4,9 +4,9 @@ Records are routed by address while a handshake runs and by connection ID
 afterwards, so a device keeps its session across NAT rebinding and sleep.
 A ClientHello first gets a stateless HelloVerifyRequest; only one that
 echoes a valid cookie costs a handshake slot and the key-exchange work.
-Every table is bounded: handshakes by C{max_handshakes}, sessions by the
-L{SessionTable}.  Nothing the peer sends makes a method raise; what is
-discarded is reported as a L{Dropped} or L{Closed} event for the log.
+Every table is bounded: handshakes by ``max_handshakes``, sessions by the
+:class:`SessionTable`.  Nothing the peer sends makes a method raise; what is
+discarded is reported as a :class:`Dropped` or :class:`Closed` event for the log.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ class DtlsServer:
     # -- the owner's other calls ---------------------------------------------------------
 
     def work_done(self, work: CryptoWork, result: Any, now: float) -> Output:
-        """Hand back a L{CryptoWork} result; stale ones (the handshake is gone) are ignored."""
+        """Hand back a :class:`CryptoWork` result; stale ones (handshake gone) are ignored."""
         handshake = self._work.pop(work, None)
         if handshake is None or self._by_cid.get(handshake.cid) is not handshake:
             return Output()

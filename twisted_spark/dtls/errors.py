@@ -1,9 +1,9 @@
 """Errors of the DTLS layer and the alert each one maps to.
 
 Everything a peer can make go wrong ends in one of these, never in any other
-exception: parsers raise L{DecodeError}, the record layer raises
-L{RecordError} (drop the record, RFC 6347 §4.1.2.7), and the handshake
-raises L{HandshakeFailure} (send the fatal C{alert}, forget the peer).
+exception: parsers raise :class:`DecodeError`, the record layer raises
+:class:`RecordError` (drop the record, RFC 6347 §4.1.2.7), and the handshake
+raises :class:`HandshakeFailure` (send the fatal ``alert``, forget the peer).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def alert_name(description: int) -> str:
 
 
 class DtlsError(Exception):
-    """Something about the peer's bytes is wrong; C{reason} says what, for logs.
+    """Something about the peer's bytes is wrong; ``reason`` says what, for logs.
 
-    C{alert} is the fatal alert to answer with, or None when the record is
+    ``alert`` is the fatal alert to answer with, or None when the record is
     dropped silently.
     """
 
@@ -75,7 +75,7 @@ class DecodeError(DtlsError):
 
 
 class HandshakeFailure(DtlsError):
-    """The handshake cannot go on; answer with C{alert} and forget the peer."""
+    """The handshake cannot go on; answer with ``alert`` and forget the peer."""
 
     alert = AlertDescription.HANDSHAKE_FAILURE
 

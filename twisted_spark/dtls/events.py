@@ -1,10 +1,10 @@
 """What the sans-IO state machines hand back: datagrams, events and work.
 
-Every call into a handshake or connection returns an L{Output}.  The caller
-sends C{datagrams} (each to its address), acts on C{events} (each paired
+Every call into a handshake or connection returns an :class:`Output`.  The caller
+sends ``datagrams`` (each to its address), acts on ``events`` (each paired
 with the object it concerns: the handshake or the connection), and runs
-C{work} (L{twisted_spark.dtls.ecc.CryptoWork}) wherever it likes, handing
-each result back with C{work_done}.
+``work`` (:class:`~twisted_spark.dtls.ecc.CryptoWork`) wherever it likes, handing
+each result back with ``work_done``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class HandshakeComplete:
-    """A full handshake finished; C{connection} carries the session from now on.
+    """A full handshake finished; ``connection`` carries the session from now on.
 
-    C{session} is a snapshot to persist: the peer's public key (check it
+    ``session`` is a snapshot to persist: the peer's public key (check it
     against the device's registered key once its id is known) and the CID.
     """
 
@@ -44,7 +44,7 @@ class ApplicationData:
 
 @dataclass(frozen=True, slots=True)
 class Closed:
-    """The session or handshake is over; C{alert} is the alert sent or received."""
+    """The session or handshake is over; ``alert`` is the alert sent or received."""
 
     reason: str
     alert: int | None = None
@@ -62,7 +62,7 @@ class Dropped:
 class AddressChanged:
     """An authentic record came from a new address; replies go there now.
 
-    C{moved} is True for Device OS's type-253 "I woke up, maybe elsewhere" record.
+    ``moved`` is True for Device OS's type-253 "I woke up, maybe elsewhere" record.
     """
 
     old: Any

@@ -2,7 +2,7 @@
 
 A flight is kept as its messages, not its bytes: every retransmission
 gets fresh record sequence numbers, as the peer's replay window requires.
-Timers are explicit: the owner asks C{deadline} and calls back with the
+Timers are explicit: the owner asks ``deadline`` and calls back with the
 time, so tests drive them with plain numbers.
 """
 
@@ -15,8 +15,8 @@ __all__ = ["RetransmitPolicy", "RetransmitTimer", "pack_datagrams"]
 
 @dataclass(frozen=True, slots=True)
 class RetransmitPolicy:
-    """First wait C{initial} seconds, double each time up to C{maximum}, give up
-    after C{attempts} retransmissions.  Device OS uses 3 s doubling to 24 s."""
+    """First wait ``initial`` seconds, double each time up to ``maximum``, give up
+    after ``attempts`` retransmissions.  Device OS uses 3 s doubling to 24 s."""
 
     initial: float = 1.0
     maximum: float = 24.0
@@ -58,7 +58,7 @@ class RetransmitTimer:
 
 
 def pack_datagrams(records: list[bytes], budget: int) -> list[bytes]:
-    """Records packed in order into datagrams of at most C{budget} bytes.
+    """Records packed in order into datagrams of at most ``budget`` bytes.
 
     A record larger than the budget goes alone (the caller fragments
     handshake messages so that this does not happen).

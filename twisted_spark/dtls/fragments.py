@@ -3,7 +3,7 @@
 Header: msg_type(1) length(3) message_seq(2) fragment_offset(3)
 fragment_length(3).  The transcript hashes every message as if it had come
 in one fragment (offset 0, fragment_length = length), which
-L{encode_message} produces.
+:func:`encode_message` produces.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def encode_message(msg_type: int, message_seq: int, body: bytes) -> bytes:
 def fragment_message(
     msg_type: int, message_seq: int, body: bytes, max_fragment: int
 ) -> list[bytes]:
-    """The message cut into fragments of at most C{max_fragment} body bytes each."""
+    """The message cut into fragments of at most ``max_fragment`` body bytes each."""
     if len(body) <= max_fragment:
         return [encode_message(msg_type, message_seq, body)]
     return [
@@ -96,7 +96,7 @@ def parse_fragments(payload: bytes) -> list[HandshakeFragment]:
 
 
 class Added(Enum):
-    """What L{Reassembler.add} did with a fragment."""
+    """What :meth:`Reassembler.add` did with a fragment."""
 
     BUFFERED = "buffered"
     OLD = "old"  # a message already delivered: the peer is retransmitting
@@ -131,8 +131,8 @@ class _Partial:
 class Reassembler:
     """Collects the peer's handshake fragments and releases whole messages in order.
 
-    Bounded: messages over C{max_message} bytes are refused, fragments more
-    than C{window} messages ahead are ignored, and at most C{max_buffered}
+    Bounded: messages over ``max_message`` bytes are refused, fragments more
+    than ``window`` messages ahead are ignored, and at most ``max_buffered``
     bytes wait for earlier messages.
     """
 

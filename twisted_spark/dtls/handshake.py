@@ -1,11 +1,11 @@
 """What the server and device handshakes share: records in, flights out, timers.
 
-A subclass supplies the dialogue (C{_message}, C{_work_result},
-C{_peer_retransmitted}); this class does the DTLS plumbing around it:
+A subclass supplies the dialogue (``_message``, ``_work_result``,
+``_peer_retransmitted``); this class does the DTLS plumbing around it:
 opening records, reassembling messages, holding epoch-1 records that come
 before their ChangeCipherSpec, the running transcript hash, sending and
 resending flights with fresh sequence numbers, the overall deadline, and
-turning any L{DtlsError} into a fatal alert and a L{Closed} event.
+turning any :class:`DtlsError` into a fatal alert and a :class:`Closed` event.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class HandshakeBase:
         return self.connection is None and not self.failed
 
     def next_timer(self) -> float | None:
-        """When to call L{timer_expired} next (None: never)."""
+        """When to call :meth:`timer_expired` next (None: never)."""
         if not self.active:
             return None
         if self.timer.deadline is None:
@@ -108,7 +108,7 @@ class HandshakeBase:
         return out
 
     def work_done(self, work: CryptoWork, result: Any, now: float) -> Output:
-        """Hand back the result of a L{CryptoWork} this handshake returned."""
+        """Hand back the result of a :class:`CryptoWork` this handshake returned."""
         out = Output()
         if work is not self.pending or not self.active:
             return out

@@ -26,9 +26,9 @@ def ciphers_for(keys: KeyBlock, is_client: bool) -> tuple[RecordCipher, RecordCi
 class RecordLayer:
     """Seals outgoing records and opens incoming ones for both epochs.
 
-    C{out_cid} is the connection ID put into our epoch-1 records (the
+    ``out_cid`` is the connection ID put into our epoch-1 records (the
     device puts the server's; the server, given an empty client CID, none);
-    C{in_cid} the one our peer must put into its epoch-1 records.
+    ``in_cid`` the one our peer must put into its epoch-1 records.
     """
 
     __slots__ = (
@@ -77,7 +77,7 @@ class RecordLayer:
         return sequence
 
     def seal(self, content_type: int, payload: bytes, epoch: int | None = None) -> bytes:
-        """One record of C{payload} in C{epoch} (default: the current write epoch)."""
+        """One record of ``payload`` in ``epoch`` (default: the current write epoch)."""
         epoch = self.write_epoch if epoch is None else epoch
         sequence = self.next_sequence(epoch)
         if epoch == 0:
@@ -93,8 +93,8 @@ class RecordLayer:
     def open(self, record: Record) -> tuple[int, bytes]:
         """(content type, plaintext) of a record of epoch 0 or of the read epoch.
 
-        Raises L{RecordError} (drop it) for a wrong epoch or connection ID,
-        L{ReplayedRecord} for a replay, L{BadRecordMac} for a forgery.  The
+        Raises :class:`RecordError` (drop it) for a wrong epoch or connection ID,
+        :class:`ReplayedRecord` for a replay, :class:`BadRecordMac` for a forgery.  The
         caller holds back records of a future epoch itself.
         """
         epoch = record.epoch

@@ -1,7 +1,7 @@
 """Bodies of the handshake messages of the Gen3 dialect: parse and build.
 
 Only the structure is checked here (lengths, sizes, no trailing bytes);
-what the values mean for the handshake is decided in L{negotiation}.
+what the values mean for the handshake is decided in :mod:`~twisted_spark.dtls.negotiation`.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """What each side accepts from the other's hello, in the Gen3 dialect.
 
-Server side (L{negotiate}): the device offers DTLS 1.2, the one suite
+Server side (:func:`negotiate`): the device offers DTLS 1.2, the one suite
 TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, P-256, ECDSA-SHA256, raw public keys
 (RFC 7250) and the draft-05 connection ID with an empty CID of its own.
 Anything else is refused with the alert that names the problem.  Extended
 master secret and encrypt-then-MAC are not echoed (Device OS builds
 without them), so they stay off.
 
-Device side (L{check_server_hello}): the behaviour of Device OS's mbedTLS
+Device side (:func:`check_server_hello`): the behaviour of Device OS's mbedTLS
 configuration: the suite, raw public keys and an 8-byte server CID are
 required.
 """
@@ -65,7 +65,7 @@ class Negotiated:
 
 
 def negotiate(hello: ClientHello) -> Negotiated:
-    """Accept the device's offer or raise L{HandshakeFailure} (or L{DecodeError})."""
+    """Accept the device's offer or raise :class:`HandshakeFailure` (or :class:`DecodeError`)."""
     if hello.version != DTLS_1_2:
         raise HandshakeFailure(
             f"client offers version {hello.version:#06x}, not DTLS 1.2",

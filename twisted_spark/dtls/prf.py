@@ -31,7 +31,7 @@ def _hmac(key: bytes, data: bytes) -> bytes:
 
 
 def prf(secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
-    """PRF(secret, label, seed) = P_SHA256(secret, label + seed), C{length} bytes."""
+    """PRF(secret, label, seed) = P_SHA256(secret, label + seed), ``length`` bytes."""
     seed = label + seed
     output = bytearray()
     a = seed
@@ -68,6 +68,6 @@ def derive_key_block(master: bytes, client_random: bytes, server_random: bytes) 
 
 
 def finished_verify_data(master: bytes, from_client: bool, transcript_hash: bytes) -> bytes:
-    """verify_data of a Finished message; C{transcript_hash} is SHA-256 of the messages so far."""
+    """verify_data of a Finished message; ``transcript_hash`` is SHA-256 of the messages so far."""
     label = b"client finished" if from_client else b"server finished"
     return prf(master, label, transcript_hash, VERIFY_DATA_LENGTH)

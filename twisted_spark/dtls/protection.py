@@ -63,9 +63,9 @@ class RecordCipher:
     ) -> tuple[int, bytes]:
         """(wire content type, protected fragment) for one record.
 
-        With a C{cid} (even an empty one is not used: pass None for records
+        With a ``cid`` (even an empty one is not used: pass None for records
         without CID) the content is wrapped in a DTLSInnerPlaintext padded to
-        a multiple of C{padding} and the wire type becomes 25.
+        a multiple of ``padding`` and the wire type becomes 25.
         """
         explicit = _sequence_bytes(epoch, sequence)
         if cid is None:
@@ -91,7 +91,7 @@ class RecordCipher:
     ) -> tuple[int, bytes]:
         """(real content type, plaintext) of one protected record.
 
-        Raises L{BadRecordMac} if the tag does not verify and L{RecordError}
+        Raises :class:`BadRecordMac` if the tag does not verify and :class:`RecordError`
         for a fragment too short to be protected or an inner plaintext with
         no content type.
         """

@@ -3,7 +3,7 @@
 A record header is type(1) version(2) epoch(2) sequence(6) [cid] length(2)
 (RFC 6347 §4.1; the cid only in types 25 and 253, draft-05 CID).  The CID
 has no length on the wire: the receiver knows how long the CIDs it issued
-are, so the caller passes C{cid_length} (8 on our server; None on a device,
+are, so the caller passes ``cid_length`` (8 on our server; None on a device,
 which issues none and ignores CID records).
 """
 
@@ -31,7 +31,7 @@ _KNOWN_TYPES = frozenset(int(t) for t in ContentType)
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One record as it arrived; C{fragment} is still protected if C{epoch} > 0."""
+    """One record as it arrived; ``fragment`` is still protected if ``epoch`` > 0."""
 
     content_type: int
     version: int

@@ -1,6 +1,6 @@
 """The anti-replay sliding window of RFC 6347 §4.1.2.6 (64 records wide).
 
-C{check} before authenticating a record, C{accept} only after its MAC
+``check`` before authenticating a record, ``accept`` only after its MAC
 verified, so forged records cannot move the window.
 """
 
@@ -13,8 +13,8 @@ _MASK = (1 << WINDOW_SIZE) - 1
 
 
 class ReplayWindow:
-    """C{latest} is the highest sequence number accepted (-1: none yet);
-    bit i of C{bitmap} says whether C{latest - i} was accepted."""
+    """``latest`` is the highest sequence number accepted (-1: none yet);
+    bit i of ``bitmap`` says whether ``latest - i`` was accepted."""
 
     __slots__ = ("bitmap", "latest")
 
@@ -41,5 +41,5 @@ class ReplayWindow:
             self.bitmap |= 1 << (self.latest - sequence)
 
     def is_newest(self, sequence: int) -> bool:
-        """True if C{sequence} is above everything accepted so far."""
+        """True if ``sequence`` is above everything accepted so far."""
         return sequence > self.latest

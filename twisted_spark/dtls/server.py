@@ -15,7 +15,7 @@ Flights (message_seq in brackets, n being the ClientHello's)::
     Finished [n+4] (type 25, CID) -->
                                   <--       ChangeCipherSpec, Finished [n+4]
 
-The two expensive steps leave as L{CryptoWork}: signing the key exchange
+The two expensive steps leave as :class:`CryptoWork`: signing the key exchange
 (after the ClientHello) and ECDH plus the CertificateVerify check (after
 the device's flight).  The device's identity is only its public key here;
 its id arrives in the CoAP Hello, and the caller must then check that this
@@ -74,7 +74,7 @@ __all__ = ["ServerConfig", "ServerHandshake", "Step"]
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """The server's key and knobs; C{rng} is injectable to replay transcripts."""
+    """The server's key and knobs; ``rng`` is injectable to replay transcripts."""
 
     server_key: ec.EllipticCurvePrivateKey
     rng: Callable[[int], bytes] = os.urandom

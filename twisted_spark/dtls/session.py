@@ -1,15 +1,15 @@
 """Session state that outlives a handshake, and the bounded table of live sessions.
 
-A L{SessionState} is everything needed to carry on a session without a
+A :class:`SessionState` is everything needed to carry on a session without a
 handshake: what a sleeping device keeps on its side, and what the server
 must keep (and persist) to accept its type-253 record on waking.  It
 converts to and from a JSON-safe dict for a store.
 
 Sequence-number leases: a store may lose the last writes before a crash, and
 reusing an outgoing sequence number would reuse a CCM nonce.  So the server
-records C{write_reserved}, an upper bound on the sequence numbers it may
+records ``write_reserved``, an upper bound on the sequence numbers it may
 have used, persists it before going past it, and on restore continues from
-it (see L{twisted_spark.dtls.connection}).
+it (see :mod:`twisted_spark.dtls.connection`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class SessionState:
         repr=False
     )  # SPKI DER: the device's key on the server, the server's on a device
     epoch: int = 1
-    write_sequence: int = 0  # next sequence number to send in C{epoch}
+    write_sequence: int = 0  # next sequence number to send in ``epoch``
     write_reserved: int = 0  # persisted bound: sequence numbers below it may have been used
     read_latest: int = -1  # replay window: highest sequence number received ...
     read_bitmap: int = 0  # ... and which of the 63 before it
@@ -68,7 +68,7 @@ class SessionState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SessionState:
-        """The inverse of L{to_dict}; ValueError naming the field if anything is off."""
+        """The inverse of :meth:`to_dict`; ValueError naming the field if anything is off."""
         names = {f.name for f in fields(cls)}
         unknown = set(data) - names
         if unknown:
@@ -119,9 +119,9 @@ class _Entry(Protocol):
 class SessionTable:
     """Live sessions by connection ID, least recently seen first.
 
-    Bounded: adding beyond C{max_sessions} evicts the least recently seen;
-    C{expire} drops those idle longer than C{idle_timeout}.  Values are
-    anything with C{cid} and C{last_seen} (connections).
+    Bounded: adding beyond ``max_sessions`` evicts the least recently seen;
+    ``expire`` drops those idle longer than ``idle_timeout``.  Values are
+    anything with ``cid`` and ``last_seen`` (connections).
     """
 
     def __init__(self, max_sessions: int = 100_000, idle_timeout: float = 7 * 24 * 3600.0) -> None:
@@ -161,7 +161,7 @@ class SessionTable:
         return self._entries.pop(cid, None)
 
     def expire(self, now: float) -> list[Any]:
-        """Remove and return the entries idle for longer than C{idle_timeout}."""
+        """Remove and return the entries idle for longer than ``idle_timeout``."""
         expired = []
         while self._entries:
             cid, entry = next(iter(self._entries.items()))

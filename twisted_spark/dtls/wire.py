@@ -1,7 +1,7 @@
 """Numbers of the Gen3 DTLS dialect and a bounded reader for its structures.
 
 Every length a peer sends is checked against what is left before it is
-used; a short or overlong structure raises L{DecodeError} naming what was
+used; a short or overlong structure raises :class:`DecodeError` naming what was
 being read.
 """
 
@@ -116,7 +116,7 @@ def vector24(data: bytes) -> bytes:
 class Reader:
     """Reads big-endian fields from a byte string without running past its end.
 
-    C{what} names the structure in error messages ("ClientHello: ...").
+    ``what`` names the structure in error messages ("ClientHello: ...").
     """
 
     __slots__ = ("_data", "_end", "_position", "what")
@@ -132,7 +132,7 @@ class Reader:
         return self._end - self._position
 
     def take(self, count: int) -> bytes:
-        """The next C{count} bytes."""
+        """The next ``count`` bytes."""
         if count > self._end - self._position:
             raise DecodeError(
                 f"{self.what}: needs {count} bytes at offset {self._position}, "

@@ -1,0 +1,39 @@
+"""House conventions of the source tree that a linter does not check."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import PROJECT_ROOT
+
+SOURCES = sorted(
+    path
+    for folder in ("twisted_spark", "tests", "bench")
+    for path in (PROJECT_ROOT / folder).rglob("*.py")
+)
+
+#: Epytext markup (Twisted's); this project writes Sphinx/reST roles.
+EPYTEXT = re.compile(
+    r"(?<![A-Za-z0-9_$])[LCIBU]\{[A-Za-z_.~`*]|^\s*@(param|type|return|rtype|ivar|raise)\b",
+    re.MULTILINE,
+)
+#: ``import x as M``: a module renamed to one letter.
+ONE_LETTER_ALIAS = re.compile(r"^\s*(from \S+ )?import [\w.]+ as [A-Za-z]$", re.MULTILINE)
+
+
+def test_docstrings_use_sphinx_roles_not_epytext():
+    found = [
+        f"{path.relative_to(PROJECT_ROOT)}: {match.group(0)!r}"
+        for path in SOURCES
+        for match in EPYTEXT.finditer(path.read_text("utf-8"))
+    ]
+    assert found == []
+
+
+def test_no_module_is_renamed_to_one_letter():
+    found = [
+        f"{path.relative_to(PROJECT_ROOT)}: {match.group(0).strip()}"
+        for path in SOURCES
+        for match in ONE_LETTER_ALIAS.finditer(path.read_text("utf-8"))
+    ]
+    assert found == []

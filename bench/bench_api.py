@@ -46,8 +46,8 @@ def serve(args):
     from twisted_spark.config import Settings
     from twisted_spark.crypto.keys import public_key_der
     from twisted_spark.device.factory import DeviceServerFactory
-    from twisted_spark.device.rsa_pool import RsaPool
     from twisted_spark.events.bus import EventBus
+    from twisted_spark.executors import ThreadExecutor
     from twisted_spark.models import AccessToken, DeviceRecord, User
     from twisted_spark.registry import DeviceRegistry
     from twisted_spark.store import MemoryStore
@@ -85,7 +85,7 @@ def serve(args):
             )
         bus = EventBus()
         registry = DeviceRegistry(reactor, bus=bus, store=store)
-        pool = RsaPool(reactor, settings.rsa_threads)
+        pool = ThreadExecutor(reactor, "rsa", settings.rsa_threads)
         pool.start()
         reactor.addSystemEventTrigger("before", "shutdown", pool.stop)
         factory = DeviceServerFactory(

@@ -109,7 +109,7 @@ def start_server(reactor, threads, store, describe_on_connect=False):
 
     from twisted_spark.config import Settings
     from twisted_spark.device.factory import DeviceServerFactory
-    from twisted_spark.device.rsa_pool import RsaPool
+    from twisted_spark.executors import ThreadExecutor
     from twisted_spark.registry import DeviceRegistry
 
     class NullBus:
@@ -118,7 +118,7 @@ def start_server(reactor, threads, store, describe_on_connect=False):
 
     server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
     registry = DeviceRegistry(reactor, bus=NullBus(), store=store)
-    pool = RsaPool(reactor, threads)
+    pool = ThreadExecutor(reactor, "rsa", threads)
     pool.start()
     factory = DeviceServerFactory(
         server_key,

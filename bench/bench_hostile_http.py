@@ -80,7 +80,7 @@ def serve(args):
         await store.put_device(DeviceRecord("be" * 12, owner="bench", name="x"))
         bus = EventBus()
         registry = DeviceRegistry(reactor, bus=bus, store=store)
-        api = SparkAPI(store, registry, Settings(), clock=reactor, bus=bus, reactor=reactor)
+        api = SparkAPI(store, registry, Settings(), clock=reactor, bus=bus)
         site = api.site()
         site.noisy = False
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)

@@ -41,8 +41,8 @@ async def main(reactor, args):
     from twisted_spark.config import Settings
     from twisted_spark.crypto.keys import public_key_der
     from twisted_spark.device.factory import DeviceServerFactory
-    from twisted_spark.device.rsa_pool import SynchronousRsaPool
     from twisted_spark.events.bus import EventBus
+    from twisted_spark.executors import SynchronousExecutor
     from twisted_spark.firmware import FirmwareHook
     from twisted_spark.models import AccessToken, DeviceRecord, User
     from twisted_spark.registry import DeviceRegistry
@@ -55,7 +55,8 @@ async def main(reactor, args):
     store, bus = MemoryStore(), EventBus()
     registry = DeviceRegistry(reactor, bus=bus, store=store)
     factory = DeviceServerFactory(
-        server_key, store, registry, bus, settings, clock=reactor, rsa_pool=SynchronousRsaPool()
+        server_key, store, registry, bus, settings, clock=reactor,
+        rsa_pool=SynchronousExecutor("rsa"),
     )
     hook = FirmwareHook(settings, bus, registry, reactor, reactor)
     api = SparkAPI(store, registry, settings, clock=reactor, bus=bus, firmware=hook)

@@ -12,7 +12,7 @@ from twisted.test import iosim
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
 from twisted_spark.device.factory import DeviceServerFactory
-from twisted_spark.device.rsa_pool import SynchronousRsaPool
+from twisted_spark.executors import SynchronousExecutor
 from twisted_spark.models import DeviceRecord
 from twisted_spark.registry import DeviceRegistry
 from twisted_spark.sim.device import VirtualDevice
@@ -60,7 +60,7 @@ class Server:
             self.bus,
             self.settings,
             clock=self.clock,
-            rsa_pool=SynchronousRsaPool(),
+            rsa_pool=SynchronousExecutor("rsa"),
             describe_on_connect=describe_on_connect,
             **extra,
         )

@@ -16,7 +16,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted_spark.coap import messages
 from twisted_spark.config import Settings
 from twisted_spark.device.protocol import CLOSED, READY
-from twisted_spark.device.rsa_pool import SynchronousRsaPool
+from twisted_spark.executors import SynchronousExecutor
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_identity_refused_when_the_queue_filled_after_accept(logs):
 def test_synchronous_pool_never_fills():
     s = Server(Settings(max_pending_handshakes=1))
     s.register(CORE_ID)
-    assert isinstance(s.factory.rsa_pool, SynchronousRsaPool)
+    assert isinstance(s.factory.rsa_pool, SynchronousExecutor)
     for _ in range(3):
         Wire(s).handshake()
     assert s.factory.handshakes_completed == 3

@@ -367,6 +367,8 @@ def test_connection_lost_during_rsa_work_is_harmless():
     gate = defer.Deferred()
 
     class SlowPool:
+        pending = 0
+
         def run(self, func, *a):
             return gate.addCallback(lambda _: func(*a))
 

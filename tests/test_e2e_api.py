@@ -21,8 +21,8 @@ from twisted_spark.api import SparkAPI
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
 from twisted_spark.device.factory import DeviceServerFactory
-from twisted_spark.device.rsa_pool import SynchronousRsaPool
 from twisted_spark.events.bus import EventBus
+from twisted_spark.executors import SynchronousExecutor
 from twisted_spark.models import DeviceRecord, User
 from twisted_spark.registry import DeviceRegistry
 from twisted_spark.sim.device import VirtualDevice, connect_device
@@ -62,7 +62,7 @@ class Cloud:
             self.bus,
             self.settings,
             clock=reactor,
-            rsa_pool=SynchronousRsaPool(),
+            rsa_pool=SynchronousExecutor("rsa"),
         )
         self.api = SparkAPI(self.store, self.registry, self.settings, clock=reactor, bus=self.bus)
         self.pool = HTTPConnectionPool(reactor, persistent=True)

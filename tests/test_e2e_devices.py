@@ -13,7 +13,7 @@ from twisted.internet.protocol import Protocol
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
 from twisted_spark.device.factory import DeviceServerFactory
-from twisted_spark.device.rsa_pool import RsaPool
+from twisted_spark.executors import ThreadExecutor
 from twisted_spark.models import DeviceRecord
 from twisted_spark.registry import DeviceRegistry
 from twisted_spark.sim.device import VirtualDevice, connect_device
@@ -29,7 +29,7 @@ class LoopbackServer:
         store = MemoryStore()
         bus = ListBus()
         registry = DeviceRegistry(reactor, bus=bus, store=store)
-        self.pool = RsaPool(reactor, 2)
+        self.pool = ThreadExecutor(reactor, "rsa", 2)
         self.pool.start()
         self.factory = DeviceServerFactory(
             SERVER_KEY, store, registry, bus, Settings(), clock=reactor, rsa_pool=self.pool
@@ -135,7 +135,7 @@ async def test_full_rsa_queue_refuses_new_connections_at_once(reactor):
     from twisted_spark.device.factory import QUEUE_FULL, REFUSED_METRIC
 
     store, bus = MemoryStore(), ListBus()
-    pool = RsaPool(reactor, 1)
+    pool = ThreadExecutor(reactor, "rsa", 1)
     pool.start()
     gate = threading.Event()
     blocker = pool.run(gate.wait, 30)  # the one worker is busy: jobs now queue

@@ -27,12 +27,12 @@ from twisted.web.server import NOT_DONE_YET, Site
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
 from twisted_spark.device.factory import DeviceServerFactory
-from twisted_spark.device.rsa_pool import SynchronousRsaPool
 from twisted_spark.events import visibility
 from twisted_spark.events.bus import EventBus
 from twisted_spark.events.device_routing import DeviceRouter
 from twisted_spark.events.publishing import api_event
 from twisted_spark.events.sse import StreamRegistry, format_event, prefix_from_path
+from twisted_spark.executors import SynchronousExecutor
 from twisted_spark.models import DeviceRecord, Event, User
 from twisted_spark.registry import DeviceRegistry
 from twisted_spark.sim.device import VirtualDevice, connect_device
@@ -329,7 +329,7 @@ async def test_virtual_devices_over_tcp_to_sse_and_back():
     registry = DeviceRegistry(reactor, bus=loop.bus, store=store)
     router = DeviceRouter(loop.bus, registry, reactor)
     factory = DeviceServerFactory(SERVER_KEY, store, registry, loop.bus, settings,
-                                  clock=reactor, rsa_pool=SynchronousRsaPool())
+                                  clock=reactor, rsa_pool=SynchronousExecutor("rsa"))
     device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
     device = VirtualDevice(CORE, DEVICE_KEYS[0], SERVER_PUBLIC)
     try:

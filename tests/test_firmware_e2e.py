@@ -23,8 +23,8 @@ from twisted_spark.api import SparkAPI
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
 from twisted_spark.device.factory import DeviceServerFactory
-from twisted_spark.device.rsa_pool import SynchronousRsaPool
 from twisted_spark.events.bus import EventBus
+from twisted_spark.executors import SynchronousExecutor
 from twisted_spark.firmware import FirmwareHook, FlashOptions
 from twisted_spark.models import AccessToken, DeviceRecord, User
 from twisted_spark.registry import DeviceRegistry
@@ -57,7 +57,7 @@ class Cloud:
             self.bus,
             self.settings,
             clock=reactor,
-            rsa_pool=SynchronousRsaPool(),
+            rsa_pool=SynchronousExecutor("rsa"),
         )
         self.hook = FirmwareHook(
             self.settings, self.bus, self.registry, reactor, reactor, options=options

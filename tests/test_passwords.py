@@ -6,6 +6,7 @@ import pytest
 import pytest_twisted
 
 from twisted_spark import passwords
+from twisted_spark.executors import ThreadExecutor
 
 
 @pytest.fixture
@@ -86,13 +87,17 @@ def test_malformed_hash_never_matches(encoded):
 
 @pytest_twisted.ensureDeferred
 async def test_async_round_trip(fast, reactor):
-    encoded = await passwords.hash_password_async("pw", reactor=reactor)
-    assert await passwords.verify_password_async("pw", encoded, reactor=reactor) is True
-    assert await passwords.verify_password_async("no", encoded, reactor=reactor) is False
+    executor = ThreadExecutor(reactor, "passwords", 1)
+    try:
+        encoded = await passwords.hash_password_async("pw", executor)
+        assert await passwords.verify_password_async("pw", encoded, executor) is True
+        assert await passwords.verify_password_async("no", encoded, executor) is False
+    finally:
+        executor.stop()
 
 
 @pytest_twisted.ensureDeferred
-async def test_async_runs_off_the_reactor_thread(monkeypatch):
+async def test_async_runs_off_the_reactor_thread(monkeypatch, reactor):
     import threading
 
     seen = []
@@ -102,5 +107,9 @@ async def test_async_runs_off_the_reactor_thread(monkeypatch):
         return "h"
 
     monkeypatch.setattr(passwords, "hash_password", spy)
-    assert await passwords.hash_password_async("pw") == "h"  # default reactor
+    executor = ThreadExecutor(reactor, "passwords", 1)
+    try:
+        assert await passwords.hash_password_async("pw", executor) == "h"
+    finally:
+        executor.stop()
     assert seen and seen[0] is not threading.main_thread()

@@ -11,7 +11,7 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from twisted_spark.config import Settings
-from twisted_spark.device.rsa_pool import SynchronousRsaPool
+from twisted_spark.executors import Executors
 from twisted_spark.store.memory import MemoryStore
 from twisted_spark.tap import Options, makeService
 
@@ -111,10 +111,6 @@ def test_plugin_is_discovered():
     assert makers[0].makeService is makeService
 
 
-def _synchronous(reactor, function, *args):
-    return defer.maybeDeferred(function, *args)
-
-
 def test_make_service_listens_on_both_endpoints(data_dir):
     reactor = MemoryReactorClock()
     store = MemoryStore()
@@ -123,8 +119,8 @@ def test_make_service_listens_on_both_endpoints(data_dir):
                     "--request-head-timeout", "7", "--api-idle-timeout", "11")
     service = makeService(
         options, reactor=reactor,
-        open_store=lambda settings, reactor: defer.succeed(store),
-        run_in_thread=_synchronous, rsa_pool=SynchronousRsaPool())
+        open_store=lambda settings, reactor, executor: defer.succeed(store),
+        executors=Executors.synchronous())
     assert isinstance(service, MultiService)
     service.startService()
     assert service.ready.called
@@ -144,11 +140,11 @@ def test_make_service_reports_failed_start(data_dir):
     reactor = MemoryReactorClock()
     options = parse("--data-dir", str(data_dir))
 
-    def broken_store(settings, reactor):
+    def broken_store(settings, reactor, executor):
         return defer.fail(RuntimeError("database is broken"))
 
     service = makeService(options, reactor=reactor, open_store=broken_store,
-                          run_in_thread=_synchronous, rsa_pool=SynchronousRsaPool())
+                          executors=Executors.synchronous())
     service.startService()
     failures = []
     service.ready.addErrback(failures.append)
@@ -170,8 +166,8 @@ def test_expired_tokens_are_swept_every_hour(data_dir):
     reactor.advance(20)
     service = makeService(
         parse("--data-dir", str(data_dir)), reactor=reactor,
-        open_store=lambda settings, reactor: defer.succeed(store),
-        run_in_thread=_synchronous, rsa_pool=SynchronousRsaPool())
+        open_store=lambda settings, reactor, executor: defer.succeed(store),
+        executors=Executors.synchronous())
     service.startService()
 
     def remaining():

@@ -14,13 +14,14 @@ import json
 import sys
 from pathlib import Path
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.python import usage
 
 from twisted_spark.config import Settings
 from twisted_spark.crypto import keys
 from twisted_spark.datadir import ServerKeyPaths, load_or_create_server_key, prepare_data_dir
 from twisted_spark.errors import DuplicateUser
+from twisted_spark.executors import ThreadExecutor
 from twisted_spark.models import User
 from twisted_spark.store import NameTaken
 from twisted_spark.usernames import username_problem
@@ -127,6 +128,15 @@ async def _open_store(reactor, data_dir: Path):
     return await SQLiteStore.open(settings.database_path, reactor=reactor)
 
 
+async def _in_thread(reactor, function, *args):
+    """``function(*args)`` in a thread of its own (a command runs one such call)."""
+    executor = ThreadExecutor(reactor, "cli", 1)
+    try:
+        return await executor.run(function, *args)
+    finally:
+        executor.stop()
+
+
 async def _with_store(reactor, data_dir, action):
     store = await _open_store(reactor, data_dir)
     try:
@@ -205,7 +215,7 @@ async def keys_list(reactor, data_dir: Path, options, out=sys.stdout) -> None:
 
 async def keys_server(reactor, data_dir: Path, options, out=sys.stdout) -> None:
     directory = prepare_data_dir(data_dir)
-    key = await threads.deferToThread(load_or_create_server_key, directory)
+    key = await _in_thread(reactor, load_or_create_server_key, directory)
     paths = ServerKeyPaths.in_dir(directory)
     print(f"private key:        {paths.private_pem}", file=out)
     print(f"public key (PEM):   {paths.public_pem}", file=out)
@@ -285,14 +295,14 @@ def _password(options, prompt=getpass.getpass) -> str:
 
 
 async def users_add(reactor, data_dir: Path, options, out=sys.stdout) -> None:
-    from twisted_spark.passwords import hash_password_async
+    from twisted_spark.passwords import hash_password
 
     username = options["username"].strip().lower()
     problem = username_problem(username)
     if problem is not None:
         raise CommandError(problem)
     password = _password(options)
-    password_hash = await hash_password_async(password, reactor=reactor)
+    password_hash = await _in_thread(reactor, hash_password, password)
 
     async def action(store):
         # The first user administers the server, as with POST /v1/users.

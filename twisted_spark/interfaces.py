@@ -194,3 +194,26 @@ class IEventBus(Interface):
 
         :return: a subscription with a ``cancel()`` method.
         """
+
+
+class IExecutor(Interface):
+    """A named place where blocking calls run, off the reactor thread.
+
+    The composition root creates one per kind of work (see
+    :class:`~twisted_spark.executors.Executors`); tests pass a synchronous one.
+    """
+
+    name = Attribute("str: what runs here (rsa, store, passwords, files)")
+    pending = Attribute("int: calls submitted and not finished yet (queued or running)")
+
+    def run(function, *args, **kwargs):
+        """Call ``function(*args, **kwargs)`` there.
+
+        :rtype: Deferred firing (on the reactor thread) with its result or failure.
+        """
+
+    def start():
+        """Get ready to run calls (idempotent; :meth:`run` also starts lazily)."""
+
+    def stop():
+        """Finish the calls already submitted, then release the threads (idempotent)."""

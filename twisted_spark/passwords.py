@@ -7,7 +7,7 @@ verify, and :func:`needs_rehash` says when to replace them at next login.
 
 One hash costs about 0.1 s of CPU on purpose; in a server use
 :func:`hash_password_async` / :func:`verify_password_async`, which run in
-the reactor's thread pool (hashlib releases the GIL while it works).
+the ``passwords`` executor (hashlib releases the GIL while it works).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import hmac
 import os
 
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 
 ALGORITHM = "pbkdf2_sha256"
 
@@ -86,19 +85,11 @@ def needs_rehash(encoded: str) -> bool:
     return parsed is None or parsed[0] < ITERATIONS
 
 
-def _pool(reactor):
-    if reactor is None:
-        from twisted.internet import reactor
-    return reactor, reactor.getThreadPool()
+def hash_password_async(password: str, executor) -> defer.Deferred:
+    """:func:`hash_password` in ``executor`` (an ``IExecutor``). :rtype: Deferred[str]"""
+    return executor.run(hash_password, password)
 
 
-def hash_password_async(password: str, reactor=None) -> defer.Deferred:
-    """:func:`hash_password` in the reactor's thread pool. :rtype: Deferred[str]"""
-    reactor, pool = _pool(reactor)
-    return deferToThreadPool(reactor, pool, hash_password, password)
-
-
-def verify_password_async(password: str, encoded: str, reactor=None) -> defer.Deferred:
-    """:func:`verify_password` in the reactor's thread pool. :rtype: Deferred[bool]"""
-    reactor, pool = _pool(reactor)
-    return deferToThreadPool(reactor, pool, verify_password, password, encoded)
+def verify_password_async(password: str, encoded: str, executor) -> defer.Deferred:
+    """:func:`verify_password` in ``executor`` (an ``IExecutor``). :rtype: Deferred[bool]"""
+    return executor.run(verify_password, password, encoded)

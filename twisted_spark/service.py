@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet import defer, endpoints, threads
+from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from twisted_spark.config import Settings
 from twisted_spark.crypto import keys
 from twisted_spark.datadir import load_or_create_server_key, prepare_data_dir
+from twisted_spark.executors import Executors
 
 log = Logger()
 
@@ -23,32 +24,27 @@ log = Logger()
 TOKEN_SWEEP_INTERVAL = 3600.0
 
 
-def _open_sqlite_store(settings: Settings, reactor):
+def _open_sqlite_store(settings: Settings, reactor, executor):
     from twisted_spark.store.sqlite import SQLiteStore
 
-    return SQLiteStore.open(settings.database_path, reactor=reactor)
-
-
-def _run_in_thread(reactor, function, *args):
-    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+    return SQLiteStore.open(settings.database_path, reactor=reactor, executor=executor)
 
 
 class SparkService(MultiService):
     """The whole server as one service: start it, and devices and clients can connect.
 
-    :param open_store: ``(settings, reactor) -> Deferred[IStore]``; SQLite by default.
-    :param run_in_thread: ``(reactor, f, *args) -> Deferred``; the reactor pool by default.
-    :param rsa_pool: the thread pool for handshake RSA work; built from settings by default.
+    :param open_store: ``(settings, reactor, executor) -> Deferred[IStore]``;
+        SQLite by default, given ``executors.store``.
+    :param executors: the :class:`~twisted_spark.executors.Executors`; thread
+        pools sized from settings by default (tests pass synchronous ones).
     """
 
-    def __init__(self, settings: Settings, reactor, open_store=None, run_in_thread=None,
-                 rsa_pool=None) -> None:
+    def __init__(self, settings: Settings, reactor, open_store=None, executors=None) -> None:
         super().__init__()
         self.settings = settings
         self.reactor = reactor
         self._open_store = open_store or _open_sqlite_store
-        self._run_in_thread = run_in_thread or _run_in_thread
-        self._rsa_pool = rsa_pool
+        self.executors = executors or Executors.threaded(reactor, settings.rsa_threads)
         self.store = None
         self.registry = None
         self.router = None
@@ -69,10 +65,11 @@ class SparkService(MultiService):
 
     async def _start(self):
         settings, reactor = self.settings, self.reactor
+        executors = self.executors
+        executors.start()
         self.data_dir = prepare_data_dir(settings.data_dir)
-        self.server_key = await self._run_in_thread(
-            reactor, load_or_create_server_key, self.data_dir)
-        self.store = await self._open_store(settings, reactor)
+        self.server_key = await executors.files.run(load_or_create_server_key, self.data_dir)
+        self.store = await self._open_store(settings, reactor, executors.store)
         sweeper = TimerService(TOKEN_SWEEP_INTERVAL, self._sweep_expired_tokens)
         sweeper.clock = reactor
         sweeper.setName("token-sweeper")
@@ -80,7 +77,6 @@ class SparkService(MultiService):
 
         from twisted_spark.api.app import SparkAPI
         from twisted_spark.device.factory import REFUSED_METRIC, DeviceServerFactory
-        from twisted_spark.device.rsa_pool import RsaPool
         from twisted_spark.events.bus import EventBus
         from twisted_spark.events.device_routing import DeviceRouter
         from twisted_spark.firmware import FirmwareHook
@@ -89,17 +85,14 @@ class SparkService(MultiService):
         self.bus = EventBus()
         self.registry = DeviceRegistry(clock=reactor, bus=self.bus, store=self.store)
         self.router = DeviceRouter(self.bus, self.registry, reactor)
-        if self._rsa_pool is None:
-            self._rsa_pool = RsaPool(reactor, settings.rsa_threads)
-        self._rsa_pool.start()
         self.firmware = FirmwareHook(settings, self.bus, self.registry, clock=reactor,
-                                     reactor=reactor)
+                                     reactor=reactor, files=executors.files)
         self.api = SparkAPI(self.store, self.registry, settings, clock=reactor, bus=self.bus,
-                            firmware=self.firmware, reactor=reactor)
+                            firmware=self.firmware, passwords=executors.passwords)
         metrics = self.api.metrics
         device_factory = DeviceServerFactory(
             self.server_key, self.store, self.registry, self.bus, settings,
-            clock=reactor, rsa_pool=self._rsa_pool, metrics=metrics)
+            clock=reactor, rsa_pool=executors.rsa, metrics=metrics)
         metrics.describe(REFUSED_METRIC, "Device connections refused for load, by reason")
         metrics.gauge("spark_handshakes_completed", "Device handshakes completed since start",
                       lambda: device_factory.handshakes_completed)
@@ -157,10 +150,9 @@ class SparkService(MultiService):
         if self.registry is not None:
             for session in list(self.registry.sessions()):
                 session.disconnect("server shutting down")
-        if self._rsa_pool is not None:
-            self._rsa_pool.stop()
         if self.store is not None:
             yield self.store.close()
+        self.executors.stop()
 
 
 def _describe_port(port) -> str:

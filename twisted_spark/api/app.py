@@ -23,7 +23,6 @@ from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
-from twisted_spark import passwords
 from twisted_spark.api import accounts, console, devices, events, ops
 from twisted_spark.api.auth import Authenticator, head_tokens, missing_token, two_carriers
 from twisted_spark.api.bodies import (
@@ -49,6 +48,8 @@ from twisted_spark.api.site import NO_BODY, BodyPlan, SparkSite, request_factory
 from twisted_spark.api.tokens import LoginThrottle
 from twisted_spark.config import Settings
 from twisted_spark.events.sse import EventStream, StreamRegistry
+from twisted_spark.executors import SynchronousExecutor
+from twisted_spark.passwords import hash_password_async, verify_password_async
 
 #: Methods whose body is read (and may carry the token).
 BODY_METHODS = {b"POST", b"PUT", b"DELETE", b"PATCH"}
@@ -72,12 +73,13 @@ class SparkAPI:
     :param bus: optional :class:`~twisted_spark.interfaces.IEventBus` (events issue).
     :param firmware: optional flasher hook (firmware issue); see
         :func:`twisted_spark.api.devices.flash`.
-    :param reactor: the reactor whose thread pool hashes passwords
-        (defaults to the global reactor, looked up lazily).
+    :param passwords: the ``IExecutor`` hashing passwords (``Executors.passwords``,
+        which the composition root passes); inline by default, for tests.
     """
 
     def __init__(
-        self, store, registry, settings=None, clock=None, bus=None, *, firmware=None, reactor=None
+        self, store, registry, settings=None, clock=None, bus=None, *, firmware=None,
+        passwords=None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -93,11 +95,13 @@ class SparkAPI:
             "spark_devices_online", "Devices connected now", lambda: len(registry.online_ids())
         )
         self.throttle = LoginThrottle(clock, self.settings.login_failures_per_minute)
+        if passwords is None:
+            passwords = SynchronousExecutor("passwords")
         self.auth = Authenticator(
             store,
             clock,
-            verify_password=lambda pw, h: passwords.verify_password_async(pw, h, reactor),
-            hash_password=lambda pw: passwords.hash_password_async(pw, reactor),
+            verify_password=lambda pw, h: verify_password_async(pw, h, passwords),
+            hash_password=lambda pw: hash_password_async(pw, passwords),
         )
         #: ``callback(token_string)`` run when a token is deleted (SSE streams close).
         self.token_revoked_observers: list = []

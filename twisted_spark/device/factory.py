@@ -9,11 +9,9 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
-from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import load_device_public_key
 from twisted_spark.device.log_limit import LogLimiter
 from twisted_spark.device.protocol import DeviceProtocol
-from twisted_spark.device.rsa_pool import RsaPool
 
 #: Metric counting connections refused for load, labelled by reason.
 REFUSED_METRIC = "spark_device_connections_refused_total"
@@ -32,8 +30,8 @@ class DeviceServerFactory:
     :param bus: an ``IEventBus`` receiving device events.
     :param settings: :class:`~twisted_spark.config.Settings`.
     :param clock: ``IReactorTime`` for every timer.
-    :param rsa_pool: where private-key work runs (``RsaPool`` or a
-        synchronous one in tests); default ``RsaPool(reactor, settings.rsa_threads)``.
+    :param rsa_pool: the :class:`~twisted_spark.interfaces.IExecutor` running
+        private-key work (``Executors.rsa``; a synchronous one in tests).
     :param random_bytes: CSPRNG ``n -> bytes`` (injectable for tests).
     :param describe_on_connect: ask each device's Describe right after its Hello.
     :param metrics: where refused connections are counted (``inc(name, **labels)``,
@@ -49,15 +47,14 @@ class DeviceServerFactory:
         store,
         registry,
         bus,
-        settings=None,
-        clock=None,
-        rsa_pool=None,
+        settings,
+        *,
+        clock,
+        rsa_pool,
         random_bytes=os.urandom,
         describe_on_connect=True,
         metrics=None,
     ):
-        if clock is None:
-            from twisted.internet import reactor as clock
         self.server_key = server_key
         #: Counters for /metrics: handshakes that reached the Hello, and refusals.
         self.handshakes_completed = 0
@@ -68,11 +65,9 @@ class DeviceServerFactory:
         self.store = store
         self.registry = registry
         self.bus = bus
-        self.settings = settings if settings is not None else Settings()
+        self.settings = settings
         self.clock = clock
-        self.rsa_pool = (
-            rsa_pool if rsa_pool is not None else RsaPool(clock, self.settings.rsa_threads)
-        )
+        self.rsa_pool = rsa_pool
         self.random_bytes = random_bytes
         self.describe_on_connect = describe_on_connect
         self.connections = set()
@@ -119,7 +114,7 @@ class DeviceServerFactory:
         beyond it a device would wait longer than it is worth, and the queue
         would grow with every bogus connection.  A refusal is counted.
         """
-        pending = getattr(self.rsa_pool, "pending", 0)
+        pending = self.rsa_pool.pending
         limit = self.settings.max_pending_handshakes
         if pending < limit:
             return None

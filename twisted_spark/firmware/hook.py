@@ -53,8 +53,9 @@ class FirmwareHook:
     :param bus: the event bus (``spark/flash/status`` out, hardware events in).
     :param registry: the device registry (sessions; disconnect notices).
     :param clock: ``IReactorTime`` for the transfer's timeouts.
-    :param reactor: runs the compile command and the image files' thread work
-        (defaults to the global reactor).
+    :param reactor: runs the compile command (defaults to the global reactor).
+    :param files: the ``IExecutor`` for the image files (``Executors.files``);
+        ``None`` runs file work inline.
     :param options: :class:`~twisted_spark.firmware.flasher.FlashOptions`.
     :param images: an :class:`~twisted_spark.firmware.images.ImageStore`
         (default: ``<data_dir>/firmware``).
@@ -63,7 +64,8 @@ class FirmwareHook:
     log = Logger()
 
     def __init__(
-        self, settings, bus, registry, clock=None, reactor=None, *, options=None, images=None
+        self, settings, bus, registry, clock=None, reactor=None, *, options=None, images=None,
+        files=None,
     ):
         if reactor is None:
             from twisted.internet import reactor
@@ -74,7 +76,7 @@ class FirmwareHook:
         self.reactor = reactor
         self.options = options or FlashOptions()
         data_dir = Path(settings.data_dir)
-        self.images = images or ImageStore(data_dir / "firmware", reactor=reactor)
+        self.images = images or ImageStore(data_dir / "firmware", executor=files)
         self.compiler = None
         if settings.compile_command:
             self.compiler = Compiler(

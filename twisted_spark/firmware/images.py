@@ -2,8 +2,8 @@
 
 Ids are 24 random hex characters (:mod:`secrets`).  The store is capped by
 count and total size: storing a new image evicts the oldest ones (by
-modification time) beyond either cap.  File work runs in the reactor's
-thread pool when a reactor is given, so the reactor never blocks on disk.
+modification time) beyond either cap.  File work runs in the ``files``
+executor when one is given, so the reactor never blocks on disk.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 import secrets
 from pathlib import Path
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 
 MIB = 1024 * 1024
 IMAGE_ID = re.compile(r"[0-9a-f]{24}")
@@ -25,19 +25,19 @@ class ImageStore:
     :param directory: where ``<id>.bin`` files live (created 0700).
     :param max_count: images kept at most.
     :param max_bytes: total bytes kept at most (the newest image is always kept).
-    :param reactor: run file work in its thread pool; ``None`` = synchronously.
+    :param executor: the ``IExecutor`` running file work; ``None`` = inline.
     """
 
-    def __init__(self, directory, max_count=100, max_bytes=64 * MIB, reactor=None):
+    def __init__(self, directory, max_count=100, max_bytes=64 * MIB, executor=None):
         self.directory = Path(directory)
         self.max_count = max_count
         self.max_bytes = max_bytes
-        self.reactor = reactor
+        self.executor = executor
 
     def _run(self, fn, *args):
-        if self.reactor is None:
+        if self.executor is None:
             return defer.maybeDeferred(fn, *args)
-        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
+        return self.executor.run(fn, *args)
 
     def path(self, image_id):
         if not IMAGE_ID.fullmatch(image_id or ""):

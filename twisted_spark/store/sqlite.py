@@ -1,9 +1,10 @@
 """The default :class:`~twisted_spark.interfaces.IStore`: one SQLite file.
 
-All database work runs on one dedicated thread holding one connection, so
-the reactor never waits on disk and writes are serialized the way SQLite
-wants.  Each write is its own ``BEGIN IMMEDIATE`` transaction and its
-Deferred fires only after ``COMMIT`` returned.
+All database work runs on one dedicated thread holding one connection (the
+``store`` executor of :mod:`twisted_spark.executors`), so the reactor never
+waits on disk and writes are serialized the way SQLite wants.  Each write
+is its own ``BEGIN IMMEDIATE`` transaction and its Deferred fires only
+after ``COMMIT`` returned.
 
 Durability: WAL journal with ``synchronous=FULL`` (the default here) fsyncs
 the WAL on every commit, so an acknowledged write survives a SIGKILL *and*
@@ -25,13 +26,12 @@ import sqlite3
 from dataclasses import replace
 
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from twisted_spark.errors import DuplicateUser, SparkError
-from twisted_spark.interfaces import IStore
+from twisted_spark.executors import ThreadExecutor
+from twisted_spark.interfaces import IExecutor, IStore
 from twisted_spark.models import AccessToken, DeviceRecord, User
 from twisted_spark.store import (
     ConstraintError,
@@ -148,10 +148,10 @@ def _device_params(record: DeviceRecord) -> tuple:
 class SQLiteStore:
     """IStore over a SQLite file; create one with :meth:`open`, end with :meth:`close`."""
 
-    def __init__(self, connection: sqlite3.Connection, pool: ThreadPool, reactor) -> None:
-        """Wrap an open, migrated connection used only from ``pool``'s one thread."""
+    def __init__(self, connection: sqlite3.Connection, executor: IExecutor, reactor) -> None:
+        """Wrap an open, migrated connection used only from ``executor``'s one thread."""
         self._connection = connection
-        self._pool = pool
+        self._executor = executor
         self._reactor = reactor
         # None until close() is first called; then the Deferreds it handed out.
         self._close_waiters: list[defer.Deferred] | None = None
@@ -160,11 +160,16 @@ class SQLiteStore:
         self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self._close_at_shutdown)
 
     @classmethod
-    def open(cls, path, reactor=None, *, synchronous: str = "FULL") -> defer.Deferred:
+    def open(
+        cls, path, reactor=None, *, synchronous: str = "FULL", executor: IExecutor | None = None
+    ) -> defer.Deferred:
         """Open (creating and migrating as needed) the database at ``path``.
 
         :param path: a file path (``str`` or ``os.PathLike``), not ``:memory:``.
         :param synchronous: ``PRAGMA synchronous``; see the module docstring.
+        :param executor: runs every database call, one at a time and in order
+            (one thread: ``Executors.store``); by default a new one-thread
+            executor.  The store owns it: :meth:`close` stops it.
         :rtype: Deferred[SQLiteStore]; fails with
             :class:`~twisted_spark.store.schema.SchemaTooNew` for a database
             from a newer release, or with the ``sqlite3``/``OSError`` error.
@@ -174,15 +179,15 @@ class SQLiteStore:
         synchronous = synchronous.upper()
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
-        pool = ThreadPool(minthreads=1, maxthreads=1, name="spark-store")
-        pool.start()
-        d = deferToThreadPool(reactor, pool, _connect, os.fspath(path), synchronous)
+        if executor is None:
+            executor = ThreadExecutor(reactor, "store", 1)
+        d = executor.run(_connect, os.fspath(path), synchronous)
 
         def failed(failure):
-            pool.stop()  # the one thread is idle: this join is immediate
+            executor.stop()  # the one thread is idle: this join is immediate
             return failure
 
-        d.addCallbacks(lambda connection: cls(connection, pool, reactor), failed)
+        d.addCallbacks(lambda connection: cls(connection, executor, reactor), failed)
         return d
 
     # -- plumbing ------------------------------------------------------------
@@ -191,7 +196,7 @@ class SQLiteStore:
         """Run ``function(connection, *args)`` on the store thread."""
         if self._close_waiters is not None:
             return defer.fail(StoreClosed("the store is closed"))
-        return deferToThreadPool(self._reactor, self._pool, function, self._connection, *args)
+        return self._executor.run(function, self._connection, *args)
 
     def _write(self, function, *args) -> defer.Deferred:
         """Like :meth:`_call`, inside one transaction committed before the Deferred fires."""
@@ -206,22 +211,23 @@ class SQLiteStore:
         """
         if self._closed:
             return defer.succeed(None)
-        waiter = defer.Deferred()
-        if self._close_waiters is None:
-            self._close_waiters = []
-            if self._trigger is not None:
-                self._reactor.removeSystemEventTrigger(self._trigger)
-                self._trigger = None
-            d = deferToThreadPool(self._reactor, self._pool, self._connection.close)
-            d.addBoth(self._stopped)
-        self._close_waiters.append(waiter)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        if self._close_waiters is not None:
+            self._close_waiters.append(waiter)
+            return waiter
+        self._close_waiters = [waiter]
+        if self._trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._trigger)
+            self._trigger = None
+        d = self._executor.run(self._connection.close)
+        d.addBoth(self._stopped)
         return waiter
 
     def _stopped(self, result) -> None:
-        if not self._closed:  # else _close_at_shutdown already stopped the pool
-            self._pool.stop()  # the connection is closed and the one thread idle
+        if not self._closed:  # else _close_at_shutdown already stopped the executor
+            self._executor.stop()  # the connection is closed and the one thread idle
             self._closed = True
-        waiters, self._close_waiters = self._close_waiters, []
+        waiters, self._close_waiters = self._close_waiters or [], []
         for waiter in waiters:
             if isinstance(result, Failure):
                 waiter.errback(result)
@@ -242,7 +248,7 @@ class SQLiteStore:
         self._trigger = None  # the reactor has consumed it; never remove it now
         if self._closed:
             return
-        self._pool.stop()
+        self._executor.stop()
         if self._close_waiters is None:  # close() never started: connection still open
             self._close_waiters = []
             self._connection.close()

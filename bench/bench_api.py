@@ -42,14 +42,11 @@ def serve(args):
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
-    from twisted_spark.api import SparkAPI
+    from twisted_spark.cloud import build_cloud
     from twisted_spark.config import Settings
     from twisted_spark.crypto.keys import public_key_der
-    from twisted_spark.device.factory import DeviceServerFactory
-    from twisted_spark.events.bus import EventBus
-    from twisted_spark.executors import ThreadExecutor
+    from twisted_spark.executors import Executors
     from twisted_spark.models import AccessToken, DeviceRecord, User
-    from twisted_spark.registry import DeviceRegistry
     from twisted_spark.store import MemoryStore
 
     if args.nodelay:
@@ -68,13 +65,16 @@ def serve(args):
     settings = Settings()
 
     async def start():
+        executors = Executors.threaded(reactor, settings.rsa_threads)
+        executors.start()
+        reactor.addSystemEventTrigger("before", "shutdown", executors.stop)
         if args.store == "sqlite":
             import tempfile
 
             from twisted_spark.store.sqlite import SQLiteStore
 
             path = Path(tempfile.mkdtemp(prefix="bench-api-")) / "spark.sqlite"
-            store = await SQLiteStore.open(path, reactor=reactor)
+            store = await SQLiteStore.open(path, reactor=reactor, executor=executors.store)
         else:
             store = MemoryStore()
         await store.add_user(User("bench", "x", is_admin=False))
@@ -83,18 +83,14 @@ def serve(args):
             await store.put_device(
                 DeviceRecord(device_id, owner="bench", public_key=public_key_der(device_key))
             )
-        bus = EventBus()
-        registry = DeviceRegistry(reactor, bus=bus, store=store)
-        pool = ThreadExecutor(reactor, "rsa", settings.rsa_threads)
-        pool.start()
-        reactor.addSystemEventTrigger("before", "shutdown", pool.stop)
-        factory = DeviceServerFactory(
-            server_key, store, registry, bus, settings, clock=reactor, rsa_pool=pool
+        cloud = build_cloud(
+            settings, reactor=reactor, store=store, server_key=server_key, executors=executors
         )
-        api = SparkAPI(store, registry, settings, clock=reactor, bus=bus)
-        site = api.site()
+        site = cloud.site
         site.noisy = False
-        device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            cloud.devices
+        )
         api_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
         print(
             json.dumps({"api": api_port.getHost().port, "device": device_port.getHost().port}),

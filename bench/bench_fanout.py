@@ -9,8 +9,8 @@ The server is always another process:
 
       python bench/bench_fanout.py run --url http://127.0.0.1:8080 --token TOKEN
 
-* self-contained: spawn a minimal server built from the same event modules
-  (bus, SSE streams, publish validation; no authentication, no devices)::
+* self-contained: spawn a minimal server: the composition root's bus and SSE
+  streams behind a bare resource (publish validation; no authentication)::
 
       python bench/bench_fanout.py run            # spawns "serve" itself
       python bench/bench_fanout.py serve --port 8090
@@ -40,17 +40,24 @@ if str(ROOT) not in sys.path:
 
 
 def serve(port: int, queue_size: int) -> None:
+    from Crypto.PublicKey import RSA
     from twisted.internet import reactor
     from twisted.web.resource import Resource
     from twisted.web.server import NOT_DONE_YET, Site
 
-    from twisted_spark.events.bus import EventBus
+    from twisted_spark.cloud import build_cloud
+    from twisted_spark.config import Settings
     from twisted_spark.events.publishing import InvalidEvent, api_event
-    from twisted_spark.events.sse import StreamRegistry, prefix_from_path
+    from twisted_spark.events.sse import prefix_from_path
     from twisted_spark.events.visibility import firehose_rule
+    from twisted_spark.executors import Executors
+    from twisted_spark.store import MemoryStore
 
-    bus = EventBus()
-    streams = StreamRegistry(bus, reactor, queue_size=queue_size)
+    server_key = RSA.import_key((ROOT / "tests" / "keys" / "server.pem").read_bytes())
+    cloud = build_cloud(Settings(sse_queue_size=queue_size), reactor=reactor,
+                        store=MemoryStore(), server_key=server_key,
+                        executors=Executors.synchronous())
+    bus, streams = cloud.bus, cloud.streams
 
     class Events(Resource):
         isLeaf = True

@@ -1,6 +1,6 @@
 """Handshake throughput and CPU cost of the device server.
 
-Runs the real DeviceServerFactory (RSA in its thread pool, in-memory store)
+Runs the composition root's device server (RSA in its thread pool, in-memory store)
 in this process on 127.0.0.1, and a load generator of virtual devices in a
 SEPARATE process (``--client``), so the two do not share a GIL.  Reports:
 
@@ -103,35 +103,27 @@ async def open_store(reactor, kind, count):
 
 
 def start_server(reactor, threads, store, describe_on_connect=False):
-    """The device server on an ephemeral port, keys looked up in ``store``."""
+    """The composition root's device server on an ephemeral port, keys in ``store``.
+
+    Returns ``(cloud, listening)``; ``cloud.devices`` is the protocol factory.
+    """
     from Crypto.PublicKey import RSA
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
+    from twisted_spark.cloud import build_cloud
     from twisted_spark.config import Settings
-    from twisted_spark.device.factory import DeviceServerFactory
-    from twisted_spark.executors import ThreadExecutor
-    from twisted_spark.registry import DeviceRegistry
-
-    class NullBus:
-        def publish(self, event):
-            pass
+    from twisted_spark.executors import Executors
 
     server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
-    registry = DeviceRegistry(reactor, bus=NullBus(), store=store)
-    pool = ThreadExecutor(reactor, "rsa", threads)
-    pool.start()
-    factory = DeviceServerFactory(
-        server_key,
-        store,
-        registry,
-        NullBus(),
-        Settings(),
-        clock=reactor,
-        rsa_pool=pool,
+    settings = Settings(rsa_threads=threads)
+    executors = Executors.threaded(reactor, threads)
+    executors.start()
+    cloud = build_cloud(
+        settings, reactor=reactor, store=store, server_key=server_key, executors=executors,
         describe_on_connect=describe_on_connect,
     )
-    port = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1", backlog=1024).listen(factory)
-    return factory, pool, port
+    endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1", backlog=1024)
+    return cloud, endpoint.listen(cloud.devices)
 
 
 def rsa_cost(repeat=200):
@@ -178,7 +170,8 @@ def main():
 
     async def run(reactor):
         store = await open_store(reactor, args.store, args.count)
-        factory, pool, listening = start_server(reactor, args.threads, store, args.describe)
+        cloud, listening = start_server(reactor, args.threads, store, args.describe)
+        factory = cloud.devices
         port = (await listening).getHost().port
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         cpu0 = time.process_time()
@@ -218,11 +211,8 @@ def main():
             f"server CPU: {cpu * 1000 / max(online, 1):.2f} ms per handshake "
             f"(all threads, incl. framing/Hello/registry)"
         )
-        for proto in list(factory.connections):
-            proto.close("bench over")
-        pool.stop()
-        if hasattr(store, "close"):
-            await store.close()
+        (await listening).stopListening()
+        await cloud.stop()
 
     task.react(lambda r: defer.ensureDeferred(run(r)))
     del reactor

@@ -56,15 +56,15 @@ LAG_TICK = 0.01
 
 
 def serve(args):
+    from Crypto.PublicKey import RSA
     from twisted.internet import defer, reactor, task
     from twisted.internet.endpoints import TCP4ServerEndpoint
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    from twisted_spark.api import SparkAPI
+    from twisted_spark.cloud import build_cloud
     from twisted_spark.config import Settings
-    from twisted_spark.events.bus import EventBus
+    from twisted_spark.executors import Executors
     from twisted_spark.models import AccessToken, DeviceRecord, User
-    from twisted_spark.registry import DeviceRegistry
     from twisted_spark.store import MemoryStore
 
     # Log as a running server does (to a file; here /dev/null).  Without an
@@ -78,10 +78,12 @@ def serve(args):
         await store.add_user(User("bench", "x", is_admin=False))
         await store.add_token(AccessToken(TOKEN, "bench", "bench", 0.0, None))
         await store.put_device(DeviceRecord("be" * 12, owner="bench", name="x"))
-        bus = EventBus()
-        registry = DeviceRegistry(reactor, bus=bus, store=store)
-        api = SparkAPI(store, registry, Settings(), clock=reactor, bus=bus)
-        site = api.site()
+        executors = Executors.threaded(reactor)
+        reactor.addSystemEventTrigger("before", "shutdown", executors.stop)
+        server_key = RSA.import_key((ROOT / "tests" / "keys" / "server.pem").read_bytes())
+        cloud = build_cloud(Settings(), reactor=reactor, store=store, server_key=server_key,
+                            executors=executors)
+        site = cloud.site
         site.noisy = False
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
         print(json.dumps({"api": port.getHost().port}), flush=True)

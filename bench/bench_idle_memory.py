@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_handshake import ROOT, raise_fd_limit, start_server  # noqa: E402
+from bench_handshake import ROOT, open_store, raise_fd_limit, start_server  # noqa: E402
 
 
 def rss_kib():
@@ -39,7 +39,9 @@ def main():
     from twisted.internet import defer, task, threads
 
     async def run(reactor):
-        factory, pool, listening = start_server(reactor, 2, args.count)
+        store = await open_store(reactor, "memory", args.count)
+        cloud, listening = start_server(reactor, 2, store)
+        factory = cloud.devices
         port = (await listening).getHost().port
         # Warm up: one device through every code path, so imports and caches
         # are not counted as per-device memory.
@@ -79,7 +81,8 @@ def main():
         proc.stdin.write("\n")
         proc.stdin.flush()
         await threads.deferToThread(proc.wait)
-        pool.stop()
+        (await listening).stopListening()
+        await cloud.stop()
 
     async def one_round(reactor, port, factory, count):
         proc = subprocess.Popen(

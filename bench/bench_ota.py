@@ -35,41 +35,34 @@ async def main(reactor, args):
     from twisted.internet import task
     from twisted.internet.endpoints import TCP4ServerEndpoint
     from twisted.web.client import HTTPConnectionPool
-    from twisted.web.server import Site
 
-    from twisted_spark.api import SparkAPI
+    from twisted_spark.cloud import build_cloud
     from twisted_spark.config import Settings
     from twisted_spark.crypto.keys import public_key_der
-    from twisted_spark.device.factory import DeviceServerFactory
-    from twisted_spark.events.bus import EventBus
-    from twisted_spark.executors import SynchronousExecutor
-    from twisted_spark.firmware import FirmwareHook
+    from twisted_spark.executors import Executors
     from twisted_spark.models import AccessToken, DeviceRecord, User
-    from twisted_spark.registry import DeviceRegistry
     from twisted_spark.sim.device import VirtualDevice, connect_device
     from twisted_spark.store import MemoryStore
 
     server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
     device_key = RSA.import_key((KEYS / "device-1.pem").read_bytes())
     settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-ota-")))
-    store, bus = MemoryStore(), EventBus()
-    registry = DeviceRegistry(reactor, bus=bus, store=store)
-    factory = DeviceServerFactory(
-        server_key, store, registry, bus, settings, clock=reactor,
-        rsa_pool=SynchronousExecutor("rsa"),
+    executors = Executors.threaded(reactor, settings.rsa_threads)
+    store = MemoryStore()
+    cloud = build_cloud(
+        settings, reactor=reactor, store=store, server_key=server_key, executors=executors
     )
-    hook = FirmwareHook(settings, bus, registry, reactor, reactor)
-    api = SparkAPI(store, registry, settings, clock=reactor, bus=bus, firmware=hook)
+    registry, hook = cloud.registry, cloud.firmware
     await store.add_user(User("bench", "x"))
     await store.add_token(AccessToken(TOKEN, "bench", "spark", 0.0, None))
     for device_id in (CORE, PHOTON):
         await store.put_device(
             DeviceRecord(device_id, owner="bench", public_key=public_key_der(device_key))
         )
-    device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
-    api_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-        Site(api.resource())
+    device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        cloud.devices
     )
+    api_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(cloud.site)
     pool = HTTPConnectionPool(reactor, persistent=True)
     base = f"http://127.0.0.1:{api_port.getHost().port}"
     devices = {}
@@ -115,11 +108,10 @@ async def main(reactor, args):
         )
     for device in devices.values():
         device.disconnect()
-    factory.close_all()
-    hook.close()
     await pool.closeCachedConnections()
     await api_port.stopListening()
     await device_port.stopListening()
+    await cloud.stop()
 
 
 def cli(argv=None):

@@ -1,6 +1,6 @@
 """Loopback end to end: the real API (Site on 127.0.0.1:0), the real device
 server, and virtual devices from :mod:`twisted_spark.sim` over TCP; real
-HTTP with treq.  Password hashing runs in the reactor's thread pool."""
+HTTP with treq.  Password hashing runs in a thread pool."""
 
 from __future__ import annotations
 
@@ -11,22 +11,16 @@ import pytest
 import pytest_twisted
 import treq
 from Crypto.PublicKey import RSA
-from loopback import until
+from loopback import listen, loopback_cloud, shut_down, until
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web.client import HTTPConnectionPool
 
 from twisted_spark import passwords
-from twisted_spark.api import SparkAPI
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
-from twisted_spark.device.factory import DeviceServerFactory
-from twisted_spark.events.bus import EventBus
-from twisted_spark.executors import SynchronousExecutor
+from twisted_spark.executors import Executors, ThreadExecutor
 from twisted_spark.models import DeviceRecord, User
-from twisted_spark.registry import DeviceRegistry
 from twisted_spark.sim.device import VirtualDevice, connect_device
-from twisted_spark.store import MemoryStore
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
@@ -46,25 +40,18 @@ class SilentDevice(VirtualDevice):
 
 
 class Cloud:
-    """Device server + API on ephemeral loopback ports, virtual devices attached."""
+    """The composition root's server on ephemeral loopback ports, virtual devices
+    attached (password hashing in the passwords executor's threads)."""
 
     def __init__(self, request_timeout=30.0, **settings):
         self.settings = Settings(
             request_timeout=request_timeout, login_failures_per_minute=0, **settings
         )
-        self.store = MemoryStore()
-        self.bus = EventBus()
-        self.registry = DeviceRegistry(reactor, bus=self.bus, store=self.store)
-        self.factory = DeviceServerFactory(
-            SERVER_KEY,
-            self.store,
-            self.registry,
-            self.bus,
-            self.settings,
-            clock=reactor,
-            rsa_pool=SynchronousExecutor("rsa"),
-        )
-        self.api = SparkAPI(self.store, self.registry, self.settings, clock=reactor, bus=self.bus)
+        executors = Executors.synchronous()
+        executors.passwords = ThreadExecutor(reactor, "passwords", 2)
+        self.cloud = loopback_cloud(self.settings, executors=executors)
+        self.store = self.cloud.store
+        self.registry = self.cloud.registry
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.devices = []
         self.ports = []
@@ -75,11 +62,7 @@ class Cloud:
             await self.store.put_device(
                 DeviceRecord(device_id, owner="alice", public_key=public_key_der(DEVICE_KEY))
             )
-        self.device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-            self.factory
-        )
-        site = self.api.site()
-        self.api_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+        self.device_port, self.api_port = await listen(self.cloud)
         self.ports = [self.device_port, self.api_port]
         self.base = f"http://127.0.0.1:{self.api_port.getHost().port}"
         return self
@@ -106,10 +89,8 @@ class Cloud:
         for device in self.devices:
             device.disconnect()
         await defer.DeferredList([d.closed for d in self.devices])
-        self.factory.close_all()
         await self.pool.closeCachedConnections()
-        for port in self.ports:
-            await port.stopListening()
+        await shut_down(self.cloud, *self.ports)
 
 
 

@@ -4,47 +4,46 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from device_fixtures import DEVICE_KEYS, SERVER_KEY, SERVER_PUBLIC, ListBus
-from loopback import until
+from device_fixtures import DEVICE_KEYS, SERVER_PUBLIC
+from loopback import loopback_cloud, until
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
-from twisted_spark.device.factory import DeviceServerFactory
-from twisted_spark.executors import ThreadExecutor
+from twisted_spark.executors import Executors, ThreadExecutor
 from twisted_spark.models import DeviceRecord
-from twisted_spark.registry import DeviceRegistry
 from twisted_spark.sim.device import VirtualDevice, connect_device
-from twisted_spark.store.memory import MemoryStore
 
 CORE = "53ff73065067544816300187"
 
 
+def threaded_rsa(reactor, threads):
+    """Inline executors but for RSA, which gets ``threads`` real threads."""
+    executors = Executors.synchronous()
+    executors.rsa = ThreadExecutor(reactor, "rsa", threads)
+    executors.rsa.start()
+    return executors
+
+
 class LoopbackServer:
-    """The real device server on an ephemeral 127.0.0.1 port."""
+    """The composition root's device server on an ephemeral 127.0.0.1 port."""
 
     async def start(self, reactor):
-        store = MemoryStore()
-        bus = ListBus()
-        registry = DeviceRegistry(reactor, bus=bus, store=store)
-        self.pool = ThreadExecutor(reactor, "rsa", 2)
-        self.pool.start()
-        self.factory = DeviceServerFactory(
-            SERVER_KEY, store, registry, bus, Settings(), clock=reactor, rsa_pool=self.pool
-        )
+        self.cloud = loopback_cloud(Settings(), executors=threaded_rsa(reactor, 2))
+        self.status = []  # spark/status events, in order
+        self.cloud.bus.subscribe("spark/status", self.status.append)
+        self.factory = self.cloud.devices
         endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
         self.port = await endpoint.listen(self.factory)
         self.reactor = reactor
         return self.factory, self.port.getHost().port
 
     async def stop(self):
-        for proto in list(self.factory.connections):
-            proto.close("test over")
         await self.port.stopListening()
+        await self.cloud.stop()
         await until(lambda: not self.factory.connections)
-        self.pool.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -52,12 +51,12 @@ async def test_fifty_devices_concurrently(reactor):
     server = LoopbackServer()
     factory, port = await server.start(reactor)
     try:
-        await fifty_devices(reactor, factory, port)
+        await fifty_devices(reactor, factory, port, server.status)
     finally:
         await server.stop()
 
 
-async def fifty_devices(reactor, factory, port):
+async def fifty_devices(reactor, factory, port, status):
     devices = []
     for i in range(50):
         platform = "core" if i % 2 else "photon"
@@ -89,7 +88,7 @@ async def fifty_devices(reactor, factory, port):
     for device in devices[:10]:
         device.disconnect()
     await until(lambda: len(registry) == 40)
-    offline = [e.coreid for e in factory.bus.named("spark/status") if e.data == "offline"]
+    offline = [e.coreid for e in status if e.data == "offline"]
     assert sorted(offline) == sorted(d.device_id for d in devices[:10])
     for device in devices[10:]:
         device.disconnect()
@@ -131,19 +130,14 @@ async def test_full_rsa_queue_refuses_new_connections_at_once(reactor):
     import os
     import threading
 
-    from twisted_spark.api.metrics import Metrics
     from twisted_spark.device.factory import QUEUE_FULL, REFUSED_METRIC
 
-    store, bus = MemoryStore(), ListBus()
-    pool = ThreadExecutor(reactor, "rsa", 1)
-    pool.start()
+    executors = threaded_rsa(reactor, 1)
+    pool = executors.rsa
     gate = threading.Event()
     blocker = pool.run(gate.wait, 30)  # the one worker is busy: jobs now queue
-    metrics = Metrics()
-    factory = DeviceServerFactory(
-        SERVER_KEY, store, DeviceRegistry(reactor, bus=bus, store=store), bus,
-        Settings(max_pending_handshakes=2), clock=reactor, rsa_pool=pool, metrics=metrics,
-    )
+    cloud = loopback_cloud(Settings(max_pending_handshakes=2), executors=executors)
+    store, metrics, factory = cloud.store, cloud.metrics, cloud.devices
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
     address = port.getHost().port
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", address)
@@ -180,4 +174,4 @@ async def test_full_rsa_queue_refuses_new_connections_at_once(reactor):
                 peer.transport.abortConnection()
         await until(lambda: all(peer.closed for peer in peers), what="peers closed")
         await port.stopListening()
-        pool.stop()
+        await cloud.stop()

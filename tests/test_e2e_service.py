@@ -70,7 +70,7 @@ class Cloud:
         port = self.service.device_port.getHost().port
         await connect_device(self.reactor, "127.0.0.1", port, device, 10)
         self.devices.append(device)
-        await until(lambda: self.service.registry.get(device_id) is not None)
+        await until(lambda: self.service.cloud.registry.get(device_id) is not None)
         return device
 
 
@@ -129,7 +129,7 @@ async def test_device_events_reach_streams_with_exact_frames(reactor, cloud):
     _, alice_all = await cloud.stream("/v1/devices/events", alice)
     _, alice_temp = await cloud.stream("/v1/events/temp", alice)
     _, bob_firehose = await cloud.stream("/v1/events", bob)
-    await until(lambda: len(cloud.service.api.streams.streams()) == 3)
+    await until(lambda: len(cloud.service.cloud.streams.streams()) == 3)
 
     device = await cloud.attach(CORE)
     await until(lambda: ("spark/status", "online") in
@@ -182,7 +182,7 @@ async def test_other_users_see_only_public_events_of_a_device(reactor, cloud):
     device = await cloud.attach(CORE)
     _, bob_view = await cloud.stream(f"/v1/devices/{CORE}/events", bob)
     _, alice_view = await cloud.stream(f"/v1/devices/{CORE}/events", alice)
-    await until(lambda: len(cloud.service.api.streams.streams()) == 2)
+    await until(lambda: len(cloud.service.cloud.streams.streams()) == 2)
     device.publish("door", "open", private=True)
     device.publish("weather", "sunny")
     await until(lambda: len(frames(alice_view)) == 2 and frames(bob_view))
@@ -197,14 +197,14 @@ async def test_other_users_see_only_public_events_of_a_device(reactor, cloud):
 @pytest_twisted.ensureDeferred
 async def test_deleting_the_token_ends_its_stream(reactor, cloud):
     alice = await cloud.token("alice")
-    subscribers_before = len(cloud.service.bus)
+    subscribers_before = len(cloud.service.cloud.bus)
     response, chunks = await cloud.stream("/v1/events", alice)
     await until(lambda: b"".join(chunks).startswith(b":ok"))
-    assert len(cloud.service.bus) == subscribers_before + 1
+    assert len(cloud.service.cloud.bus) == subscribers_before + 1
     status, body = await cloud.request("DELETE", f"/v1/access_tokens/{alice}", alice)
     assert (status, body) == (200, {"ok": True})
-    await until(lambda: cloud.service.api.streams.streams() == [])
-    assert len(cloud.service.bus) == subscribers_before
+    await until(lambda: cloud.service.cloud.streams.streams() == [])
+    assert len(cloud.service.cloud.bus) == subscribers_before
 
 
 @pytest_twisted.ensureDeferred
@@ -247,7 +247,7 @@ async def test_trailing_slash_streams_every_event(reactor, cloud):
     device = await cloud.attach(CORE)
     response, chunks = await cloud.stream(f"/v1/devices/{CORE}/events/", alice)
     assert response.code == 200
-    await until(lambda: len(cloud.service.api.streams.streams()) == 1)
+    await until(lambda: len(cloud.service.cloud.streams.streams()) == 1)
     device.publish("a", "1")
     device.publish("b/c", "2")
     await until(lambda: len(frames(chunks)) == 2)

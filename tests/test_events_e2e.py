@@ -16,8 +16,8 @@ import time
 import pytest
 import pytest_twisted
 import treq
-from device_fixtures import DEVICE_KEYS, SERVER_KEY, SERVER_PUBLIC
-from loopback import until
+from device_fixtures import DEVICE_KEYS, SERVER_PUBLIC
+from loopback import loopback_cloud, until
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Protocol
@@ -26,15 +26,10 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
-from twisted_spark.device.factory import DeviceServerFactory
 from twisted_spark.events import visibility
-from twisted_spark.events.bus import EventBus
-from twisted_spark.events.device_routing import DeviceRouter
 from twisted_spark.events.publishing import api_event
-from twisted_spark.events.sse import StreamRegistry, format_event, prefix_from_path
-from twisted_spark.executors import SynchronousExecutor
+from twisted_spark.events.sse import format_event, prefix_from_path
 from twisted_spark.models import DeviceRecord, Event, User
-from twisted_spark.registry import DeviceRegistry
 from twisted_spark.sim.device import VirtualDevice, connect_device
 from twisted_spark.store import MemoryStore
 
@@ -119,13 +114,28 @@ def klein_resource(streams):
 
 
 class Loop:
-    """Bus, streams (keep-alive on ``clock``) and a Site on 127.0.0.1:0."""
+    """The composition root's bus and streams (keep-alive on ``clock``) behind the
+    stand-in resource, on a Site on 127.0.0.1:0."""
 
-    def __init__(self, clock=reactor, queue_size=1000, klein=False):
-        self.bus = EventBus()
-        self.streams = StreamRegistry(self.bus, clock, queue_size=queue_size)
+    def __init__(self, clock=reactor, queue_size=1000, klein=False, store=None, **settings):
+        self.cloud = loopback_cloud(
+            Settings(sse_queue_size=queue_size, **settings), store=store, clock=clock
+        )
+        self.bus = self.cloud.bus
+        self.streams = self.cloud.streams
+        # What the other parts subscribed (the firmware hook's hardware events).
+        self._others = len(self.bus)
+        self._other_prefixes = set(self.bus.prefixes())
         self.ports = []
         self.klein = klein
+
+    def subscriptions(self):
+        """The bus subscriptions beyond the other parts' own: the streams'."""
+        return len(self.bus) - self._others
+
+    def prefixes(self):
+        """The prefixes subscribed to beyond the other parts' own."""
+        return [p for p in self.bus.prefixes() if p not in self._other_prefixes]
 
     async def start(self):
         make = klein_resource if self.klein else EventsResource
@@ -153,6 +163,7 @@ class Loop:
         # Wait for both ends of every connection to our ports to be closed.
         await until(lambda: not any(_peer_port(s) in ports or _host_port(s) in ports
                                     for s in reactor.getReaders() + reactor.getWriters()))
+        await self.cloud.stop()
 
 
 def _peer_port(selectable):
@@ -186,7 +197,7 @@ async def test_stream_headers_frames_prefix_and_401_before_headers():
         denied = await treq.get(f"{loop.base}/v1/events?access_token=nope", persistent=False)
         assert denied.code == 401
         assert (await denied.json())["error_description"]
-        assert len(loop.bus) == 0
+        assert loop.subscriptions() == 0
 
         response, body = await loop.open("/v1/events/spark%2Fst")
         assert response.code == 200
@@ -195,7 +206,7 @@ async def test_stream_headers_frames_prefix_and_401_before_headers():
         assert headers.getRawHeaders("cache-control") == ["no-cache"]
         assert headers.getRawHeaders("x-accel-buffering") == ["no"]
         assert headers.getRawHeaders("access-control-allow-origin") == ["*"]
-        assert loop.bus.prefixes() == ["spark/st"]
+        assert loop.prefixes() == ["spark/st"]
         await until(lambda: body.data == b":ok\n\n")
         loop.bus.publish(ev("spark/status", "online", public=False))
         loop.bus.publish(ev("spark/other"))
@@ -233,9 +244,9 @@ async def test_client_hangup_removes_the_subscription():
     loop = await Loop().start()
     try:
         _, body = await loop.open("/v1/devices/events")
-        await until(lambda: len(loop.bus) == 1)
+        await until(lambda: loop.subscriptions() == 1)
         body.transport.stopProducing()
-        await until(lambda: len(loop.bus) == 0 and len(loop.streams) == 0)
+        await until(lambda: loop.subscriptions() == 0 and len(loop.streams) == 0)
         loop.bus.publish(ev())  # nothing to write to, nothing raised
     finally:
         await loop.stop()
@@ -252,7 +263,7 @@ async def test_token_deletion_ends_the_stream():
         await alice.done  # the client sees the response end
         loop.bus.publish(ev())
         await until(lambda: bob.names() == ["temp"])
-        assert len(loop.bus) == 1
+        assert loop.subscriptions() == 1
     finally:
         await loop.stop()
     await bob.done
@@ -284,7 +295,7 @@ async def test_client_that_stops_reading_is_cut_off_with_memory_bounded():
         assert peak_queue == 50
         # transport buffer: its 64 KiB mark, plus at most one flushed queue
         assert peak_buffer <= transport.bufferSize + 51 * frame
-        assert len(loop.bus) == 1 and not fast_stream.closed
+        assert loop.subscriptions() == 1 and not fast_stream.closed
         # The server aborted the connection; the client notices once it reads again.
         slow.transport.resumeProducing()
         await slow.done
@@ -311,25 +322,21 @@ async def test_thousand_connect_disconnect_cycles_leave_no_subscription():
                     body.transport.stopProducing()
             loop.streams.close_streams_for_token("ta")  # and the others from the server side
             await defer.gatherResults([body.done for _, body in opened])
-            await until(lambda: len(loop.bus) == 0 and len(loop.streams) == 0)
+            await until(lambda: loop.subscriptions() == 0 and len(loop.streams) == 0)
         assert loop.streams.opened == 1000
-        assert loop.bus.prefixes() == []
+        assert loop.prefixes() == []
     finally:
         await loop.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_virtual_devices_over_tcp_to_sse_and_back():
-    settings = Settings(login_failures_per_minute=0)
     store = MemoryStore()
     await store.add_user(User("alice", "x"))
     await store.put_device(DeviceRecord(CORE, owner="alice",
                                         public_key=public_key_der(DEVICE_KEYS[0])))
-    loop = await Loop().start()
-    registry = DeviceRegistry(reactor, bus=loop.bus, store=store)
-    router = DeviceRouter(loop.bus, registry, reactor)
-    factory = DeviceServerFactory(SERVER_KEY, store, registry, loop.bus, settings,
-                                  clock=reactor, rsa_pool=SynchronousExecutor("rsa"))
+    loop = await Loop(store=store, login_failures_per_minute=0).start()
+    router, factory = loop.cloud.router, loop.cloud.devices
     device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
     device = VirtualDevice(CORE, DEVICE_KEYS[0], SERVER_PUBLIC)
     try:
@@ -369,7 +376,7 @@ async def test_on_klein_every_ending_is_clean(logged_failures):
         _, revoked = await loop.open(token="tb")
         _, slow = await loop.open(pause=True)
         await until(lambda: len(loop.streams) == 3)
-        assert sorted(loop.bus.prefixes()) == ["", "spark/st"]
+        assert sorted(loop.prefixes()) == ["", "spark/st"]
         hanging, revoking, slow_stream = loop.streams.streams()
 
         hangs_up.transport.stopProducing()
@@ -390,7 +397,7 @@ async def test_on_klein_every_ending_is_clean(logged_failures):
         slow.transport.resumeProducing()
         await slow.done
         assert slow_stream.close_reason == "client too slow" and slow_stream.ended.called
-        assert len(loop.bus) == 0 and len(loop.streams) == 0
+        assert loop.subscriptions() == 0 and len(loop.streams) == 0
     finally:
         await loop.stop()
     assert logged_failures == []

@@ -14,22 +14,15 @@ import pytest
 import pytest_twisted
 import treq
 from Crypto.PublicKey import RSA
-from loopback import until
+from loopback import listen, loopback_cloud, shut_down, until
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web.client import HTTPConnectionPool
 
-from twisted_spark.api import SparkAPI
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
-from twisted_spark.device.factory import DeviceServerFactory
-from twisted_spark.events.bus import EventBus
-from twisted_spark.executors import SynchronousExecutor
-from twisted_spark.firmware import FirmwareHook, FlashOptions
+from twisted_spark.firmware import FlashOptions
 from twisted_spark.models import AccessToken, DeviceRecord, User
-from twisted_spark.registry import DeviceRegistry
 from twisted_spark.sim.device import OtaFaults, VirtualDevice, connect_device
-from twisted_spark.store import MemoryStore
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
@@ -43,37 +36,18 @@ IMAGE_100K = os.urandom(100 * 1024)
 
 
 class Cloud:
-    """Device server + API (with the firmware hook) on loopback ports."""
+    """The composition root's server (with its firmware hook) on loopback ports."""
 
     def __init__(self, tmp_path, options=None, **settings):
         self.settings = Settings(data_dir=tmp_path / "data", **settings)
-        self.store = MemoryStore()
-        self.bus = EventBus()
-        self.registry = DeviceRegistry(reactor, bus=self.bus, store=self.store)
-        self.factory = DeviceServerFactory(
-            SERVER_KEY,
-            self.store,
-            self.registry,
-            self.bus,
-            self.settings,
-            clock=reactor,
-            rsa_pool=SynchronousExecutor("rsa"),
-        )
-        self.hook = FirmwareHook(
-            self.settings, self.bus, self.registry, reactor, reactor, options=options
-        )
-        self.api = SparkAPI(
-            self.store,
-            self.registry,
-            self.settings,
-            clock=reactor,
-            bus=self.bus,
-            firmware=self.hook,
-        )
+        self.cloud = loopback_cloud(self.settings, flash_options=options)
+        self.store = self.cloud.store
+        self.registry = self.cloud.registry
+        self.hook = self.cloud.firmware
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.devices = []
         self.statuses = []
-        self.bus.subscribe(
+        self.cloud.bus.subscribe(
             "spark/flash/status", lambda e: self.statuses.append((e.coreid, e.data, e.owner))
         )
 
@@ -84,12 +58,7 @@ class Cloud:
             await self.store.put_device(
                 DeviceRecord(device_id, owner="alice", public_key=public_key_der(DEVICE_KEY))
             )
-        self.device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-            self.factory
-        )
-        self.api_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-            self.api.site()
-        )
+        self.device_port, self.api_port = await listen(self.cloud)
         self.base = f"http://127.0.0.1:{self.api_port.getHost().port}"
         return self
 
@@ -122,11 +91,8 @@ class Cloud:
         for device in self.devices:
             device.disconnect()
         await defer.DeferredList([d.closed for d in self.devices])
-        self.factory.close_all()
-        self.hook.close()
         await self.pool.closeCachedConnections()
-        await self.api_port.stopListening()
-        await self.device_port.stopListening()
+        await shut_down(self.cloud, self.api_port, self.device_port)
 
 
 

@@ -179,3 +179,27 @@ def test_expired_tokens_are_swept_every_hour(data_dir):
     reactor.advance(TOKEN_SWEEP_INTERVAL)
     assert remaining() == ["c"]
     service.stopService()
+
+
+def test_stopping_the_service_closes_connections_still_in_their_handshake(data_dir):
+    from twisted.internet.testing import StringTransportWithDisconnection
+    from twisted.test.iosim import FakeAddress
+
+    from twisted_spark.device.protocol import CLOSED
+
+    reactor = MemoryReactorClock()
+    service = makeService(
+        parse("--data-dir", str(data_dir)), reactor=reactor,
+        open_store=lambda settings, reactor, executor: defer.succeed(MemoryStore()),
+        executors=Executors.synchronous())
+    service.startService()
+    device_factory = next(f for p, f, _, _ in reactor.tcpServers if p == 5683)
+    proto = device_factory.buildProtocol(FakeAddress())
+    transport = StringTransportWithDisconnection()
+    transport.protocol = proto
+    proto.makeConnection(transport)
+    assert len(transport.value()) == 40 and proto.state != CLOSED  # nonce sent, waiting
+    done = service.stopService()
+    assert done.called
+    assert proto.state == CLOSED and not transport.connected
+    assert not device_factory.connections

@@ -1,17 +1,24 @@
-"""SparkService: wires the store, device server, registry, bus and API together.
+# -*- test-case-name: tests.test_tap,tests.test_e2e_service -*-
+"""SparkService: prepares what the server needs, builds it, and binds its ports.
 
-Startup is asynchronous (the database opens in a thread; the first start
-generates the server key off the reactor), so the service starts its
-listeners once everything they need exists.  ``ready`` fires then, with the
-listening ports, which tests and embedders use to find ephemeral ports.
+Startup is asynchronous (the first start generates the server key off the
+reactor; the database opens in its thread), so the service first prepares
+the data directory, the key and the store, then calls the composition root
+(:func:`twisted_spark.cloud.build_cloud`) and only then adds one
+:class:`~twisted.application.internet.StreamServerEndpointService` per port.
+``ready`` fires once both listen, with the service, whose ``api_port`` and
+``device_port`` are then the listening ports (tests and embedders use them
+to find ephemeral ports).
 """
 
 from __future__ import annotations
 
-from twisted.application.internet import TimerService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
 from twisted.internet import defer, endpoints
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from twisted_spark.config import Settings
 from twisted_spark.crypto import keys
@@ -30,6 +37,28 @@ def _open_sqlite_store(settings: Settings, reactor, executor):
     return SQLiteStore.open(settings.database_path, reactor=reactor, executor=executor)
 
 
+@implementer(IStreamServerEndpoint)
+class _Announcing:
+    """An endpoint that also reports, through ``listening``, how its ``listen`` went."""
+
+    def __init__(self, endpoint) -> None:
+        self.endpoint = endpoint
+        self.listening: defer.Deferred = defer.Deferred()
+
+    def listen(self, factory) -> defer.Deferred:
+        d = self.endpoint.listen(factory)
+
+        def listened(port):
+            self.listening.callback(port)
+            return port
+
+        def failed(failure):
+            self.listening.errback(failure)
+            return failure
+
+        return d.addCallbacks(listened, failed)
+
+
 class SparkService(MultiService):
     """The whole server as one service: start it, and devices and clients can connect.
 
@@ -37,6 +66,8 @@ class SparkService(MultiService):
         SQLite by default, given ``executors.store``.
     :param executors: the :class:`~twisted_spark.executors.Executors`; thread
         pools sized from settings by default (tests pass synchronous ones).
+
+    :ivar cloud: the :class:`~twisted_spark.cloud.Cloud` once started.
     """
 
     def __init__(self, settings: Settings, reactor, open_store=None, executors=None) -> None:
@@ -46,17 +77,13 @@ class SparkService(MultiService):
         self._open_store = open_store or _open_sqlite_store
         self.executors = executors or Executors.threaded(reactor, settings.rsa_threads)
         self.store = None
-        self.registry = None
-        self.router = None
-        self.api = None
-        self.firmware = None
-        self.bus = None
+        self.cloud = None
         self.server_key = None
         self.data_dir = None
         self.device_port = None
         self.api_port = None
         self.ready: defer.Deferred = defer.Deferred()
-        self._starting = None
+        self._starting: defer.Deferred | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -65,45 +92,25 @@ class SparkService(MultiService):
 
     async def _start(self):
         settings, reactor = self.settings, self.reactor
-        executors = self.executors
-        executors.start()
+        self.executors.start()
         self.data_dir = prepare_data_dir(settings.data_dir)
-        self.server_key = await executors.files.run(load_or_create_server_key, self.data_dir)
-        self.store = await self._open_store(settings, reactor, executors.store)
+        self.server_key = await self.executors.files.run(load_or_create_server_key, self.data_dir)
+        self.store = await self._open_store(settings, reactor, self.executors.store)
+
+        from twisted_spark.cloud import build_cloud
+
+        self.cloud = cloud = build_cloud(
+            settings, reactor=reactor, store=self.store, server_key=self.server_key,
+            executors=self.executors,
+        )
         sweeper = TimerService(TOKEN_SWEEP_INTERVAL, self._sweep_expired_tokens)
         sweeper.clock = reactor
         sweeper.setName("token-sweeper")
         sweeper.setServiceParent(self)
-
-        from twisted_spark.api.app import SparkAPI
-        from twisted_spark.device.factory import REFUSED_METRIC, DeviceServerFactory
-        from twisted_spark.events.bus import EventBus
-        from twisted_spark.events.device_routing import DeviceRouter
-        from twisted_spark.firmware import FirmwareHook
-        from twisted_spark.registry import DeviceRegistry
-
-        self.bus = EventBus()
-        self.registry = DeviceRegistry(clock=reactor, bus=self.bus, store=self.store)
-        self.router = DeviceRouter(self.bus, self.registry, reactor)
-        self.firmware = FirmwareHook(settings, self.bus, self.registry, clock=reactor,
-                                     reactor=reactor, files=executors.files)
-        self.api = SparkAPI(self.store, self.registry, settings, clock=reactor, bus=self.bus,
-                            firmware=self.firmware, passwords=executors.passwords)
-        metrics = self.api.metrics
-        device_factory = DeviceServerFactory(
-            self.server_key, self.store, self.registry, self.bus, settings,
-            clock=reactor, rsa_pool=executors.rsa, metrics=metrics)
-        metrics.describe(REFUSED_METRIC, "Device connections refused for load, by reason")
-        metrics.gauge("spark_handshakes_completed", "Device handshakes completed since start",
-                      lambda: device_factory.handshakes_completed)
-        metrics.gauge("spark_handshakes_failed", "Device handshakes refused since start",
-                      lambda: device_factory.handshakes_failed)
-        site = self.api.site()
-
-        self.device_port = await endpoints.serverFromString(
-            reactor, settings.device_endpoint).listen(device_factory)
-        self.api_port = await endpoints.serverFromString(
-            reactor, settings.api_endpoint).listen(site)
+        device_port = self._serve("device-port", settings.device_endpoint, cloud.devices)
+        api_port = self._serve("api-port", settings.api_endpoint, cloud.site)
+        self.device_port = await device_port
+        self.api_port = await api_port
         log.info(
             "twisted-spark ready: data dir {data_dir}; API on {api} ({api_host}); devices on "
             "{device} ({device_host}); server key fingerprint {fingerprint}",
@@ -115,6 +122,14 @@ class SparkService(MultiService):
             fingerprint=keys.fingerprint(self.server_key.publickey()),
         )
         return self
+
+    def _serve(self, name, description, factory) -> defer.Deferred:
+        """Listen on ``description`` as a child service; fires with the port."""
+        endpoint = _Announcing(endpoints.serverFromString(self.reactor, description))
+        child = StreamServerEndpointService(endpoint, factory)
+        child.setName(name)
+        child.setServiceParent(self)
+        return endpoint.listening
 
     def _sweep_expired_tokens(self):
         """Delete expired tokens so the table does not grow forever (errors logged)."""
@@ -137,22 +152,16 @@ class SparkService(MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
-        yield defer.maybeDeferred(super().stopService)
+        """Stop accepting (the port services), then shut the parts down in order."""
         if self._starting is not None and not self._starting.called:
             yield self.ready.addErrback(lambda _: None)
-        for port in (self.api_port, self.device_port):
-            if port is not None:
-                yield defer.maybeDeferred(port.stopListening)
-        if self.api is not None:
-            self.api.streams.close_all()
-        if self.firmware is not None:
-            self.firmware.close()
-        if self.registry is not None:
-            for session in list(self.registry.sessions()):
-                session.disconnect("server shutting down")
-        if self.store is not None:
-            yield self.store.close()
-        self.executors.stop()
+        yield defer.maybeDeferred(super().stopService)
+        if self.cloud is not None:
+            yield self.cloud.stop()
+        else:
+            if self.store is not None:
+                yield self.store.close()
+            self.executors.stop()
 
 
 def _describe_port(port) -> str:

@@ -43,12 +43,12 @@ from twisted_spark.api.errors import (
     set_status,
     write_error,
 )
-from twisted_spark.api.metrics import Metrics
 from twisted_spark.api.site import NO_BODY, BodyPlan, SparkSite, request_factory
 from twisted_spark.api.tokens import LoginThrottle
 from twisted_spark.config import Settings
 from twisted_spark.events.sse import EventStream, StreamRegistry
 from twisted_spark.executors import SynchronousExecutor
+from twisted_spark.metrics import Metrics
 from twisted_spark.passwords import hash_password_async, verify_password_async
 
 #: Methods whose body is read (and may carry the token).
@@ -75,11 +75,14 @@ class SparkAPI:
         :func:`twisted_spark.api.devices.flash`.
     :param passwords: the ``IExecutor`` hashing passwords (``Executors.passwords``,
         which the composition root passes); inline by default, for tests.
+    :param metrics: the server's :class:`~twisted_spark.metrics.Metrics` (a new one by default).
+    :param streams: the :class:`~twisted_spark.events.sse.StreamRegistry` of
+        event streams; by default one on ``bus`` (no event routes without a bus).
     """
 
     def __init__(
         self, store, registry, settings=None, clock=None, bus=None, *, firmware=None,
-        passwords=None,
+        passwords=None, metrics=None, streams=None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -89,7 +92,7 @@ class SparkAPI:
         self.clock = clock
         self.bus = bus
         self.firmware = firmware
-        self.metrics = Metrics()
+        self.metrics = metrics if metrics is not None else Metrics()
         self.metrics.describe("spark_api_requests_total", "API requests by route and status")
         self.metrics.gauge(
             "spark_devices_online", "Devices connected now", lambda: len(registry.online_ids())
@@ -110,9 +113,10 @@ class SparkAPI:
         self.policies: dict[str, RoutePolicy] = {}
         install_error_handler(self.app, self.settings.cors_origin)
         #: Open event streams (:class:`~twisted_spark.events.sse.StreamRegistry`).
-        self.streams = None
+        self.streams = streams
         if bus is not None:
-            self.streams = StreamRegistry.from_settings(bus, clock, self.settings)
+            if self.streams is None:
+                self.streams = StreamRegistry.from_settings(bus, clock, self.settings)
             self.token_revoked_observers.append(self.streams.close_streams_for_token)
             self.metrics.gauge("spark_sse_streams", "Event streams open now",
                                lambda: len(self.streams.streams()))

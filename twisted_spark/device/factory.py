@@ -34,8 +34,8 @@ class DeviceServerFactory:
         private-key work (``Executors.rsa``; a synchronous one in tests).
     :param random_bytes: CSPRNG ``n -> bytes`` (injectable for tests).
     :param describe_on_connect: ask each device's Describe right after its Hello.
-    :param metrics: where refused connections are counted (``inc(name, **labels)``,
-        e.g. the API's ``Metrics``); optional.
+    :param metrics: the server's :class:`~twisted_spark.metrics.Metrics`, where
+        handshakes and refused connections are counted; optional.
     """
 
     log = Logger()
@@ -62,6 +62,12 @@ class DeviceServerFactory:
         #: Connections refused for load, by reason (also counted in ``metrics``).
         self.refused = Counter()
         self.metrics = metrics
+        if metrics is not None:
+            metrics.describe(REFUSED_METRIC, "Device connections refused for load, by reason")
+            metrics.gauge("spark_handshakes_completed", "Device handshakes completed since start",
+                          lambda: self.handshakes_completed)
+            metrics.gauge("spark_handshakes_failed", "Device handshakes refused since start",
+                          lambda: self.handshakes_failed)
         self.store = store
         self.registry = registry
         self.bus = bus

@@ -1,7 +1,9 @@
-"""Simple counters and gauges, rendered as Prometheus text.
+# -*- test-case-name: tests.test_api_http -*-
+"""Simple counters and gauges, rendered as Prometheus text at ``/metrics``.
 
-Other parts may add their own: ``api.metrics.inc("spark_handshakes_total",
-result="ok")`` or ``api.metrics.gauge("spark_sse_streams", "...", fn)``.
+The composition root creates one :class:`Metrics` and hands it to every
+part that counts something: ``metrics.inc("spark_api_requests_total",
+route=...)``, ``metrics.gauge("spark_sse_streams", "...", read)``.
 """
 
 from __future__ import annotations

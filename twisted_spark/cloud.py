@@ -1,0 +1,126 @@
+# -*- test-case-name: tests.test_cloud -*-
+"""The composition root: :func:`build_cloud` makes the whole object graph.
+
+Everything a running server is made of is built here, from settings and
+the few things that need I/O to obtain (the open store, the server key,
+the executors), and returned as one :class:`Cloud`.  The service
+(:class:`twisted_spark.service.SparkService`) calls it and binds the ports;
+the end-to-end tests and the benchmarks call it too, so their wiring is
+production's.  :meth:`Cloud.stop` is the one place the shutdown order is
+written down.  Nothing here has behaviour of its own: it only connects parts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from twisted.internet import defer
+
+from twisted_spark.api.app import SparkAPI
+from twisted_spark.api.site import SparkSite
+from twisted_spark.config import Settings
+from twisted_spark.device.factory import DeviceServerFactory
+from twisted_spark.events.bus import EventBus
+from twisted_spark.events.device_routing import DeviceRouter
+from twisted_spark.events.sse import StreamRegistry
+from twisted_spark.executors import Executors
+from twisted_spark.firmware.flasher import FlashOptions
+from twisted_spark.firmware.hook import FirmwareHook
+from twisted_spark.interfaces import IStore
+from twisted_spark.metrics import Metrics
+from twisted_spark.registry import DeviceRegistry
+
+
+@dataclass
+class Cloud:
+    """One server's parts, wired (see :func:`build_cloud`).
+
+    ``devices`` is the protocol factory for the device port and ``site`` the
+    ``twisted.web`` site for the API port; whoever binds ports serves those.
+    """
+
+    settings: Settings
+    clock: object
+    executors: Executors
+    store: IStore
+    metrics: Metrics
+    bus: EventBus
+    registry: DeviceRegistry
+    router: DeviceRouter
+    devices: DeviceServerFactory
+    firmware: FirmwareHook
+    streams: StreamRegistry
+    api: SparkAPI
+    site: SparkSite
+
+    @defer.inlineCallbacks
+    def stop(self):
+        """Shut down, in this order, once the ports no longer accept connections:
+
+        1. end the event streams (their clients see a finished response);
+        2. stop following firmware transfers and hardware events;
+        3. close every device connection, the ones still in their handshake
+           too (a pending RSA job finds its connection closed and stops);
+        4. close the store (queued writes are committed first);
+        5. stop the executors' threads.
+
+        :rtype: Deferred[None]
+        """
+        self.streams.close_all("server stopping")
+        self.firmware.close()
+        self.devices.close_all("server shutting down")
+        yield self.store.close()
+        self.executors.stop()
+
+
+def build_cloud(
+    settings: Settings,
+    *,
+    reactor,
+    store: IStore,
+    server_key,
+    executors: Executors,
+    clock=None,
+    random_bytes=os.urandom,
+    describe_on_connect: bool = True,
+    flash_options: FlashOptions | None = None,
+) -> Cloud:
+    """Build every part of a server and connect them.
+
+    :param settings: the :class:`~twisted_spark.config.Settings`.
+    :param reactor: runs the compile command (``IReactorProcess``) and is the
+        clock unless ``clock`` is given.
+    :param store: an open :class:`~twisted_spark.interfaces.IStore`.
+    :param server_key: the server's RSA-2048 private key.
+    :param executors: the :class:`~twisted_spark.executors.Executors`.
+    :param clock: ``IReactorTime`` for every timer (default: ``reactor``).
+    :param random_bytes: the CSPRNG of the device handshake (tests may fix it).
+    :param describe_on_connect: ask each device's Describe after its Hello.
+    :param flash_options: :class:`~twisted_spark.firmware.flasher.FlashOptions`.
+    :rtype: Cloud
+    """
+    clock = reactor if clock is None else clock
+    metrics = Metrics()
+    bus = EventBus()
+    registry = DeviceRegistry(clock, bus=bus, store=store)
+    router = DeviceRouter(bus, registry, clock)
+    devices = DeviceServerFactory(
+        server_key, store, registry, bus, settings,
+        clock=clock, rsa_pool=executors.rsa, random_bytes=random_bytes,
+        describe_on_connect=describe_on_connect, metrics=metrics,
+    )
+    firmware = FirmwareHook(
+        settings, bus, registry, clock=clock, reactor=reactor, options=flash_options,
+        files=executors.files,
+    )
+    streams = StreamRegistry.from_settings(bus, clock, settings)
+    api = SparkAPI(
+        store, registry, settings, clock=clock, bus=bus, firmware=firmware,
+        passwords=executors.passwords, metrics=metrics, streams=streams,
+    )
+    return Cloud(
+        settings=settings, clock=clock, executors=executors, store=store, metrics=metrics,
+        bus=bus, registry=registry, router=router, devices=devices, firmware=firmware,
+        streams=streams, api=api, site=api.site(),
+    )

@@ -79,6 +79,7 @@ class ThreadExecutor:
     def run(self, function, *args, **kwargs) -> defer.Deferred:
         if self._pool is None:
             self.start()
+        assert self._pool is not None
         self.pending += 1
         d = threads.deferToThreadPool(self.reactor, self._pool, function, *args, **kwargs)
         d.addBoth(self._finished)

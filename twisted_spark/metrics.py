@@ -9,6 +9,7 @@ route=...)``, ``metrics.gauge("spark_sse_streams", "...", read)``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 
 def _labels(labels: dict) -> str:
@@ -27,7 +28,7 @@ class Metrics:
     def __init__(self):
         self._counters: dict[str, dict] = defaultdict(dict)
         self._help: dict[str, str] = {}
-        self._gauges: dict[str, tuple[str, object]] = {}
+        self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
 
     def describe(self, name: str, help_text: str) -> None:
         self._help[name] = help_text
@@ -40,7 +41,7 @@ class Metrics:
     def value(self, name: str, **labels) -> float:
         return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0)
 
-    def gauge(self, name: str, help_text: str, read) -> None:
+    def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """Register ``read() -> number`` as gauge ``name``."""
         self._gauges[name] = (help_text, read)
 

@@ -25,7 +25,7 @@ def _number(kind, allow_zero: bool, doc: str):
             raise ValueError(f"must be {bound}, got {value}")
         return number
 
-    coerce.coerceDoc = doc
+    coerce.coerceDoc = doc  # type: ignore[attr-defined]  # read by usage.Options
     return coerce
 
 
@@ -39,7 +39,7 @@ def _client_list(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-_client_list.coerceDoc = "Comma-separated; empty means any client id."
+_client_list.coerceDoc = "Comma-separated; empty means any client id."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):

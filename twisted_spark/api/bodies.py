@@ -177,7 +177,7 @@ def _parse_form(data: bytes) -> Body:
         pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
     except ValueError:
         raise bad_request(f"The form body has more than {MAX_FORM_FIELDS} fields.") from None
-    fields = {}
+    fields: dict[str, object] = {}
     for name, value in pairs:
         fields.setdefault(name, value)  # the first value of a repeated field wins
     return Body("form", fields)
@@ -189,7 +189,9 @@ def _parse_multipart(ctype: str, content) -> Body:
     if not boundary:
         raise bad_request("The multipart body has no boundary.")
     body = Body("multipart")
-    segment, chunks, size = None, [], 0
+    segment: MultipartSegment | None = None
+    chunks: list[bytes] = []
+    size = 0
     try:
         parser = PushMultipartParser(
             boundary,
@@ -201,8 +203,10 @@ def _parse_multipart(ctype: str, content) -> Body:
             if isinstance(event, MultipartSegment):
                 segment, chunks, size = event, [], 0
             elif event is None:
+                assert segment is not None  # the parser starts every part with its segment
                 _add_part(body, segment, b"".join(chunks))
             else:
+                assert segment is not None
                 size += len(event)
                 if segment.filename is None and size > MAX_PART_FIELD:
                     raise bad_request(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -31,10 +32,10 @@ class Call:
         routes without token authentication.
     """
 
-    api: object
-    request: object
-    body: object
-    caller: object = None
+    api: Any
+    request: Any
+    body: Any
+    caller: Any = None
 
     @property
     def query(self) -> dict:

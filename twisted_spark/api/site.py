@@ -184,7 +184,7 @@ class SparkSite(server.Site):
         (twisted.web suspends it while a request is being answered).
     """
 
-    protocol = SparkChannel
+    protocol = SparkChannel  # type: ignore[assignment]  # HTTPFactory's default is a factory too
 
     def __init__(self, resource, *args, head_timeout: float = 30.0, **kwargs):
         super().__init__(resource, *args, **kwargs)

@@ -121,7 +121,7 @@ def make_token(username: str, client_id: str, now: float, expires_at: float | No
 
 def token_response(token: AccessToken, now: float) -> dict:
     """``{"access_token","token_type","expires_in"?}`` as the seed shows it."""
-    body = {"access_token": token.token, "token_type": "bearer"}
+    body: dict[str, str | int] = {"access_token": token.token, "token_type": "bearer"}
     if token.expires_at is not None:
         body["expires_in"] = max(0, int(round(token.expires_at - now)))
     return body

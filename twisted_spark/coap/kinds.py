@@ -33,7 +33,7 @@ class MessageKind(Enum):
     UNKNOWN = "unknown"
 
 
-_FROM_DEVICE_REQUESTS = {
+_FROM_DEVICE_REQUESTS: dict[tuple[int, str], MessageKind] = {
     (Code.POST, "h"): MessageKind.HELLO,
     (Code.POST, "e"): MessageKind.PUBLIC_EVENT,
     (Code.POST, "E"): MessageKind.PRIVATE_EVENT,
@@ -86,7 +86,7 @@ class DeviceBoundKind(Enum):
     UNKNOWN = "unknown"
 
 
-_TO_DEVICE_REQUESTS = {
+_TO_DEVICE_REQUESTS: dict[tuple[int, str], DeviceBoundKind] = {
     (Code.GET, "v"): DeviceBoundKind.VARIABLE_REQUEST,
     (Code.GET, "d"): DeviceBoundKind.DESCRIBE,
     (Code.POST, "e"): DeviceBoundKind.PUBLIC_EVENT,

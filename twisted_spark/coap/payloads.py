@@ -256,7 +256,7 @@ class ChunkInfo(NamedTuple):
     """An OTA chunk: CRC-32 the server computed, index (fast OTA only), bytes."""
 
     crc: int
-    index: int | None
+    index: int | None  # type: ignore[assignment]  # shadows tuple.index on purpose
     data: bytes
 
 

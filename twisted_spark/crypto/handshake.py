@@ -294,7 +294,7 @@ def open_session_blob(
         session = PKCS1_v1_5.new(device_private_key).decrypt(ciphertext, sentinel)
     except ValueError as exc:
         raise HandshakeError(f"session key does not decrypt: {exc}") from None
-    if session is sentinel:
+    if session is sentinel or not isinstance(session, bytes):
         raise HandshakeError("session key does not decrypt (bad PKCS#1 padding)")
     if len(session) != SESSION_LENGTH:
         raise HandshakeError(f"session key is {len(session)} bytes, expected {SESSION_LENGTH}")

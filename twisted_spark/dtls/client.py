@@ -189,14 +189,15 @@ class ClientHandshake(HandshakeBase):
                 )
             self.timer.stop()
             self.step = Step.KEY_EXCHANGE
-            exchange = self._key_exchange
+            key_exchange = self._key_exchange
+            assert key_exchange is not None  # ServerHelloDone comes after it (checked above)
             self.pending = CryptoWork(
                 "client key exchange",
                 client_key_exchange_work,
                 self.config.server_public_key,
-                self.client_random + self.server_random + exchange.params,
-                exchange.signature,
-                exchange.point,
+                self.client_random + self.server_random + key_exchange.params,
+                key_exchange.signature,
+                key_exchange.point,
                 self.config.rng(32),
             )
             out.work.append(self.pending)

@@ -12,6 +12,7 @@ that moves the bound :data:`LEASE` further, half a lease ahead of need.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted_spark.dtls.errors import AlertDescription, RecordError, StateError, alert_name
@@ -57,7 +58,7 @@ class Connection:
         self,
         state: SessionState,
         layer: RecordLayer,
-        final_flight: list[tuple[int, int, bytes]] | None = None,
+        final_flight: Sequence[tuple[int, int, bytes]] | None = None,
         max_plaintext: int = MAX_PLAINTEXT,
         datagram_budget: int = 1152,
     ) -> None:

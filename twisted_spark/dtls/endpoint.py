@@ -226,8 +226,10 @@ class DtlsServer:
             elif isinstance(event, Closed):
                 if isinstance(source, ServerHandshake):
                     self._forget(source)
-                elif isinstance(source, Connection) and self.sessions.get(source.cid) is source:
-                    self.sessions.remove(source.cid)
+                elif isinstance(source, Connection):
+                    cid = source.cid
+                    if self.sessions.get(cid) is source:
+                        self.sessions.remove(cid)
         return out
 
     # -- the owner's other calls ---------------------------------------------------------

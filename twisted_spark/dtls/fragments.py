@@ -115,7 +115,7 @@ class _Partial:
     def add(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
         self.buffer[offset:end] = data
-        merged = []
+        merged: list[tuple[int, int]] = []
         for start, stop in sorted([*self.ranges, (offset, end)]):
             if merged and start <= merged[-1][1]:
                 merged[-1] = (merged[-1][0], max(merged[-1][1], stop))

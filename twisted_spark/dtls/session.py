@@ -112,8 +112,11 @@ class SessionState:
 
 
 class _Entry(Protocol):
-    cid: bytes
-    last_seen: float
+    @property
+    def cid(self) -> bytes: ...
+
+    @property
+    def last_seen(self) -> float: ...
 
 
 class SessionTable:

@@ -109,9 +109,9 @@ class EventBus:
                     matches.extend(group)
         else:
             for end in range(len(name) + 1):
-                group = by_prefix.get(name[:end])
-                if group:
-                    matches.extend(group)
+                found = by_prefix.get(name[:end])
+                if found:
+                    matches.extend(found)
         return matches
 
     def publish(self, event: Event) -> None:

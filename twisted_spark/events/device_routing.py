@@ -22,6 +22,8 @@ never through the bus.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.logger import Logger
 
 from twisted_spark.events.visibility import device_subscription_accepts
@@ -57,7 +59,7 @@ class DeviceRouter:
         self.registry = registry
         self.clock = clock
         # session -> {entry: Subscription}
-        self._routes: dict[object, dict[tuple, object]] = {}
+        self._routes: dict[object, dict[tuple, Any]] = {}
         if registry is not None:
             registry.add_observer(self)
 

@@ -111,7 +111,7 @@ def _m2_unique_device_names(cursor: sqlite3.Cursor) -> None:
         """
     ).fetchall()
     for device_id, owner, name in rows:
-        new = f"{name[: _NAME_LIMIT - len(device_id) - 1]}-{device_id}"
+        new: str | None = f"{name[: _NAME_LIMIT - len(device_id) - 1]}-{device_id}"
         taken = cursor.execute(
             "SELECT 1 FROM devices WHERE owner = ? AND name = ?", (owner, new)
         ).fetchone()

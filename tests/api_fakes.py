@@ -96,6 +96,12 @@ class FakeDeviceSession:
             lambda: {"functions": list(self.functions), "variables": dict(self.variables)}
         )
 
+    def final_describe(self):
+        self.calls.append(("final_describe",))
+        return self._answer(
+            lambda: {"functions": list(self.functions), "variables": dict(self.variables)}
+        )
+
     def call_function(self, name, argument):
         self.calls.append(("call", name, argument))
         return self._answer(lambda: self.handlers.get(name, lambda a: len(a))(argument))
@@ -157,6 +163,14 @@ class FakeRegistry:
 
     def sessions(self):
         return list(self.sessions_by_id.values())
+
+    def local(self, device_id):
+        return self.sessions_by_id.get(device_id)
+
+    def owner_changed(self, device_id, owner):
+        session = self.sessions_by_id.get(device_id)
+        if session is not None:
+            session.owner = owner
 
     def connect(self, session):
         self.sessions_by_id[session.device_id] = session

@@ -24,8 +24,8 @@ UNIT_TESTS = {
     "SparkAPI": {"api_fakes.py", "test_api_site.py", "test_api_hostile.py",
                  "test_api_access_log.py", "test_api_races.py"},
     "DeviceRegistry": {"test_registry.py", "device_fixtures.py", "test_events_routing.py",
-                       "test_events_devices.py"},
-    "DeviceRouter": {"test_events_routing.py", "test_events_devices.py"},
+                       "test_events_devices.py", "test_interfaces.py", "test_device_channel.py"},
+    "DeviceRouter": {"test_events_routing.py", "test_events_devices.py", "test_interfaces.py"},
     "FirmwareHook": {"test_firmware_hook.py"},
     "StreamRegistry": {"test_events_sse.py", "test_events_devices.py"},
 }

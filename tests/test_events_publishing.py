@@ -7,7 +7,7 @@ import pytest_twisted
 from twisted.internet.task import Clock
 
 from twisted_spark.events.publishing import InvalidEvent, api_event, parse_private, parse_ttl
-from twisted_spark.events.rate_limit import DeviceRateLimiter, TokenBucket
+from twisted_spark.events.rate_limit import TokenBucket
 from twisted_spark.models import Event
 
 
@@ -119,23 +119,6 @@ def test_bucket_burst_then_rate():
     assert bucket.allow() and not bucket.allow()
     clock.advance(100)  # refills to the burst, not beyond
     assert [bucket.allow() for _ in range(5)] == [True] * 4 + [False]
-
-
-def test_device_limiter_is_per_device():
-    clock = Clock()
-    limiter = DeviceRateLimiter(2.0, clock)
-    assert [limiter.allow("a") for _ in range(5)] == [True] * 4 + [False]
-    assert limiter.allow("b")
-    assert limiter.refused == 1
-    clock.advance(0.5)
-    assert limiter.allow("a") and not limiter.allow("a")
-
-    class Session:
-        device_id = "a"
-
-    limiter.device_offline(Session())
-    assert len(limiter) == 1
-    assert DeviceRateLimiter(0, clock).allow("a") and len(DeviceRateLimiter(0, clock)) == 0
 
 
 @pytest.mark.parametrize("field", ["name", "data"])

@@ -42,7 +42,7 @@ class FakeSession:
         if entry not in self.subscriptions:
             self.subscriptions.append(entry)
             if registry is not None:
-                registry.subscribed(self, entry)
+                registry.subscription_added(self, entry)
 
     def names(self):
         return [e.name for e in self.received]

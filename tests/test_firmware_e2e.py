@@ -186,7 +186,7 @@ async def test_disconnect_mid_transfer_fails_and_unlocks(tmp_path, platform):
         assert body["ok"] is False and "disconnected" in body["errors"][0]
         assert body["firmware_binary_id"]
         assert device.firmware is None
-        assert not session.busy and session.message_handler is None
+        assert not session.busy and session._update_handler is None
         assert cloud.hook.active == {}
         assert [s for _, s, _ in cloud.statuses] == ["started", "failed"]
         # The device comes back and can be flashed again.

@@ -37,7 +37,7 @@ def online(platform="core", **device_kw):
 
 def start(s, session, image, pump, options=None, **kw):
     flasher = Flasher(session, image, s.clock, options or FlashOptions(), **kw)
-    session.message_handler = flasher.message_received
+    session.set_update_handler(flasher.message_received)
     d = flasher.run()
     pump.flush()
     return flasher, d

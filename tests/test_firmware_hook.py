@@ -60,7 +60,7 @@ def test_success_shape_events_and_unlock(tmp_path):
         ("spark/flash/status", "started", CORE_ID, False, "alice"),
         ("spark/flash/status", "success", CORE_ID, False, "alice"),
     ]
-    assert not session.busy and session.message_handler is None and hook.active == {}
+    assert not session.busy and session._update_handler is None and hook.active == {}
     assert (tmp_path / "firmware" / f"{body['firmware_binary_id']}.bin").read_bytes() == b"A" * 3000
 
 

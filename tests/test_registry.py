@@ -51,6 +51,9 @@ class Observer:
     def device_offline(self, s):
         self.calls.append(("offline", s))
 
+    def subscription_added(self, s, entry):
+        self.calls.append(("subscribed", s, entry))
+
 
 def make():
     clock = Clock()

@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
+from zope.interface import implementer
+
+from twisted_spark.interfaces import IMetrics
+
 
 def _labels(labels: dict) -> str:
     if not labels:
@@ -22,6 +26,7 @@ def _labels(labels: dict) -> str:
     return "{" + inner + "}"
 
 
+@implementer(IMetrics)
 class Metrics:
     """Counters (monotonic) and gauges (callables read at scrape time)."""
 

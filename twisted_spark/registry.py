@@ -16,16 +16,19 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_spark.interfaces import IDeviceRegistry
+from twisted_spark.interfaces import IDeviceRegistry, IRegistryObserver, ISessionSink
 from twisted_spark.models import Event
 
 #: Seconds between two ``last_heard`` writes for one device.
 LAST_HEARD_INTERVAL = 60.0
 
 
-@implementer(IDeviceRegistry)
+@implementer(IDeviceRegistry, ISessionSink)
 class DeviceRegistry:
     """Online sessions by device id, with observers, status events and persistence.
+
+    The API and the node's parts use it as an :class:`IDeviceRegistry`; the
+    device side reports to it as an :class:`ISessionSink`.
 
     :param clock: an ``IReactorTime`` (timestamps only).
     :param bus: optional ``IEventBus`` receiving ``spark/status`` events.
@@ -41,12 +44,16 @@ class DeviceRegistry:
         self.store = store
         self.last_heard_interval = last_heard_interval
         self._sessions = {}
-        self._observers = []
+        self._observers: list[IRegistryObserver] = []
 
     # -- IDeviceRegistry -------------------------------------------------------
 
     def get(self, device_id):
         """The online session for ``device_id`` or ``None``."""
+        return self._sessions.get(device_id)
+
+    def local(self, device_id):
+        """The session for ``device_id`` (every session is local on a single node)."""
         return self._sessions.get(device_id)
 
     def online_ids(self):
@@ -69,7 +76,13 @@ class DeviceRegistry:
         """A list of the online sessions (a copy)."""
         return list(self._sessions.values())
 
-    # -- called by the device side ---------------------------------------------
+    def owner_changed(self, device_id, owner):
+        """The stored owner changed: the live session (event visibility) follows."""
+        session = self._sessions.get(device_id)
+        if session is not None:
+            session.owner = owner
+
+    # -- ISessionSink: called by the device side ---------------------------------
 
     def register(self, session):
         """Mark ``session`` online, replacing (and disconnecting) an older one."""
@@ -129,18 +142,17 @@ class DeviceRegistry:
         )
         return d
 
-    # -- internals -------------------------------------------------------------
-
-    def subscribed(self, session, entry):
+    def subscription_added(self, session, entry):
         """Tell observers that an online ``session`` added subscription ``entry``."""
         for observer in list(self._observers):
-            if hasattr(observer, "subscription_added"):
-                try:
-                    observer.subscription_added(session, entry)
-                except Exception:
-                    self.log.failure("Registry observer {observer!r} failed on a subscription "
-                                     "of {device_id}", observer=observer,
-                                     device_id=session.device_id)
+            try:
+                observer.subscription_added(session, entry)
+            except Exception:
+                self.log.failure("Registry observer {observer!r} failed on a subscription "
+                                 "of {device_id}", observer=observer,
+                                 device_id=session.device_id)
+
+    # -- internals -------------------------------------------------------------
 
     def _went_offline(self, session):
         self.save(session.device_id, last_heard=session.last_heard)
@@ -169,7 +181,7 @@ class DeviceRegistry:
             published_at=self.clock.seconds(),
             coreid=session.device_id,
             public=False,
-            owner=getattr(session, "owner", None),
+            owner=session.owner,
         )
         try:
             self.bus.publish(event)

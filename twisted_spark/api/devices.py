@@ -140,7 +140,7 @@ async def change_device(api, device_id: str, decide, record=_UNREAD):
     ``decide`` saw; if another request changed them first, ``decide`` runs
     again on the new state, so of two racing requests the loser is judged
     (and usually refused) as if it had come second.  The live session learns
-    the new owner (event visibility uses it).  Pass ``record`` when the
+    the new owner through the registry (event visibility uses it).  Pass ``record`` when the
     caller has just read it (``None`` = not stored), to save a read.
     """
     if record is _UNREAD:
@@ -154,9 +154,7 @@ async def change_device(api, device_id: str, decide, record=_UNREAD):
         except DeviceChanged as changed:
             record = changed.current
             continue
-        session = api.registry.get(device_id)
-        if session is not None:
-            session.owner = record.owner
+        api.registry.owner_changed(device_id, record.owner)
         return record
     sentence = "The device changed while this request ran; try again."
     raise ApiError(409, "Conflict", sentence, errors=[sentence])

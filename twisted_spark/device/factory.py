@@ -12,6 +12,7 @@ from zope.interface import implementer
 from twisted_spark.crypto.keys import load_device_public_key
 from twisted_spark.device.log_limit import LogLimiter
 from twisted_spark.device.protocol import DeviceProtocol
+from twisted_spark.device.session import DeviceSession
 
 #: Metric counting connections refused for load, labelled by reason.
 REFUSED_METRIC = "spark_device_connections_refused_total"
@@ -25,8 +26,8 @@ class DeviceServerFactory:
 
     :param server_key: the server's RSA-2048 private ``RsaKey``.
     :param store: an ``IDeviceStore`` (device keys and attributes).
-    :param registry: a :class:`~twisted_spark.registry.DeviceRegistry`; if it
-        has no bus/store of its own it adopts these.
+    :param registry: the registry, as the :class:`~twisted_spark.interfaces.ISessionSink`
+        every session reports to.
     :param bus: an ``IEventBus`` receiving device events.
     :param settings: :class:`~twisted_spark.config.Settings`.
     :param clock: ``IReactorTime`` for every timer.
@@ -80,10 +81,6 @@ class DeviceServerFactory:
         #: Log budget per address for connections without a session (bogus ones).
         self.log_limiter = LogLimiter(clock)
         self._keys = {}
-        if getattr(registry, "bus", False) is None:
-            registry.bus = bus
-        if getattr(registry, "store", False) is None:
-            registry.store = store
 
     # -- IProtocolFactory ----------------------------------------------------------
 
@@ -132,6 +129,19 @@ class DeviceServerFactory:
         self.refused[reason] += 1
         if self.metrics is not None:
             self.metrics.inc(REFUSED_METRIC, reason=reason)
+
+    def new_session(self, transport, device_id, owner, hello, recv_mid, server_mid):
+        """The :class:`~twisted_spark.device.session.DeviceSession` of a device whose
+        Hello has just arrived on ``transport``, given the shared collaborators."""
+        return DeviceSession(
+            transport, device_id, owner, hello,
+            clock=self.clock, sink=self.registry, bus=self.bus, settings=self.settings,
+            recv_mid=recv_mid, server_mid=server_mid,
+        )
+
+    def session_online(self, session):
+        """``session`` is ready: register it (it replaces an older connection)."""
+        self.registry.register(session)
 
     def connection_closed(self, proto):
         self.connections.discard(proto)

@@ -37,7 +37,7 @@ from twisted_spark.crypto.handshake import (
     decrypt_identity,
     make_nonce,
 )
-from twisted_spark.device.session import DeviceSession
+from twisted_spark.interfaces import ISessionTransport
 
 NONCE, WORKING, HELLO, READY, CLOSED = range(5)
 STATE_NAMES = (
@@ -53,9 +53,9 @@ class Refused(Exception):
     """The handshake is refused for a reason worth one log line."""
 
 
-@implementer(IProtocol)
+@implementer(IProtocol, ISessionTransport)
 class DeviceProtocol:
-    """Bytes → handshake → frames for one device connection.
+    """Bytes → handshake → frames for one device connection; the transport of its session.
 
     Not derived from ``Protocol`` so that ``__slots__`` really removes the
     per-instance ``__dict__`` (thousands of idle devices per process).
@@ -288,15 +288,13 @@ class DeviceProtocol:
         factory = self.factory
         start = int.from_bytes(factory.random_bytes(2), "big")
         record = self._record
-        session = DeviceSession(
+        session = factory.new_session(
             self,
-            factory,
             self.device_id,
             record.owner if record is not None else None,
-            self.remote_ip,
             hello,
-            msg.message_id,
-            start,
+            recv_mid=msg.message_id,
+            server_mid=start,
         )
         self.session = session
         self.state = READY
@@ -308,7 +306,7 @@ class DeviceProtocol:
         self._timer = factory.clock.callLater(
             factory.settings.device_ping_interval, self._idle_check
         )
-        factory.registry.register(session)
+        factory.session_online(session)
         self.log.info(
             "Device {device_id} online from {ip} (platform {platform}, product {product}, "
             "firmware {firmware})",

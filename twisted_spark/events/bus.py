@@ -23,12 +23,13 @@ from collections.abc import Callable
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_spark.interfaces import IEventBus
+from twisted_spark.interfaces import IEventBus, ISubscription
 from twisted_spark.models import Event
 
 log = Logger()
 
 
+@implementer(ISubscription)
 class Subscription:
     """One subscriber; ``cancel()`` removes it (idempotent)."""
 

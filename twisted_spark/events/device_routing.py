@@ -11,7 +11,7 @@ goes offline every one of its bus subscriptions is cancelled.
 
 Subscriptions usually arrive *after* the online notification (devices
 subscribe right after the handshake): the session reports each new one to
-the registry (``registry.subscribed``), which calls
+the registry (``registry.subscription_added``), which calls
 :meth:`DeviceRouter.subscription_added` on its observers.  An entry routed
 twice is ignored the second time.
 
@@ -25,8 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from twisted_spark.events.visibility import device_subscription_accepts
+from twisted_spark.interfaces import IRegistryObserver
 from twisted_spark.models import Event
 
 log = Logger()
@@ -45,6 +47,7 @@ def _live_rule(session, my_devices, device_id):
     return accepts
 
 
+@implementer(IRegistryObserver)
 class DeviceRouter:
     """Keeps the bus subscriptions of online devices (see the module docstring).
 

@@ -1,8 +1,10 @@
+# -*- test-case-name: tests.test_events_publishing -*-
 """Optional server-side limit on device publishes (PROTOCOL.md §9.7).
 
-A token bucket per device: ``rate`` tokens per second, at most ``burst``
-(4, the devices' own allowance per second) saved up; each publish takes one.
-A publish that finds no token is answered with EventSlowdown and dropped.
+A token bucket per device session (``--device-publish-rate``): ``rate``
+tokens per second, at most ``burst`` (4, the devices' own allowance per
+second) saved up; each publish takes one.  A publish that finds no token is
+answered with EventSlowdown and dropped (:mod:`twisted_spark.device.ingress`).
 A rate of 0 switches the limit off.  Time comes from an injected clock.
 """
 
@@ -43,40 +45,3 @@ class TokenBucket:
             return False
         self._tokens -= 1.0
         return True
-
-
-class DeviceRateLimiter:
-    """Token buckets by device id; also a registry observer forgetting offline devices."""
-
-    def __init__(self, rate: float, clock, burst: float = DEFAULT_BURST) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self._buckets: dict[str, TokenBucket] = {}
-        #: Publishes refused so far.
-        self.refused = 0
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def allow(self, device_id: str) -> bool:
-        """Whether ``device_id`` may publish now (always, when the rate is 0)."""
-        if not self.rate:
-            return True
-        bucket = self._buckets.get(device_id)
-        if bucket is None:
-            bucket = self._buckets[device_id] = TokenBucket(self.rate, self.clock, self.burst)
-        allowed = bucket.allow()
-        if not allowed:
-            self.refused += 1
-        return allowed
-
-    def forget(self, device_id: str) -> None:
-        self._buckets.pop(device_id, None)
-
-    # registry observer
-    def device_online(self, session) -> None:
-        pass
-
-    def device_offline(self, session) -> None:
-        self.forget(session.device_id)

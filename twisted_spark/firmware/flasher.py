@@ -36,11 +36,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from twisted_spark.coap import payloads, to_device
+from twisted_spark.coap.kinds import MessageKind
 from twisted_spark.errors import DeviceNotConnected, DeviceRequestFailed, DeviceTimeout
 from twisted_spark.platforms import CORE_LIMITS, PHOTON_LIMITS, limits_for
 
-#: CoAP message type CON (device requests that need an empty ACK).
-CON = 0
 #: [SP]/[BSP] default chunk size, used for a Core that announced nothing.
 CORE_CHUNK = CORE_LIMITS.default_chunk
 #: Photon default (``HAL_OTA_ChunkSize``); also forced when no payload is sent.
@@ -180,26 +179,21 @@ class Flasher:
 
     # -- inputs from outside ------------------------------------------------------
 
-    def message_received(self, session, msg):
-        """The session's ``message_handler``: ChunkMissed and device UpdateDone."""
-        letter = msg.path_char
-        if letter == "c" and msg.code == 0x01:
-            if msg.type == CON:
-                session.protocol.send_coap(to_device.empty_ack(msg.message_id))
+    def message_received(self, kind, msg):
+        """The channel's update handler: ChunkMissed and the device's UpdateDone
+        (already acknowledged by the session)."""
+        if kind is MessageKind.CHUNK_MISSED:
             try:
                 indexes = payloads.parse_chunk_missed(msg.payload)
             except Exception:
-                self.log.info("Ignoring a malformed ChunkMissed from {id}", id=session.device_id)
+                self.log.info("Ignoring a malformed ChunkMissed from {id}",
+                              id=self.session.device_id)
                 return
             self._missed.append(indexes)
             self._wake()
-        elif letter == "u" and msg.code == 0x03:
-            if msg.type == CON:
-                session.protocol.send_coap(to_device.empty_ack(msg.message_id))
+        elif kind is MessageKind.UPDATE_DONE:
             self._device_done = True
             self._wake()
-        elif msg.type == CON:
-            session.protocol.send_coap(to_device.empty_ack(msg.message_id))
 
     def abort(self, error):
         """Stop the transfer with ``error`` (a :class:`FlashError`)."""
@@ -480,10 +474,8 @@ class Flasher:
     # -- fast -----------------------------------------------------------------------------
 
     def _send_fast(self, index):
-        session = self.session
-        crc, data = self._crcs[index], self._chunks[index]
-        message = to_device.chunk(session.next_mid(), self._token, crc, data, index)
-        session.protocol.send_coap(message)
+        crc, data, token = self._crcs[index], self._chunks[index], self._token
+        self.session.send_message(lambda mid: to_device.chunk(mid, token, crc, data, index))
 
     async def _barrier(self):
         """A ping the device answers after every earlier message (flow control)."""

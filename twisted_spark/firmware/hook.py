@@ -18,6 +18,7 @@ from pathlib import Path
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from twisted_spark.api.errors import ApiError
 from twisted_spark.errors import DeviceBusy
@@ -30,6 +31,7 @@ from twisted_spark.firmware.flasher import (
     max_binary_for,
 )
 from twisted_spark.firmware.images import ImageStore
+from twisted_spark.interfaces import IRegistryObserver
 from twisted_spark.models import Event
 
 HARDWARE = "spark/hardware/"
@@ -45,6 +47,7 @@ def _number(text):
     return value if value > 0 else None
 
 
+@implementer(IRegistryObserver)
 class FirmwareHook:
     """Flash uploaded firmware over the air (see the module docstring).
 
@@ -120,6 +123,9 @@ class FirmwareHook:
         if flasher is not None and flasher.session is session:
             flasher.abort(FlashError("The device disconnected during the update."))
 
+    def subscription_added(self, session, entry):
+        pass
+
     # -- the API hook -----------------------------------------------------------------
 
     def flash(self, call, record, upload, binary):
@@ -184,9 +190,8 @@ class FirmwareHook:
 
     async def _transfer(self, session, record, flasher, image_id):
         device_id = record.device_id
-        previous_handler = session.message_handler
         session.busy = True
-        session.message_handler = flasher.message_received
+        session.set_update_handler(flasher.message_received)
         self.active[device_id] = flasher
         self._status(record, session, "started")
         try:
@@ -206,8 +211,7 @@ class FirmwareHook:
             raise
         finally:
             session.busy = False
-            if session.message_handler == flasher.message_received:
-                session.message_handler = previous_handler
+            session.set_update_handler(None)
             if self.active.get(device_id) is flasher:
                 del self.active[device_id]
         session.invalidate_describe()

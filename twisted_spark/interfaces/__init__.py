@@ -1,11 +1,26 @@
+# -*- test-case-name: tests.test_interfaces -*-
 """The seams between parts, as ``zope.interface`` interfaces.
 
 Protocol code and API code meet only through these: the API never touches
 bytes and the device side never touches HTTP.  Methods documented as
 returning ``Deferred[X]`` always return a Deferred, even in the in-memory
-implementations, so callers are written once.
+implementations, so callers are written once.  mypy with mypy-zope checks
+every ``@implementer`` class against them (``tests/test_typecheck.py``).
+
+Here: the store (:class:`IStore`), the event bus (:class:`IEventBus`),
+executors (:class:`IExecutor`) and metrics (:class:`IMetrics`).
+:mod:`twisted_spark.interfaces.devices` holds the device seams (API-facing
+session, registry, the session's transport, its reports to the registry,
+the flasher's channel) and :mod:`twisted_spark.interfaces.firmware` the
+flashing entry point; all are importable from here.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 
@@ -110,89 +125,38 @@ class IStore(IUserStore, ITokenStore, IDeviceStore):
         """Release the database. :rtype: Deferred[None]"""
 
 
-class IDeviceSession(Interface):
-    """A live, handshaken connection to one device."""
+class ISubscription(Interface):
+    """One subscriber of an :class:`IEventBus`."""
 
-    device_id = Attribute("24 lowercase hex characters")
-    platform_id = Attribute("int or None (Core Hello has none; 0 is assumed)")
-    product_id = Attribute("int or None")
-    firmware_version = Attribute("int or None")
-    remote_ip = Attribute("str, the peer address")
-    functions = Attribute("tuple of function names from the cached Describe")
-    variables = Attribute("dict of variable name -> type name from the cached Describe")
-    owner = Attribute("username of the device's owner, or None")
-    connected = Attribute("bool: False once the connection is gone")
-    busy = Attribute("bool: True while flashing; other calls then fail with DeviceBusy")
-    subscriptions = Attribute("list of (prefix, my_devices, device_id) the device asked for")
+    prefix = Attribute("str: the event-name prefix subscribed to")
+    active = Attribute("bool: False once cancelled")
 
-    def send_request(build, timeout):
-        """Send a request built by ``build(message_id, token)`` and wait for its answer.
-
-        :rtype: Deferred[CoapMessage] firing with the response matched by token.
-        """
-
-    def invalidate_describe():
-        """Forget the cached Describe (after an update), so it is asked again."""
-
-    def describe():
-        """Ask the device for its functions and variables (cached).
-
-        :rtype: Deferred[dict] with keys ``functions`` and ``variables``.
-        """
-
-    def call_function(name, argument):
-        """Call a device function with ``argument`` (bytes).
-
-        :rtype: Deferred[int]; fails with UnknownFunction, DeviceTimeout,
-            DeviceNotConnected, ArgumentTooLong or DeviceBusy.
-        """
-
-    def read_variable(name):
-        """:rtype: Deferred[bool | int | float | str] typed by the Describe."""
-
-    def signal(on):
-        """Start or stop the rainbow LED. :rtype: Deferred[bool]"""
-
-    def ping():
-        """CoAP ping; :rtype: Deferred[bool] (True if the device answered)."""
-
-    def send_event(event):
-        """Deliver a :class:`~twisted_spark.models.Event` to the device (no reply)."""
-
-    def disconnect(reason):
-        """Close the connection, failing every pending request."""
-
-
-class IDeviceRegistry(Interface):
-    """The table of online sessions, by device id."""
-
-    def get(device_id):
-        """The online :class:`IDeviceSession` for ``device_id``, or ``None``."""
-
-    def online_ids():
-        """A set of the ids of the devices online now."""
-
-    def add_observer(observer):
-        """Call ``observer.device_online(session)`` and ``observer.device_offline(session)``."""
-
-    def remove_observer(observer):
-        """Stop notifying ``observer``."""
-
-    def sessions():
-        """A list of the online sessions."""
+    def cancel() -> None:
+        """Stop delivering to this subscriber (idempotent)."""
 
 
 class IEventBus(Interface):
-    """Publish/subscribe of :class:`~twisted_spark.models.Event`."""
+    """Publish/subscribe of :class:`~twisted_spark.models.Event`.
 
-    def publish(event):
-        """Deliver ``event`` to every matching subscriber; never raises."""
+    Subscribers are the event streams, the device router, the firmware
+    updater, webhooks; in cluster mode a relay joins the nodes' buses.
+    """
 
-    def subscribe(prefix, callback, accepts=None):
+    published = Attribute("int: events published so far (a metric)")
+
+    def publish(event: Any) -> None:
+        """Deliver ``event`` to every matching subscriber; never raises.
+
+        Delivery is synchronous and a subscriber's exception is logged and
+        contained, so callbacks must not block (queue, then work later).
+        """
+
+    def subscribe(
+        prefix: str, callback: Callable[[Any], object], accepts: Callable[[Any], bool] | None = None
+    ) -> ISubscription:
         """Call ``callback(event)`` for each event whose name starts with ``prefix``
-        and for which ``accepts(event)`` (a visibility rule) is true.
-
-        :return: a subscription with a ``cancel()`` method.
+        (case-sensitive; ``""`` is every event) and for which ``accepts(event)``
+        (a rule of :mod:`twisted_spark.events.visibility`) is true.
         """
 
 
@@ -206,14 +170,64 @@ class IExecutor(Interface):
     name = Attribute("str: what runs here (rsa, store, passwords, files)")
     pending = Attribute("int: calls submitted and not finished yet (queued or running)")
 
-    def run(function, *args, **kwargs):
+    def run(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Call ``function(*args, **kwargs)`` there.
 
         :rtype: Deferred firing (on the reactor thread) with its result or failure.
         """
 
-    def start():
+    def start() -> None:
         """Get ready to run calls (idempotent; :meth:`run` also starts lazily)."""
 
-    def stop():
+    def stop() -> None:
         """Finish the calls already submitted, then release the threads (idempotent)."""
+
+
+class IMetrics(Interface):
+    """Counters and gauges of the whole server, rendered at ``/metrics``."""
+
+    def describe(name: str, help_text: str) -> None:
+        """Give counter ``name`` its help line."""
+
+    def inc(name: str, amount: float = 1, **labels: Any) -> None:
+        """Add ``amount`` to counter ``name`` with these ``labels``."""
+
+    def value(name: str, **labels: Any) -> float:
+        """The current value of counter ``name`` with ``labels`` (0 if never counted)."""
+
+    def gauge(name: str, help_text: str, read: Callable[[], float]) -> None:
+        """Register gauge ``name``, whose value is ``read()`` at each scrape."""
+
+    def render() -> str:
+        """Every counter and gauge as Prometheus text."""
+
+
+from twisted_spark.interfaces.devices import (  # noqa: E402  (they may use the above)
+    IDeviceChannel,
+    IDeviceRegistry,
+    IDeviceSession,
+    ILocalSession,
+    IRegistryObserver,
+    ISessionSink,
+    ISessionTransport,
+)
+from twisted_spark.interfaces.firmware import IFirmwareUpdater  # noqa: E402
+
+__all__ = [
+    "IDeviceChannel",
+    "IDeviceRegistry",
+    "IDeviceSession",
+    "IDeviceStore",
+    "IEventBus",
+    "IExecutor",
+    "IFirmwareUpdater",
+    "ILocalSession",
+    "IMetrics",
+    "IRegistryObserver",
+    "ISessionSink",
+    "ISessionTransport",
+    "IStore",
+    "ISubscription",
+    "ITokenStore",
+    "IUserStore",
+]

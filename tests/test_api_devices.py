@@ -11,8 +11,11 @@ from api_fakes import Harness, assert_error, device_id
 from Crypto.IO import PEM
 from Crypto.PublicKey import RSA
 from Crypto.Util.asn1 import DerSequence
+from twisted.internet import defer
+from zope.interface import implementer
 
-from twisted_spark.errors import DeviceBusy, DeviceRequestFailed, DeviceTimeout
+from twisted_spark.errors import DeviceBusy, DeviceRequestFailed, DeviceTimeout, FirmwareTooLarge
+from twisted_spark.interfaces import IFirmwareUpdater
 from twisted_spark.models import iso8601
 
 KEYS = Path(__file__).parent / "keys"
@@ -300,17 +303,25 @@ async def test_flash_without_firmware_support_is_400(form, filename, sentence):
     assert assert_error(r, 400)["errors"] == [sentence]
 
 
+@implementer(IFirmwareUpdater)
+class RecordingUpdater:
+    """An IFirmwareUpdater that records what the API hands it."""
+
+    def __init__(self, error=None):
+        self.seen = []
+        self.error = error
+
+    def flash(self, record, image=None, sources=None):
+        self.seen.append((record.device_id, image, sources))
+        if self.error is not None:
+            return defer.fail(self.error)
+        return defer.succeed("ab" * 12)
+
+
 @pytest_twisted.ensureDeferred
-async def test_flash_hook_receives_the_upload():
+async def test_flash_hands_a_binary_to_the_updater():
     h, alice, _ = await setup()
-    seen = []
-
-    class Firmware:
-        async def flash(self, call, record, upload, binary):
-            seen.append((record.device_id, upload.filename, upload.data, binary))
-            return {"ok": True, "id": record.device_id, "status": "Update finished"}
-
-    h.api.firmware = Firmware()
+    h.api.firmware = updater = RecordingUpdater()
     r = await h.call(
         "PUT",
         "/v1/devices/kettle",
@@ -318,8 +329,22 @@ async def test_flash_hook_receives_the_upload():
         form={"file_type": "binary"},
         files={"file": ("app", b"\x01\x02")},
     )
-    assert r.json["status"] == "Update finished"
-    assert seen == [(D1, "app", b"\x01\x02", True)]
+    assert r.json == {"ok": True, "id": D1, "status": "Update finished",
+                      "firmware_binary_id": "ab" * 12}
+    assert updater.seen == [(D1, b"\x01\x02", None)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_flash_hands_sources_to_the_updater_and_answers_its_errors():
+    h, alice, _ = await setup()
+    too_large = FirmwareTooLarge("The firmware is 9 bytes; the limit is 8.", "cd" * 12)
+    h.api.firmware = updater = RecordingUpdater(too_large)
+    r = await h.call(
+        "PUT", f"/v1/devices/{D1}", token=alice, files={"file": ("app.cpp", b"int x;")}
+    )
+    body = assert_error(r, 400, "Firmware too large", str(too_large))
+    assert body["firmware_binary_id"] == "cd" * 12 and body["errors"] == [str(too_large)]
+    assert updater.seen == [(D1, None, [("app.cpp", b"int x;")])]
 
 
 @pytest_twisted.ensureDeferred

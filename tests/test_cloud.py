@@ -16,7 +16,7 @@ from twisted_spark.store import MemoryStore
 
 #: The constructors only the composition root calls.
 WIRED_BY_THE_ROOT = re.compile(
-    r"\b(DeviceServerFactory|SparkAPI|DeviceRegistry|DeviceRouter|FirmwareHook|StreamRegistry)\("
+    r"\b(DeviceServerFactory|SparkAPI|DeviceRegistry|DeviceRouter|FirmwareUpdater|StreamRegistry)\("
 )
 #: Unit tests of those classes, and their fixtures, may build one on fakes.
 UNIT_TESTS = {
@@ -26,7 +26,7 @@ UNIT_TESTS = {
     "DeviceRegistry": {"test_registry.py", "device_fixtures.py", "test_events_routing.py",
                        "test_events_devices.py", "test_interfaces.py", "test_device_channel.py"},
     "DeviceRouter": {"test_events_routing.py", "test_events_devices.py", "test_interfaces.py"},
-    "FirmwareHook": {"test_firmware_hook.py"},
+    "FirmwareUpdater": {"test_firmware_updater.py"},
     "StreamRegistry": {"test_events_sse.py", "test_events_devices.py"},
 }
 

@@ -3,6 +3,7 @@ against the virtual device's OTA receiver (classic, fast, faults)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zlib
 
@@ -179,7 +180,7 @@ def test_fast_missed_chunks_device_completes_itself():
     flasher, d = start(s, session, IMAGE, pump)
     summary = result(d)  # no clock advance: the device's own UpdateDone ends it
     assert summary["resent"] == 3
-    assert flasher._device_done
+    assert flasher.device_done
     assert device.firmware == IMAGE
 
 
@@ -195,7 +196,7 @@ def test_fast_missed_chunks_server_sends_update_done_again():
     pump.flush()
     summary = result(d)
     assert summary["resent"] == 3
-    assert not flasher._device_done
+    assert not flasher.device_done
     assert device.firmware == IMAGE
 
 
@@ -281,3 +282,67 @@ def test_abort_stops_a_waiting_transfer():
     flasher, d = start(s, session, IMAGE, pump)
     flasher.abort(FlashError("stop now"))
     assert str(failure_of(d).value) == "stop now"
+
+
+# -- the wire, pinned --------------------------------------------------------------------
+
+
+def _fixed_random():
+    counter = [0]
+
+    def random_bytes(n):
+        counter[0] += 1
+        return hashlib.sha256(str(counter[0]).encode()).digest()[:n].ljust(n, b"x")
+
+    return random_bytes
+
+
+@pytest.mark.parametrize(
+    ("platform", "faults", "device_kw", "mode", "digest", "count"),
+    [
+        ("core", {"corrupt": {3: 1}, "flash_fail": {20: 16}}, {}, "classic",
+         "fad0dd49fb75ba82", 55),
+        ("photon", {"corrupt": {5: 1, 30: 2}}, {"fast_style": "1.5.2"}, "fast",
+         "cfdaf709e38d54e0", 35),
+        ("photon", {"corrupt": {5: 1}}, {"fast_style": "0.4.9"}, "fast", "ce83c5a6c638dc31", 33),
+        ("photon", {"ignore_begin": 2}, {}, "fast", "eb30c563b52f82f6", 33),
+        ("photon", {}, {"fast_ota": False}, "classic", "6369529792c8ee02", 28),
+    ],
+)
+def test_ota_wire_bytes_are_pinned(monkeypatch, platform, faults, device_kw, mode, digest, count):
+    """Every CoAP message the server sends during a transfer (and a call right
+    after it), byte for byte, as recorded before the flasher moved onto the
+    session's channel (token reservation, acknowledgements in the session)."""
+    from twisted_spark.device.protocol import DeviceProtocol
+
+    sent = []
+    original = DeviceProtocol.send_coap
+
+    def recording(self, coap):
+        sent.append(bytes(coap))
+        return original(self, coap)
+
+    monkeypatch.setattr(DeviceProtocol, "send_coap", recording)
+    s = Server(random_bytes=_fixed_random())
+    device_id = CORE_ID if platform == "core" else PHOTON_ID
+    key = DEVICE_KEYS[0] if platform == "core" else DEVICE_KEYS[1]
+    s.register(device_id, key=key)
+    device = s.device(device_id, key, platform=platform, ota_faults=OtaFaults(**faults),
+                      **device_kw)
+    _proto, pump = s.connect(device)
+    session = s.registry.get(device_id)
+    for _ in range(3):  # calls before the transfer move the counters
+        session.ping()
+        pump.flush()
+    image = bytes(range(256)) * 40 + b"tail"
+    _flasher, d = start(s, session, image, pump, FlashOptions(fast_window=8, fast_quiet=1))
+    for _ in range(200):
+        if d.called:
+            break
+        s.clock.advance(1)
+        pump.flush()
+    assert result(d)["mode"] == mode
+    after = session.signal(True)
+    pump.flush()
+    assert result(after) is True
+    assert (hashlib.sha256(b"|".join(sent)).hexdigest()[:16], len(sent)) == (digest, count)

@@ -26,7 +26,7 @@ from twisted_spark.events.device_routing import DeviceRouter
 from twisted_spark.events.sse import StreamRegistry
 from twisted_spark.executors import Executors
 from twisted_spark.firmware.flasher import FlashOptions
-from twisted_spark.firmware.hook import FirmwareHook
+from twisted_spark.firmware.updater import FirmwareUpdater
 from twisted_spark.interfaces import IStore
 from twisted_spark.metrics import Metrics
 from twisted_spark.registry import DeviceRegistry
@@ -49,7 +49,7 @@ class Cloud:
     registry: DeviceRegistry
     router: DeviceRouter
     devices: DeviceServerFactory
-    firmware: FirmwareHook
+    firmware: FirmwareUpdater
     streams: StreamRegistry
     api: SparkAPI
     site: SparkSite
@@ -110,7 +110,7 @@ def build_cloud(
         clock=clock, rsa_pool=executors.rsa, random_bytes=random_bytes,
         describe_on_connect=describe_on_connect, metrics=metrics,
     )
-    firmware = FirmwareHook(
+    firmware = FirmwareUpdater(
         settings, bus, registry, clock=clock, reactor=reactor, options=flash_options,
         files=executors.files,
     )

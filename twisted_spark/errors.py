@@ -39,3 +39,51 @@ class DeviceRequestFailed(SparkError):
 
 class ArgumentTooLong(SparkError):
     """A function argument is longer than the device accepts."""
+
+
+class FirmwareError(SparkError):
+    """Flashing firmware failed; ``str(error)`` is the sentence for the user.
+
+    :ivar image_id: the id of the stored image, once the upload was stored
+        (the API returns it as ``firmware_binary_id``), else ``None``.
+    """
+
+    def __init__(self, message: str, image_id: str | None = None) -> None:
+        super().__init__(message)
+        self.image_id = image_id
+
+
+class EmptyFirmware(FirmwareError):
+    """The uploaded (or compiled) image is empty."""
+
+
+class NoCompiler(FirmwareError):
+    """Sources were uploaded but no ``--compile-command`` is configured."""
+
+
+class BadFileName(FirmwareError):
+    """An uploaded source file's name cannot be stored (too long)."""
+
+
+class CompileFailed(FirmwareError):
+    """The compile command failed; ``output`` is what it printed."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class FirmwareDeviceOffline(FirmwareError):
+    """The device was not connected when its image was ready."""
+
+
+class FirmwareTooLarge(FirmwareError):
+    """The image is larger than the device takes."""
+
+
+class UpdateFailed(FirmwareError):
+    """The transfer to the device failed; ``timeout`` when the device went silent."""
+
+    def __init__(self, message: str, image_id: str | None = None, timeout: bool = False) -> None:
+        super().__init__(message, image_id)
+        self.timeout = timeout

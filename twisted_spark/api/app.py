@@ -71,8 +71,8 @@ class SparkAPI:
     :param settings: :class:`~twisted_spark.config.Settings`.
     :param clock: ``IReactorTime`` for expiry, throttling and request timeouts.
     :param bus: optional :class:`~twisted_spark.interfaces.IEventBus` (events issue).
-    :param firmware: optional flasher hook (firmware issue); see
-        :func:`twisted_spark.api.devices.flash`.
+    :param firmware: optional :class:`~twisted_spark.interfaces.IFirmwareUpdater`
+        (``PUT /v1/devices/:id`` with ``file``; see :func:`twisted_spark.api.devices.flash`).
     :param passwords: the ``IExecutor`` hashing passwords (``Executors.passwords``,
         which the composition root passes); inline by default, for tests.
     :param metrics: the server's :class:`~twisted_spark.metrics.Metrics` (a new one by default).

@@ -427,10 +427,10 @@ async def signal(api, call, record):
 
 
 async def flash(api, call, record):
-    """Hand the upload to the firmware hook (the firmware issue provides it).
-
-    ``api.firmware.flash(call, record, upload, binary)`` must return a
-    Deferred/awaitable of the response dict (or raise :class:`ApiError`).
+    """Hand the upload to ``api.firmware``, the
+    :class:`~twisted_spark.interfaces.IFirmwareUpdater`: a binary as ``image``,
+    anything else as ``sources`` to compile.  Its domain errors are answered
+    by :func:`twisted_spark.api.errors.firmware_error`.
     """
     upload = call.body.files.get("file")
     if upload is None:
@@ -443,4 +443,14 @@ async def flash(api, call, record):
             else "Compilation is not configured on this server"
         )
         raise ApiError(400, "Not Implemented", sentence, errors=[sentence])
-    return await api.firmware.flash(call, record, upload, binary)
+    if binary:
+        image_id = await api.firmware.flash(record, image=upload.data)
+    else:
+        sources = [(u.filename or name, u.data) for name, u in call.body.files.items()]
+        image_id = await api.firmware.flash(record, sources=sources)
+    return {
+        "ok": True,
+        "id": record.device_id,
+        "status": "Update finished",
+        "firmware_binary_id": image_id,
+    }

@@ -82,10 +82,33 @@ DOMAIN_ERRORS = {
 }
 
 
+def firmware_error(exc: domain.FirmwareError) -> ApiError:
+    """The answer to a failed flash (API.md §4): the sentence, and the stored
+    image's id as ``firmware_binary_id`` once there is one."""
+    sentence = str(exc)
+    extra = {} if exc.image_id is None else {"firmware_binary_id": exc.image_id}
+    if isinstance(exc, domain.UpdateFailed):
+        status = 408 if exc.timeout else 500
+        return ApiError(status, "Update failed", sentence, errors=[sentence], extra=extra)
+    if isinstance(exc, domain.CompileFailed):
+        return ApiError(400, "Compile error", sentence, errors=["Compile error"],
+                        extra={**extra, "output": exc.output})
+    status, error = {
+        domain.EmptyFirmware: (400, "Empty firmware"),
+        domain.NoCompiler: (400, "Not Implemented"),
+        domain.BadFileName: (400, "invalid_request"),
+        domain.FirmwareDeviceOffline: (404, "Device is not connected"),
+        domain.FirmwareTooLarge: (400, "Firmware too large"),
+    }.get(type(exc), (500, "Update failed"))
+    return ApiError(status, error, sentence, errors=[sentence], extra=extra)
+
+
 def api_error_for(exc: BaseException) -> ApiError:
     """The :class:`ApiError` for any exception (500 for the unexpected)."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, domain.FirmwareError):
+        return firmware_error(exc)
     for kind, (status, error, description) in DOMAIN_ERRORS.items():
         if isinstance(exc, kind):
             errors = [description] if kind is domain.DuplicateUser else None
@@ -135,7 +158,7 @@ def install_error_handler(app, cors_origin: str) -> None:
             request.setHeader(b"access-control-allow-origin", cors_origin.encode())
             return b""
         api_error = api_error_for(exc)
-        if api_error.status >= 500 and not isinstance(exc, ApiError):
+        if api_error.status >= 500 and not isinstance(exc, (ApiError, domain.SparkError)):
             # A deliberate 500 (e.g. a failed update) was already logged where it arose.
             log.failure("Unhandled error in {method} {uri}", failure,
                         method=request.method.decode("latin-1"),

@@ -1,6 +1,6 @@
 """Over-the-air firmware updates: image store, compiler, OTA flasher, API hook."""
 
 from twisted_spark.firmware.flasher import Flasher, FlashError, FlashOptions
-from twisted_spark.firmware.hook import FirmwareHook
+from twisted_spark.firmware.updater import FirmwareUpdater
 
-__all__ = ["FirmwareHook", "FlashError", "FlashOptions", "Flasher"]
+__all__ = ["FirmwareUpdater", "FlashError", "FlashOptions", "Flasher"]

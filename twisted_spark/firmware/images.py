@@ -52,10 +52,6 @@ class ImageStore:
         """Deferred[bytes | None] of a stored image."""
         return self._run(self._get, image_id)
 
-    def ids(self):
-        """The stored ids, oldest first (synchronous; for tests and tools)."""
-        return [p.stem for p in self._files()]
-
     def _files(self):
         if not self.directory.is_dir():
             return []

@@ -1,25 +1,20 @@
-"""FirmwareHook on a Clock (session over an in-memory pump), and the image store."""
+"""FirmwareUpdater on a Clock (session over an in-memory pump), its domain errors and
+their answers, and the image store."""
 
 from __future__ import annotations
 
 import pytest
 from device_fixtures import CORE_ID, DEVICE_KEYS, Server, failure_of, result
 
-from twisted_spark.api.bodies import Body, UploadedFile
-from twisted_spark.api.errors import ApiError
+from twisted_spark import errors
 from twisted_spark.config import Settings
 from twisted_spark.errors import DeviceBusy
 from twisted_spark.events.bus import EventBus
-from twisted_spark.firmware import FirmwareHook, FlashOptions
+from twisted_spark.firmware import FirmwareUpdater, FlashOptions
 from twisted_spark.firmware.compiler import render_command, safe_filename
 from twisted_spark.firmware.images import ImageStore
 from twisted_spark.models import DeviceRecord, Event
 from twisted_spark.sim.device import OtaFaults
-
-
-class FakeCall:
-    def __init__(self, data, filename="fw.bin"):
-        self.body = Body(files={"file": UploadedFile("file", filename, data, "application/x")})
 
 
 def setup(tmp_path, options=None, **device_kw):
@@ -30,12 +25,12 @@ def setup(tmp_path, options=None, **device_kw):
     bus = EventBus()
     statuses = []
     bus.subscribe("spark/flash/status", lambda e: statuses.append(e))
-    hook = FirmwareHook(
+    hook = FirmwareUpdater(
         s.settings,
         bus,
         s.registry,
-        s.clock,
-        s.clock,
+        clock=s.clock,
+        reactor=s.clock,
         options=options,
         images=ImageStore(tmp_path / "firmware"),
     )
@@ -44,8 +39,7 @@ def setup(tmp_path, options=None, **device_kw):
 
 
 def flash(hook, record, data, pump):
-    call = FakeCall(data)
-    d = hook.flash(call, record, call.body.files["file"], True)
+    d = hook.flash(record, image=data)
     pump.flush()
     return d
 
@@ -53,15 +47,14 @@ def flash(hook, record, data, pump):
 def test_success_shape_events_and_unlock(tmp_path):
     s, device, session, pump, hook, record, statuses, _ = setup(tmp_path)
     d = flash(hook, record, b"A" * 3000, pump)
-    body = result(d)
-    assert body["ok"] is True and body["status"] == "Update finished"
+    image_id = result(d)
     assert device.firmware.rstrip(b"\x00") == b"A" * 3000
     assert [(e.name, e.data, e.coreid, e.public, e.owner) for e in statuses] == [
         ("spark/flash/status", "started", CORE_ID, False, "alice"),
         ("spark/flash/status", "success", CORE_ID, False, "alice"),
     ]
     assert not session.busy and session._update_handler is None and hook.active == {}
-    assert (tmp_path / "firmware" / f"{body['firmware_binary_id']}.bin").read_bytes() == b"A" * 3000
+    assert (tmp_path / "firmware" / f"{image_id}.bin").read_bytes() == b"A" * 3000
 
 
 def test_timeout_is_408_and_unlocks(tmp_path):
@@ -76,8 +69,8 @@ def test_timeout_is_408_and_unlocks(tmp_path):
     assert isinstance(failure_of(flash(hook, record, b"again", pump)).value, DeviceBusy)
     s.clock.advance(15)
     error = failure_of(d).value
-    assert isinstance(error, ApiError) and error.status == 408
-    assert error.body()["firmware_binary_id"] and error.body()["ok"] is False
+    assert isinstance(error, errors.UpdateFailed) and error.timeout
+    assert error.image_id and "did not answer" in str(error)
     assert not session.busy and hook.active == {}
     assert [e.data for e in statuses] == ["started", "failed"]
 
@@ -91,7 +84,8 @@ def test_disconnect_aborts_via_registry_and_unlocks(tmp_path):
     session.disconnect("test")  # no pending request is needed to notice
     pump.flush()
     error = failure_of(d).value
-    assert error.status == 500 and "disconnected" in error.errors[0]
+    assert isinstance(error, errors.UpdateFailed) and not error.timeout
+    assert "disconnected" in str(error)
     assert not session.busy
 
 
@@ -100,18 +94,23 @@ def test_announced_limits_are_used(tmp_path):
     for name, value in (("max_binary", "2000"), ("ota_chunk_size", "128")):
         bus.publish(Event(f"spark/hardware/{name}", value, 60, 0.0, CORE_ID, False, "alice"))
     error = failure_of(flash(hook, record, b"D" * 2001, pump)).value
-    assert error.status == 400 and "at most 2000" in error.errors[0]
+    assert isinstance(error, errors.FirmwareTooLarge) and "at most 2000" in str(error)
+    assert error.image_id
     assert device.ota_stats == {} and statuses == []
-    assert result(flash(hook, record, b"D" * 2000, pump))["ok"] is True
+    assert result(flash(hook, record, b"D" * 2000, pump))
     assert hook.last_summary["chunk_size"] == 128
 
 
 def test_empty_file_and_offline(tmp_path):
     s, device, session, pump, hook, record, statuses, _ = setup(tmp_path)
-    assert failure_of(flash(hook, record, b"", pump)).value.status == 400
+    empty = failure_of(flash(hook, record, b"", pump)).value
+    assert isinstance(empty, errors.EmptyFirmware) and empty.image_id is None
     other = DeviceRecord("0123456789abcdef01234567", owner="alice")
     error = failure_of(flash(hook, other, b"x", pump)).value
-    assert error.status == 404 and error.errors == ["Device is not connected."]
+    assert isinstance(error, errors.FirmwareDeviceOffline) and error.image_id
+    assert str(error) == "Device is not connected."
+    no_compiler = failure_of(hook.flash(record, sources=[("app.cpp", b"")])).value
+    assert isinstance(no_compiler, errors.NoCompiler)
 
 
 def test_close_stops_listening(tmp_path):
@@ -124,14 +123,20 @@ def test_close_stops_listening(tmp_path):
 # -- images ------------------------------------------------------------------------------
 
 
+def stored(directory):
+    """The ids of the image files in ``directory``, oldest first."""
+    files = sorted(directory.glob("*.bin"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return [p.stem for p in files]
+
+
 def test_image_store_caps_count_and_size(tmp_path):
     store = ImageStore(tmp_path, max_count=3, max_bytes=1000)
     ids = [result(store.put(bytes([i]) * 100)) for i in range(5)]
-    assert store.ids() == ids[-3:]
+    assert stored(tmp_path) == ids[-3:]
     assert result(store.get(ids[-1])) == bytes([4]) * 100
     assert result(store.get(ids[0])) is None
     big = result(store.put(b"x" * 950))
-    assert store.ids() == [big]  # the newest is always kept
+    assert stored(tmp_path) == [big]  # the newest is always kept
     assert result(store.get("../etc/passwd")) is None
     assert len(big) == 24 and (tmp_path / f"{big}.bin").stat().st_mode & 0o777 == 0o600
 
@@ -176,3 +181,39 @@ def test_compiler_refuses_a_file_name_over_255_bytes_before_any_work(tmp_path):
     assert failure and failure[0].check(FileNameTooLong)
     assert "256 bytes" in str(failure[0].value)
     assert not (tmp_path / "compile").exists()
+
+
+# -- the API's answers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "body"),
+    [
+        (errors.EmptyFirmware("The firmware file is empty."), 400,
+         {"error": "Empty firmware", "errors": ["The firmware file is empty."]}),
+        (errors.NoCompiler("Compilation is not configured on this server"), 400,
+         {"error": "Not Implemented"}),
+        (errors.BadFileName("too long"), 400, {"error": "invalid_request", "errors": ["too long"]}),
+        (errors.CompileFailed("exit 2", "make: ***"), 400,
+         {"error": "Compile error", "errors": ["Compile error"], "output": "make: ***"}),
+        (errors.FirmwareDeviceOffline("Device is not connected.", "ab" * 12), 404,
+         {"error": "Device is not connected", "errors": ["Device is not connected."],
+          "firmware_binary_id": "ab" * 12}),
+        (errors.FirmwareTooLarge("too big", "cd" * 12), 400,
+         {"error": "Firmware too large", "error_description": "too big",
+          "firmware_binary_id": "cd" * 12}),
+        (errors.UpdateFailed("silent", "ef" * 12, timeout=True), 408,
+         {"error": "Update failed", "errors": ["silent"], "firmware_binary_id": "ef" * 12}),
+        (errors.UpdateFailed("refused", "ef" * 12), 500, {"error": "Update failed"}),
+    ],
+)
+def test_the_api_answers_each_firmware_error(error, status, body):
+    """The updater raises domain errors; api/errors.py alone turns them into
+    the JSON bodies of API.md §4."""
+    from twisted_spark.api.errors import api_error_for
+
+    answer = api_error_for(error)
+    assert answer.status == status
+    full = answer.body()
+    assert full["ok"] is False and full["error_description"] == str(error)
+    assert {key: full[key] for key in body} == body

@@ -45,10 +45,10 @@ def serve(port: int, queue_size: int) -> None:
     from twisted.web.resource import Resource
     from twisted.web.server import NOT_DONE_YET, Site
 
+    from twisted_spark.api.sse import prefix_from_path
     from twisted_spark.cloud import build_cloud
     from twisted_spark.config import Settings
     from twisted_spark.events.publishing import InvalidEvent, api_event
-    from twisted_spark.events.sse import prefix_from_path
     from twisted_spark.events.visibility import firehose_rule
     from twisted_spark.executors import Executors
     from twisted_spark.store import MemoryStore

@@ -27,7 +27,7 @@ UNIT_TESTS = {
                        "test_events_devices.py", "test_interfaces.py", "test_device_channel.py"},
     "DeviceRouter": {"test_events_routing.py", "test_events_devices.py", "test_interfaces.py"},
     "FirmwareUpdater": {"test_firmware_updater.py"},
-    "StreamRegistry": {"test_events_sse.py", "test_events_devices.py"},
+    "StreamRegistry": {"test_api_sse.py", "test_events_devices.py"},
 }
 
 

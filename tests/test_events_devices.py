@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 
 from device_fixtures import CORE_ID, DEVICE_KEYS, PHOTON_ID, Server, result
-from test_events_sse import StreamRequest
+from test_api_sse import StreamRequest
 
+from twisted_spark.api.sse import prefix_from_path
+from twisted_spark.api.streams import StreamRegistry
 from twisted_spark.config import Settings
 from twisted_spark.events import visibility
 from twisted_spark.events.bus import EventBus
 from twisted_spark.events.device_routing import DeviceRouter
 from twisted_spark.events.publishing import api_event
-from twisted_spark.events.sse import StreamRegistry, prefix_from_path
 from twisted_spark.models import Event, User, iso8601
 
 BOB_ID = "0123456789abcdef01234567"

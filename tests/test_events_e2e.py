@@ -24,11 +24,11 @@ from twisted.internet.protocol import Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from twisted_spark.api.sse import format_event, prefix_from_path
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
 from twisted_spark.events import visibility
 from twisted_spark.events.publishing import api_event
-from twisted_spark.events.sse import format_event, prefix_from_path
 from twisted_spark.models import DeviceRecord, Event, User
 from twisted_spark.sim.device import VirtualDevice, connect_device
 from twisted_spark.store import MemoryStore

@@ -19,11 +19,11 @@ from twisted.internet import defer
 
 from twisted_spark.api.app import SparkAPI
 from twisted_spark.api.site import SparkSite
+from twisted_spark.api.streams import StreamRegistry
 from twisted_spark.config import Settings
 from twisted_spark.device.factory import DeviceServerFactory
 from twisted_spark.events.bus import EventBus
 from twisted_spark.events.device_routing import DeviceRouter
-from twisted_spark.events.sse import StreamRegistry
 from twisted_spark.executors import Executors
 from twisted_spark.firmware.flasher import FlashOptions
 from twisted_spark.firmware.updater import FirmwareUpdater

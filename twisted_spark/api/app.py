@@ -44,9 +44,10 @@ from twisted_spark.api.errors import (
     write_error,
 )
 from twisted_spark.api.site import NO_BODY, BodyPlan, SparkSite, request_factory
+from twisted_spark.api.sse import EventStream
+from twisted_spark.api.streams import StreamRegistry
 from twisted_spark.api.tokens import LoginThrottle
 from twisted_spark.config import Settings
-from twisted_spark.events.sse import EventStream, StreamRegistry
 from twisted_spark.executors import SynchronousExecutor
 from twisted_spark.metrics import Metrics
 from twisted_spark.passwords import hash_password_async, verify_password_async
@@ -76,7 +77,7 @@ class SparkAPI:
     :param passwords: the ``IExecutor`` hashing passwords (``Executors.passwords``,
         which the composition root passes); inline by default, for tests.
     :param metrics: the server's :class:`~twisted_spark.metrics.Metrics` (a new one by default).
-    :param streams: the :class:`~twisted_spark.events.sse.StreamRegistry` of
+    :param streams: the :class:`~twisted_spark.api.streams.StreamRegistry` of
         event streams; by default one on ``bus`` (no event routes without a bus).
     """
 
@@ -112,7 +113,7 @@ class SparkAPI:
         #: Klein endpoint name -> :class:`RoutePolicy`, filled by :meth:`route`.
         self.policies: dict[str, RoutePolicy] = {}
         install_error_handler(self.app, self.settings.cors_origin)
-        #: Open event streams (:class:`~twisted_spark.events.sse.StreamRegistry`).
+        #: Open event streams (:class:`~twisted_spark.api.streams.StreamRegistry`).
         self.streams = streams
         if bus is not None:
             if self.streams is None:

@@ -1,15 +1,16 @@
 """Event routes (API.md §5): three Server-Sent Event streams and publishing.
 
 Streams are opened through ``api.streams`` (an
-:class:`~twisted_spark.events.sse.StreamRegistry`); every error — bad token,
+:class:`~twisted_spark.api.streams.StreamRegistry`); every error — bad token,
 unknown device — is answered as JSON before any stream header is written.
 """
 
 from __future__ import annotations
 
+from twisted_spark.api import sse
 from twisted_spark.api.devices import DEVICE_ID, by_name
 from twisted_spark.api.errors import bad_request, forbidden
-from twisted_spark.events import publishing, sse
+from twisted_spark.events import publishing
 from twisted_spark.events import visibility as rules
 
 

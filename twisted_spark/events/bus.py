@@ -8,7 +8,7 @@ rule (see :mod:`twisted_spark.events.visibility`) returns true.
 Subscribers are isolated: an exception in one rule or callback is logged and
 never reaches the publisher or the other subscribers.  Delivery is a plain
 call, so callbacks must not block; subscribers that can stall (SSE streams,
-webhooks) keep their own bounded queue (:class:`~twisted_spark.events.sse.EventStream`).
+webhooks) keep their own bounded queue (:class:`~twisted_spark.api.sse.EventStream`).
 
 Subscriptions are indexed by prefix: a publish looks up each prefix of the
 event name (names are at most 63 characters) or scans the distinct prefixes,

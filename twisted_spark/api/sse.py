@@ -1,4 +1,5 @@
-"""Server-Sent Event streams of the API (API.md §5).
+# -*- test-case-name: tests.test_api_sse,tests.test_events_e2e -*-
+"""Server-Sent Event streams of the API (API.md §5): HTTP code, so it lives in ``api``.
 
 * :func:`format_event` builds an event's frame; :func:`encode_event` returns
   it from a one-entry cache, so an event fanned out to many streams is
@@ -7,8 +8,8 @@
   request: headers and ``:ok``, a bus subscription, one keep-alive timer (and
   one at its token's expiry, which ends it), a push producer bounding what a
   slow client can make the server hold, and cleanup however the stream ends.
-* :class:`StreamRegistry` opens streams and finds them again by access token
-  (token deleted → its streams close) or all at once (server stopping).
+* :class:`~twisted_spark.api.streams.StreamRegistry` opens streams and finds
+  them again by access token.
 
 A route answers 401/403/404 with the JSON error body *before* opening a
 stream; once :meth:`EventStream.start` has run the status and headers are
@@ -376,95 +377,3 @@ class EventStream:
         """The connection is going away."""
         self._gone = True
         self._cleanup("client disconnected")
-
-
-class StreamRegistry:
-    """The open SSE streams, by access token.
-
-    :param bus: the ``IEventBus`` streams subscribe to.
-    :param clock: ``IReactorTime`` for keep-alives.
-    :param queue_size: per-stream bound (``Settings.sse_queue_size``).
-    :param keepalive: keep-alive interval in seconds.
-
-    :ivar opened: streams opened so far.
-    :ivar cut_off: streams closed because their client stopped reading.
-    """
-
-    def __init__(self, bus, clock, queue_size: int = 1000, keepalive: float = KEEPALIVE_INTERVAL):
-        self.bus = bus
-        self.clock = clock
-        self.queue_size = queue_size
-        self.keepalive = keepalive
-        self._streams: dict[EventStream, None] = {}
-        self._by_token: dict[str, dict[EventStream, None]] = {}
-        self.opened = 0
-        self.cut_off = 0
-
-    @classmethod
-    def from_settings(cls, bus, clock, settings) -> StreamRegistry:
-        return cls(bus, clock, queue_size=settings.sse_queue_size)
-
-    def __len__(self) -> int:
-        """The number of open streams."""
-        return len(self._streams)
-
-    def streams(self, token: str | None = None) -> list[EventStream]:
-        """The open streams (of ``token``, if given)."""
-        if token is None:
-            return list(self._streams)
-        return list(self._by_token.get(token, ()))
-
-    def open(
-        self,
-        request,
-        prefix: str,
-        accepts,
-        token: str | None = None,
-        expires_at: float | None = None,
-    ) -> EventStream:
-        """Start an :class:`EventStream` on ``request`` and track it."""
-        stream = EventStream(
-            request,
-            self.clock,
-            queue_size=self.queue_size,
-            keepalive=self.keepalive,
-            token=token,
-            expires_at=expires_at,
-            on_close=self._closed,
-        )
-        self.opened += 1
-        self._streams[stream] = None
-        if token is not None:
-            self._by_token.setdefault(token, {})[stream] = None
-        stream.start(self.bus, prefix, accepts)
-        return stream
-
-    def _closed(self, stream: EventStream) -> None:
-        self._streams.pop(stream, None)
-        if stream.cut_off:
-            self.cut_off += 1
-        token = stream.token
-        if token is not None:
-            group = self._by_token.get(token)
-            if group is not None:
-                group.pop(stream, None)
-                if not group:
-                    del self._by_token[token]
-
-    def close_streams_for_token(self, token: str, reason: str = "access token deleted") -> int:
-        """Close every stream opened with ``token``; returns how many."""
-        streams = list(self._by_token.get(token, ()))
-        for stream in streams:
-            stream.close(reason)
-        return len(streams)
-
-    def close_all(self, reason: str = "server stopping") -> int:
-        """Close every stream; returns how many."""
-        streams = list(self._streams)
-        for stream in streams:
-            stream.close(reason)
-        return len(streams)
-
-    def stats(self) -> dict[str, int]:
-        """Numbers for ``/metrics``."""
-        return {"open": len(self._streams), "opened": self.opened, "cut_off": self.cut_off}

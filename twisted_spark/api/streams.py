@@ -1,0 +1,100 @@
+# -*- test-case-name: tests.test_api_sse -*-
+r"""The open event streams of the API, by access token.
+
+:class:`StreamRegistry` opens :class:`~twisted_spark.api.sse.EventStream`\ s
+and finds them again by access token (token deleted → its streams close) or
+all at once (server stopping).  The composition root makes one and hands it
+to the API.
+"""
+
+from __future__ import annotations
+
+from twisted_spark.api.sse import KEEPALIVE_INTERVAL, EventStream
+
+
+class StreamRegistry:
+    """The open SSE streams, by access token.
+
+    :param bus: the ``IEventBus`` streams subscribe to.
+    :param clock: ``IReactorTime`` for keep-alives.
+    :param queue_size: per-stream bound (``Settings.sse_queue_size``).
+    :param keepalive: keep-alive interval in seconds.
+
+    :ivar opened: streams opened so far.
+    :ivar cut_off: streams closed because their client stopped reading.
+    """
+
+    def __init__(self, bus, clock, queue_size: int = 1000, keepalive: float = KEEPALIVE_INTERVAL):
+        self.bus = bus
+        self.clock = clock
+        self.queue_size = queue_size
+        self.keepalive = keepalive
+        self._streams: dict[EventStream, None] = {}
+        self._by_token: dict[str, dict[EventStream, None]] = {}
+        self.opened = 0
+        self.cut_off = 0
+
+    @classmethod
+    def from_settings(cls, bus, clock, settings) -> StreamRegistry:
+        return cls(bus, clock, queue_size=settings.sse_queue_size)
+
+    def __len__(self) -> int:
+        """The number of open streams."""
+        return len(self._streams)
+
+    def streams(self, token: str | None = None) -> list[EventStream]:
+        """The open streams (of ``token``, if given)."""
+        if token is None:
+            return list(self._streams)
+        return list(self._by_token.get(token, ()))
+
+    def open(
+        self,
+        request,
+        prefix: str,
+        accepts,
+        token: str | None = None,
+        expires_at: float | None = None,
+    ) -> EventStream:
+        """Start an :class:`EventStream` on ``request`` and track it."""
+        stream = EventStream(
+            request,
+            self.clock,
+            queue_size=self.queue_size,
+            keepalive=self.keepalive,
+            token=token,
+            expires_at=expires_at,
+            on_close=self._closed,
+        )
+        self.opened += 1
+        self._streams[stream] = None
+        if token is not None:
+            self._by_token.setdefault(token, {})[stream] = None
+        stream.start(self.bus, prefix, accepts)
+        return stream
+
+    def _closed(self, stream: EventStream) -> None:
+        self._streams.pop(stream, None)
+        if stream.cut_off:
+            self.cut_off += 1
+        token = stream.token
+        if token is not None:
+            group = self._by_token.get(token)
+            if group is not None:
+                group.pop(stream, None)
+                if not group:
+                    del self._by_token[token]
+
+    def close_streams_for_token(self, token: str, reason: str = "access token deleted") -> int:
+        """Close every stream opened with ``token``; returns how many."""
+        streams = list(self._by_token.get(token, ()))
+        for stream in streams:
+            stream.close(reason)
+        return len(streams)
+
+    def close_all(self, reason: str = "server stopping") -> int:
+        """Close every stream; returns how many."""
+        streams = list(self._streams)
+        for stream in streams:
+            stream.close(reason)
+        return len(streams)

@@ -74,6 +74,7 @@ class FakeDeviceSession:
         self.owner = None
         self.busy = False
         self.subscriptions = []
+        self.final = None
 
     def _answer(self, compute):
         if not self.connected:
@@ -97,10 +98,11 @@ class FakeDeviceSession:
         )
 
     def final_describe(self):
-        self.calls.append(("final_describe",))
-        return self._answer(
-            lambda: {"functions": list(self.functions), "variables": dict(self.variables)}
-        )
+        """What is known, at once: nothing more is on the way (a test may set
+        ``final`` to a Deferred, as a Describe whose last part is still coming)."""
+        if self.final is not None:
+            return self.final
+        return defer.succeed({"functions": list(self.functions), "variables": dict(self.variables)})
 
     def call_function(self, name, argument):
         self.calls.append(("call", name, argument))

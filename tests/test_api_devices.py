@@ -418,6 +418,38 @@ async def test_variable_of_offline_device_is_404():
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_name_missing_from_a_partial_describe_waits_for_the_rest():
+    """A Photon's first Describe part may name only some functions (§8.1): a
+    name not seen yet is looked up again once the final Describe is in."""
+    h, alice, session = await setup()
+    session.final = defer.Deferred()
+    d = h.start("POST", f"/v1/devices/{D1}/late", token=alice, form={"arg": "xy"})
+    assert not h.answered(d)
+    session.functions += ("late",)
+    session.final.callback({"functions": list(session.functions), "variables": VARS})
+    r = await h.finish(d)
+    assert r.status == 200 and r.json["return_value"] == 2
+    assert session.calls == [("call", "late", b"xy")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_variable_the_final_describe_lacks_is_400_and_the_wait_is_bounded():
+    h, alice, session = await setup(request_timeout=5)
+    session.final = defer.Deferred()
+    d = h.start("GET", f"/v1/devices/{D1}/late", token=alice)
+    assert not h.answered(d)
+    session.final.callback({"functions": list(session.functions), "variables": VARS})
+    assert_error(await h.finish(d), 400, "Variable not found")
+    session.final = defer.Deferred()  # the rest never comes
+    d = h.start("GET", f"/v1/devices/{D1}/late", token=alice)
+    h.clock.advance(4.9)
+    assert not h.answered(d)
+    h.clock.advance(0.1)
+    assert_error(await h.finish(d), 408, "Timed out.")
+    assert session.calls == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_silent_device_gives_408_at_the_request_timeout_and_cancels():
     h, alice, session = await setup(request_timeout=5)
     session.mode = "hang"

@@ -1,12 +1,12 @@
+# -*- test-case-name: tests.test_api_devices -*-
 """Device routes (API.md §4): list, info, claim, release, rename, signal,
-variables, functions, ping, provisioning; and the flashing hook.
+variables, functions, ping, provisioning, and flashing.
 
-A device is named by its 24-hex id (any case) or by its name among the
-caller's devices.  A device that does not exist and one that belongs to
-someone else both answer 403, so existence never leaks; administrators see
-every device.  Claim, release, provisioning and rename write through
-:func:`change_device`, a compare-and-set: of two requests racing for one
-device, exactly one wins.
+Devices are found by :mod:`twisted_spark.api.lookup` (403 for anything not
+the caller's); claim, release, provisioning and rename write through
+:func:`~twisted_spark.api.ownership.change_device`, a compare-and-set.
+Flashing hands the upload to the
+:class:`~twisted_spark.interfaces.IFirmwareUpdater`.
 """
 
 from __future__ import annotations
@@ -15,45 +15,25 @@ import re
 
 from twisted_spark.api.context import Reply
 from twisted_spark.api.errors import ApiError, bad_request, forbidden
+from twisted_spark.api.lookup import DEVICE_ID, resolve
+from twisted_spark.api.ownership import (
+    belongs_to_someone_else,
+    change_device,
+    key_registered,
+    name_in_use,
+)
 from twisted_spark.crypto.keys import KeyFormatError, load_device_public_key, public_key_der
 from twisted_spark.errors import DeviceNotConnected, UnknownFunction, UnknownVariable
 from twisted_spark.models import DeviceRecord, iso8601
 from twisted_spark.platforms import limits_for
-from twisted_spark.store import DeviceChanged, NameTaken
+from twisted_spark.store import NameTaken
 
-DEVICE_ID = re.compile(r"[0-9a-fA-F]{24}")
 DEVICE_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
 #: Old firmware registers only this many characters of a name (seed §Controlling a Core).
 NAME_LIMIT = 12
 
 
-# -- resolution and views -----------------------------------------------------
-
-
-async def resolve(api, caller, ident: str) -> DeviceRecord:
-    """The caller's device called ``ident`` (id or name), or 403."""
-    record = None
-    if DEVICE_ID.fullmatch(ident):
-        device_id = ident.lower()
-        record = await api.store.get_device(device_id)
-        if record is None and caller.is_admin and api.registry.get(device_id) is not None:
-            record = DeviceRecord(device_id)  # online, never stored: only admins see it
-    if record is None:
-        record = await by_name(api, caller, ident)
-    if record is None or not (caller.is_admin or record.owner == caller.username):
-        raise forbidden()
-    return record
-
-
-async def by_name(api, caller, name):
-    candidates = await api.store.list_devices(owner=caller.username)
-    if caller.is_admin:
-        candidates += [r for r in await api.store.list_devices() if r.owner != caller.username]
-    for same in (lambda r: r.name == name, lambda r: (r.name or "").lower() == name.lower()):
-        matches = [r for r in candidates if r.name and same(r)]
-        if matches:
-            return matches[0]
-    return None
+# -- views --------------------------------------------------------------------
 
 
 def summary(api, record: DeviceRecord) -> dict:
@@ -105,7 +85,11 @@ def online(api, record):
 
 
 async def described(api, session, kind):
-    """The session's names of ``kind``; asks the device once if nothing is cached."""
+    """The session's names of ``kind``; asks the device once if nothing is cached.
+
+    The answer may come from a partial Describe (a Photon's first part):
+    :func:`exposed_member` looks again in the final one before refusing a name.
+    """
     names = getattr(session, kind, None)
     other = "functions" if kind == "variables" else "variables"
     if not names and not getattr(session, other, None):
@@ -118,63 +102,6 @@ def argument_limit(api, session) -> int:
     if api.settings.max_function_argument is not None:
         return api.settings.max_function_argument
     return limits_for(getattr(session, "platform_id", None)).argument_limit
-
-
-#: Fields a claim, release, provisioning or rename decides on: a write goes
-#: through only if none of them changed since the decision was made.
-DECIDED_ON = ("owner", "name", "public_key")
-#: Compare-and-set attempts before giving up (each failure means another
-#: request changed the device in between: only a flood of writes gets there).
-CAS_ATTEMPTS = 5
-
-
-_UNREAD = object()
-
-
-async def change_device(api, device_id: str, decide, record=_UNREAD):
-    """Apply ``decide(record)``'s changes as a compare-and-set; the record after.
-
-    ``decide`` gets the device as it is (``None`` if not stored) and returns
-    the fields to change, or raises the :class:`ApiError` that refuses the
-    request.  The write is conditional on :data:`DECIDED_ON` still being what
-    ``decide`` saw; if another request changed them first, ``decide`` runs
-    again on the new state, so of two racing requests the loser is judged
-    (and usually refused) as if it had come second.  The live session learns
-    the new owner through the registry (event visibility uses it).  Pass ``record`` when the
-    caller has just read it (``None`` = not stored), to save a read.
-    """
-    if record is _UNREAD:
-        record = await api.store.get_device(device_id)
-    for _ in range(CAS_ATTEMPTS):
-        seen = record or DeviceRecord(device_id)
-        changes = decide(record)
-        expected = {field: getattr(seen, field) for field in DECIDED_ON}
-        try:
-            record = await api.store.update_device_if(device_id, expected, **changes)
-        except DeviceChanged as changed:
-            record = changed.current
-            continue
-        api.registry.owner_changed(device_id, record.owner)
-        return record
-    sentence = "The device changed while this request ran; try again."
-    raise ApiError(409, "Conflict", sentence, errors=[sentence])
-
-
-def belongs_to_someone_else() -> ApiError:
-    sentence = "That belongs to someone else"
-    return ApiError(403, "Forbidden", sentence, errors=[sentence])
-
-
-def name_in_use() -> ApiError:
-    return bad_request("name already in use", errors=["name already in use"])
-
-
-def key_registered() -> ApiError:
-    sentence = (
-        "This device already has a registered key; only its owner or an administrator "
-        "can replace it."
-    )
-    return ApiError(403, "Forbidden", sentence, errors=[sentence])
 
 
 def raw_text(value) -> str:
@@ -205,6 +132,13 @@ async def exposed_member(call, device: str, requested: str, kind: str):
     record = await resolve(api, call.caller, device)
     session = online(api, record)
     name = match_name(requested, await described(api, session, kind))
+    if name is None:
+        # Not in what is known yet: the rest of a partial Describe may name it
+        # (PROTOCOL.md §8.1).  At once when nothing more is coming; at most the
+        # request timeout otherwise.
+        final = await api.with_timeout(session.final_describe())
+        names = final.get(kind) if isinstance(final, dict) else None
+        name = match_name(requested, names or ())
     if name is None:
         raise (UnknownVariable if kind == "variables" else UnknownFunction)(requested)
     return record, session, name

@@ -8,8 +8,8 @@ unknown device — is answered as JSON before any stream header is written.
 from __future__ import annotations
 
 from twisted_spark.api import sse
-from twisted_spark.api.devices import DEVICE_ID, by_name
-from twisted_spark.api.errors import bad_request, forbidden
+from twisted_spark.api.errors import bad_request
+from twisted_spark.api.lookup import any_device
 from twisted_spark.events import publishing
 from twisted_spark.events import visibility as rules
 
@@ -30,18 +30,6 @@ async def streamed(stream):
     """Keep the request open until the stream ends (Klein cancels this on hang-up)."""
     await stream.ended
     return stream
-
-
-async def any_device(api, caller, ident: str):
-    """The device named by id (anyone's: others see its public events) or 403."""
-    record = None
-    if DEVICE_ID.fullmatch(ident):
-        record = await api.store.get_device(ident.lower())
-    if record is None:
-        record = await by_name(api, caller, ident)
-    if record is None:
-        raise forbidden()
-    return record
 
 
 def register(api) -> None:

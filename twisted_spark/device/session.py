@@ -195,7 +195,7 @@ class DeviceSession(EventIngress, RemoteCalls):
                 )
                 return
             self._recv_mid = msg.message_id
-        _HANDLERS[kind](self, kind, msg)
+        getattr(self, _HANDLERS[kind])(kind, msg)
 
     def _answer_ping(self, kind, msg):
         self.transport.send_coap(to_device.empty_ack(msg.message_id))
@@ -228,17 +228,18 @@ class DeviceSession(EventIngress, RemoteCalls):
         self._sink.unregister(self)
 
 
-#: What the session does with each kind of message a device originates
-#: (the kinds are named by :func:`twisted_spark.coap.kinds.classify`).
+#: The method handling each kind of message a device originates (the kinds are
+#: named by :func:`twisted_spark.coap.kinds.classify`); by name, so a subclass
+#: can override one.
 _HANDLERS = {
-    MessageKind.PING: DeviceSession._answer_ping,
-    MessageKind.SEPARATE_RESPONSE: DeviceSession._separate_response,
-    MessageKind.PUBLIC_EVENT: DeviceSession._device_event,
-    MessageKind.PRIVATE_EVENT: DeviceSession._device_event,
-    MessageKind.SUBSCRIBE: DeviceSession._subscribe,
-    MessageKind.GET_TIME: DeviceSession._time,
-    MessageKind.CHUNK_MISSED: DeviceSession._update_message,
-    MessageKind.UPDATE_DONE: DeviceSession._update_message,
-    MessageKind.HELLO: DeviceSession._unexpected,
-    MessageKind.UNKNOWN: DeviceSession._unexpected,
+    MessageKind.PING: "_answer_ping",
+    MessageKind.SEPARATE_RESPONSE: "_separate_response",
+    MessageKind.PUBLIC_EVENT: "_device_event",
+    MessageKind.PRIVATE_EVENT: "_device_event",
+    MessageKind.SUBSCRIBE: "_subscribe",
+    MessageKind.GET_TIME: "_time",
+    MessageKind.CHUNK_MISSED: "_update_message",
+    MessageKind.UPDATE_DONE: "_update_message",
+    MessageKind.HELLO: "_unexpected",
+    MessageKind.UNKNOWN: "_unexpected",
 }

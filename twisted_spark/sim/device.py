@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sim -*-
 """A virtual Spark Core / Photon: the client half of the device protocol.
 
 :class:`VirtualDevice` is an ordinary Twisted protocol that does what the
@@ -7,17 +8,18 @@ function calls, variable reads (every type), signal, pings, events pushed to
 it, and OTA updates (classic and fast mode), and can publish, subscribe,
 ask the time and ping.  Tests, benchmarks and users without hardware use it.
 
-Functions are ``name -> callable(argument: bytes) -> int``; variables are
-``name -> (type, value)`` with type one of ``bool``, ``int32``, ``string``,
-``double`` and value a constant or a zero-argument callable.
+This module is the connection: handshake, framing, the requests the device
+makes, and the dispatch of what the server sends (one table of
+:class:`~twisted_spark.coap.kinds.DeviceBoundKind`).  The application's
+functions, variables and Describe are in :mod:`twisted_spark.sim.application`,
+the OTA receiver in :mod:`twisted_spark.sim.ota`, connecting over TCP in
+:mod:`twisted_spark.sim.connect`.
 """
 
 from __future__ import annotations
 
-import zlib
-
 from twisted.internet import defer
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from twisted_spark import platforms
@@ -32,31 +34,29 @@ from twisted_spark.crypto.handshake import (
     session_seeds,
 )
 from twisted_spark.crypto.keys import public_key_der
-from twisted_spark.platforms import CORE, CORE_LIMITS
+from twisted_spark.platforms import CORE
+from twisted_spark.sim.application import (
+    TYPE_CODES,
+    ApplicationServer,
+    DescribeStyles,
+    default_functions,
+    default_variables,
+)
+from twisted_spark.sim.connect import VirtualDeviceFactory, connect_device
+from twisted_spark.sim.ota import OtaFaults, OtaReceiver
 
-TYPE_CODES = {"bool": 1, "int32": 2, "string": 4, "double": 9}
-DescribeStyles = ("core", "photon-0.4.9", "photon-0.6", "photon-separate")
+__all__ = [
+    "TYPE_CODES",
+    "DescribeStyles",
+    "OtaFaults",
+    "VirtualDevice",
+    "VirtualDeviceFactory",
+    "connect_device",
+    "default_functions",
+    "default_variables",
+]
 
-
-def default_functions():
-    """``brew`` returns the argument length; ``negate`` returns -int(argument)."""
-    return {
-        "brew": lambda arg: len(arg),
-        "negate": lambda arg: -int(arg or b"0"),
-    }
-
-
-def default_variables():
-    """One variable of every type."""
-    return {
-        "ready": ("bool", True),
-        "temperature": ("int32", -98765),
-        "message": ("string", "woot"),
-        "ratio": ("double", -104.858),
-    }
-
-
-class VirtualDevice(Protocol):
+class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
     """One simulated device connection (see the module docstring).
 
     :param device_id: 24 hex characters.
@@ -304,278 +304,53 @@ class VirtualDevice(Protocol):
 
     def _handle(self, msg):
         kind = kinds.classify_device_bound(msg)
-        mid = msg.message_id
-        if kind is DeviceBoundKind.HELLO:
-            if not self.online.called:
-                self.online.callback(self)
-        elif kind is DeviceBoundKind.PING:
-            self.send(to_device.empty_ack(mid))
-        elif kind is DeviceBoundKind.EMPTY_ACK or kind is DeviceBoundKind.ACK_RESPONSE:
-            d = self._waiting.pop(mid, None)
-            if d is not None:
-                d.callback(msg.code == 0)
-        elif kind is DeviceBoundKind.TIME_REPLY:
-            d = self._time.pop(msg.token[0], None) if msg.token else None
-            if d is not None:
-                d.callback(payloads.parse_time_reply(msg.payload))
-        elif kind is DeviceBoundKind.DESCRIBE:
-            self._describe(msg)
-        elif kind is DeviceBoundKind.FUNCTION_CALL:
-            self._function(msg)
-        elif kind is DeviceBoundKind.VARIABLE_REQUEST:
-            self._variable(msg)
-        elif kind is DeviceBoundKind.SIGNAL:
-            self.signalling = payloads.parse_signal(msg)
-            self.send(from_device.signal_ack(mid, msg.token))
-        elif kind is DeviceBoundKind.PUBLIC_EVENT or kind is DeviceBoundKind.PRIVATE_EVENT:
-            self.events.append(tuple(payloads.parse_event(msg)))
-        elif kind is DeviceBoundKind.UPDATE_BEGIN or kind is DeviceBoundKind.SAVE_BEGIN:
-            self._update_begin(msg)
-        elif kind is DeviceBoundKind.CHUNK:
-            self._chunk(msg)
-        elif kind is DeviceBoundKind.UPDATE_DONE:
-            self._update_done(msg)
+        handler = _HANDLERS.get(kind)
+        if handler is not None:
+            getattr(self, handler)(msg)
 
-    def _describe(self, msg):
-        mid, token = msg.message_id, msg.token
-        app = {
-            "f": list(self.functions),
-            "v": {name: TYPE_CODES[t] for name, (t, _) in self.variables.items()},
-        }
-        system = {
-            "p": self.platform_id,
-            "m": [{"s": 262144, "l": "m", "vc": 30, "vv": 30, "f": "s", "n": "1", "v": 11}],
-        }
-        style = self.describe_style
-        if style == "core":
-            self.send(from_device.describe_response(mid, token, app))
-        elif style == "photon-0.4.9":
-            self.send(from_device.describe_response(mid, token, {**system, "f": [], "v": {}}))
-            self.send(from_device.describe_response(mid, token, app))
-        elif style == "photon-0.6":
-            self.send(from_device.describe_response(mid, token, {**app, **system}))
-        else:
-            self.send(to_device.empty_ack(mid))
-            for part in (system, app):
-                body = from_device.describe_response(self._next_mid(), token, part)
-                self.send(bytes([(body[0] & 0xCF) | 0x10]) + body[1:])  # ACK -> NON
+    def _hello(self, msg):
+        if not self.online.called:
+            self.online.callback(self)
 
-    def _function(self, msg):
-        name, argument = payloads.parse_function_call(msg)
-        self.calls.append((name, argument))
-        func = self.functions.get(name)
-        if self.platform_id == CORE and len(argument) > CORE_LIMITS.argument_limit:
-            self.transport.loseConnection()  # what a real Core does
-            return
+    def _ping(self, msg):
         self.send(to_device.empty_ack(msg.message_id))
-        value = func(argument) if func is not None else -1
-        self.send(from_device.function_return(self._next_mid(), msg.token, int(value)))
 
-    def _variable(self, msg):
-        name = payloads.parse_variable_request(msg)
-        entry = self.variables.get(name)
-        if entry is None:
-            self.send(from_device.coded_ack(msg.message_id, msg.token, codec.Code.NOT_FOUND))
-            return
-        type_name, value = entry
-        if callable(value):
-            value = value()
-        encoded = payloads.encode_variable(type_name, value)
-        if self.separate_variables:
-            self.send(to_device.empty_ack(msg.message_id))
-            mid = self._next_mid()
-            self.send(from_device.variable_value(mid, msg.token, encoded, separate=True))
-        else:
-            self.send(from_device.variable_value(msg.message_id, msg.token, encoded))
+    def _acknowledged(self, msg):
+        d = self._waiting.pop(msg.message_id, None)
+        if d is not None:
+            d.callback(msg.code == 0)
 
-    # -- OTA ------------------------------------------------------------------------------
+    def _time_reply(self, msg):
+        d = self._time.pop(msg.token[0], None) if msg.token else None
+        if d is not None:
+            d.callback(payloads.parse_time_reply(msg.payload))
 
-    def _update_begin(self, msg):
-        faults = self.ota_faults
-        if faults.refuse is not None:
-            self.send(from_device.coded_ack(msg.message_id, msg.token, faults.refuse))
-            return
-        if faults.ignore_begin:
-            faults.ignore_begin -= 1
-            return
-        # The Core ignores the payload (§11.1); Photons read it.
-        params = payloads.parse_update_begin(msg.payload) if self.platform_id != CORE else None
-        fast = bool(params and params.fast_ota and self.fast_ota)
-        self._ota = {
-            "params": params,
-            "fast": fast,
-            "chunks": {},
-            "next": 0,
-            "chunk_size": params.chunk_size if params else None,
-            "asked": False,  # fast mode: ChunkMissed sent after an UpdateDone
-        }
-        self.ota_stats = {"chunks": 0, "bad_crc": 0, "duplicates": 0, "missed_sent": 0}
-        if self.ota_done.called:
-            self.ota_done = defer.Deferred()
-        self.send(to_device.empty_ack(msg.message_id))
-        ready = fast if self.platform_id != CORE else None
-        self.send(from_device.update_ready(self._next_mid(), msg.token, ready))
+    def _signal(self, msg):
+        self.signalling = payloads.parse_signal(msg)
+        self.send(from_device.signal_ack(msg.message_id, msg.token))
 
-    def _chunk(self, msg):
-        ota = self._ota
-        faults = self.ota_faults
-        if ota is None:
-            self.send(to_device.empty_ack(msg.message_id))
-            return
-        info = payloads.parse_chunk(msg)
-        stats = self.ota_stats
-        stats["chunks"] += 1
-        if faults.disconnect_after is not None and stats["chunks"] > faults.disconnect_after:
-            self.disconnect()
-            return
-        if faults.silent_after is not None and stats["chunks"] > faults.silent_after:
-            return
-        data = info.data
-        # A Core reads the payload at a fixed offset: an index option shifts it
-        # and the CRC fails (§11.3).
-        ok = (zlib.crc32(data) & 0xFFFFFFFF) == info.crc and not (
-            self.platform_id == CORE and info.index is not None
-        )
-        index = info.index if ota["fast"] else ota["next"]
-        if ok and faults.corrupt.get(index, 0) > 0:
-            faults.corrupt[index] -= 1  # as if a bit flipped on the way: CRC mismatch
-            ok = False
-        if not ok:
-            stats["bad_crc"] += 1
-        if ota["chunk_size"] is None:
-            ota["chunk_size"] = len(data)
-        if ota["fast"]:
-            if not ok or index is None:
-                return  # both firmware versions answer nothing for a bad chunk
-            if index in ota["chunks"]:
-                stats["duplicates"] += 1
-            ota["chunks"][index] = data
-            if self.fast_style == "0.4.9":
-                self.send(to_device.empty_ack(msg.message_id))
-                self.send(from_device.chunk_received(self._next_mid(), msg.token, True))
-                if ota["asked"] and not self._missing():
-                    # [DOS 0.4.9]: the device ends the update itself.
-                    self.send(from_device.device_update_done(self._next_mid()))
-                    self._finish_ota()
-            return
-        self.send(to_device.empty_ack(msg.message_id))
-        if ok and index in faults.flash_fail:
-            # Core flash verification failed: rewind and ask to continue there.
-            restart = faults.flash_fail.pop(index)
-            for i in range(restart, index + 1):
-                ota["chunks"].pop(i, None)
-            ota["next"] = restart
-            stats["missed_sent"] += 1
-            self.send(from_device.chunk_missed(self._next_mid(), [restart]))
-            return
-        if ok:
-            ota["chunks"][index] = data
-            ota["next"] += 1
-        self.send(from_device.chunk_received(self._next_mid(), msg.token, ok))
+    def _event(self, msg):
+        self.events.append(tuple(payloads.parse_event(msg)))
 
-    def _missing(self):
-        ota = self._ota
-        params = ota["params"]
-        if params is None or not ota["chunk_size"]:
-            return []
-        total = -(-params.file_size // ota["chunk_size"])
-        return [i for i in range(total) if i not in ota["chunks"]]
-
-    def _image(self):
-        ota = self._ota
-        image = b"".join(ota["chunks"][i] for i in sorted(ota["chunks"]))
-        if ota["params"] is not None:
-            image = image[: ota["params"].file_size]
-        return image
-
-    def _finish_ota(self):
-        image = self._image()
-        self.firmware = image
-        self._ota = None
-        if not self.ota_done.called:
-            self.ota_done.callback(image)
-
-    def _update_done(self, msg):
-        ota = self._ota
-        if ota is None:
-            self.send(from_device.update_done_ack(msg.message_id, msg.token, ok=False))
-            return
-        if self.ota_faults.reject_done:
-            self.send(from_device.update_done_ack(msg.message_id, msg.token, ok=False))
-            return
-        missing = self._missing() if ota["fast"] else []
-        if missing:
-            ota["asked"] = True
-            self.ota_stats["missed_sent"] += 1
-            limit = 50 if self.fast_style == "0.4.9" else 40
-            self.send(from_device.update_done_ack(msg.message_id, msg.token, ok=False))
-            self.send(from_device.chunk_missed(self._next_mid(), missing[:limit]))
-            return
-        self._finish_ota()
-        self.send(from_device.update_done_ack(msg.message_id, msg.token, ok=True))
+#: The method handling each kind of message the server sends (the kinds are
+#: named by :func:`twisted_spark.coap.kinds.classify_device_bound`); by name, so
+#: a subclass can override one.
+_HANDLERS = {
+    DeviceBoundKind.HELLO: "_hello",
+    DeviceBoundKind.PING: "_ping",
+    DeviceBoundKind.EMPTY_ACK: "_acknowledged",
+    DeviceBoundKind.ACK_RESPONSE: "_acknowledged",
+    DeviceBoundKind.TIME_REPLY: "_time_reply",
+    DeviceBoundKind.DESCRIBE: "_describe",
+    DeviceBoundKind.FUNCTION_CALL: "_function",
+    DeviceBoundKind.VARIABLE_REQUEST: "_variable",
+    DeviceBoundKind.SIGNAL: "_signal",
+    DeviceBoundKind.PUBLIC_EVENT: "_event",
+    DeviceBoundKind.PRIVATE_EVENT: "_event",
+    DeviceBoundKind.UPDATE_BEGIN: "_update_begin",
+    DeviceBoundKind.SAVE_BEGIN: "_update_begin",
+    DeviceBoundKind.CHUNK: "_chunk",
+    DeviceBoundKind.UPDATE_DONE: "_update_done",
+}
 
 
-class OtaFaults:
-    """Misbehaviour of a :class:`VirtualDevice` during OTA (tests only).
-
-    :ivar corrupt: chunk index -> how many times its arrival fails the CRC check.
-    :ivar flash_fail: chunk index -> index to restart from (Core-style flash
-        verification failure answered with ChunkMissed), once.
-    :ivar disconnect_after: drop the connection when this many chunks arrived.
-    :ivar silent_after: answer nothing after this many chunks.
-    :ivar refuse: answer UpdateBegin with this error code (0x80, 0xA3).
-    :ivar ignore_begin: number of UpdateBegin requests to ignore.
-    :ivar reject_done: answer UpdateDone with 4.00 in any mode.
-    """
-
-    def __init__(
-        self,
-        corrupt=None,
-        flash_fail=None,
-        disconnect_after=None,
-        silent_after=None,
-        refuse=None,
-        ignore_begin=0,
-        reject_done=False,
-    ):
-        self.corrupt = dict(corrupt or {})
-        self.flash_fail = dict(flash_fail or {})
-        self.disconnect_after = disconnect_after
-        self.silent_after = silent_after
-        self.refuse = refuse
-        self.ignore_begin = ignore_begin
-        self.reject_done = reject_done
-
-
-class VirtualDeviceFactory(ClientFactory):
-    """Connects one :class:`VirtualDevice` (built by ``make_device()``)."""
-
-    def __init__(self, make_device):
-        self.make_device = make_device
-        self.device = None
-
-    def buildProtocol(self, addr):
-        self.device = self.make_device()
-        self.device.factory = self
-        return self.device
-
-
-async def connect_device(reactor, host, port, device, timeout=30.0):
-    """Connect ``device`` to ``host:port`` and wait until it is online."""
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
-    endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-    await connectProtocol(endpoint, device)
-    timer = reactor.callLater(timeout, _give_up, device)
-    try:
-        await device.online
-    finally:
-        if timer.active():
-            timer.cancel()
-    return device
-
-
-def _give_up(device):
-    if not device.online.called:
-        device.handshake_error = device.handshake_error or "timed out waiting for the server Hello"
-        device.disconnect()

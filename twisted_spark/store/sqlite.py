@@ -1,10 +1,12 @@
+# -*- test-case-name: tests.test_store_sqlite,tests.test_store_contract -*-
 """The default :class:`~twisted_spark.interfaces.IStore`: one SQLite file.
 
 All database work runs on one dedicated thread holding one connection (the
 ``store`` executor of :mod:`twisted_spark.executors`), so the reactor never
 waits on disk and writes are serialized the way SQLite wants.  Each write
 is its own ``BEGIN IMMEDIATE`` transaction and its Deferred fires only
-after ``COMMIT`` returned.
+after ``COMMIT`` returned.  The statements themselves, and opening the file,
+are in :mod:`twisted_spark.store.sqlite_ops`.
 
 Durability: WAL journal with ``synchronous=FULL`` (the default here) fsyncs
 the WAL on every commit, so an acknowledged write survives a SIGKILL *and*
@@ -20,128 +22,40 @@ commit, still far above this server's write rate.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
-from dataclasses import replace
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_spark.errors import DuplicateUser, SparkError
+from twisted_spark.errors import SparkError
 from twisted_spark.executors import ThreadExecutor
 from twisted_spark.interfaces import IExecutor, IStore
 from twisted_spark.models import AccessToken, DeviceRecord, User
-from twisted_spark.store import (
-    ConstraintError,
-    NameTaken,
-    check_device_changes,
-    normalize_device,
-    still_as_expected,
+from twisted_spark.store import check_device_changes, normalize_device
+from twisted_spark.store.sqlite_ops import (
+    SELECT_DEVICE,
+    SYNCHRONOUS_MODES,
+    TOKEN_COLUMNS,
+    USER_COLUMNS,
+    add_token,
+    add_user,
+    change,
+    connect,
+    device_row,
+    get_all,
+    get_one,
+    put_device,
+    token_row,
+    transaction,
+    update_device,
+    user_row,
 )
-from twisted_spark.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
-
-#: Seconds SQLite waits for another connection's lock before failing.
-BUSY_TIMEOUT = 5.0
-
-#: Accepted values of ``PRAGMA synchronous`` (``OFF`` is never acceptable).
-SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
-
-_DEVICE_COLUMNS = (
-    "device_id",
-    "owner",
-    "name",
-    "public_key",
-    "product_id",
-    "platform_id",
-    "firmware_version",
-    "last_heard",
-    "last_ip",
-    "last_app",
-    "functions",
-    "variables",
-    "created_at",
-)
-_SELECT_DEVICE = f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices"
-_UPSERT_DEVICE = (
-    f"INSERT INTO devices ({', '.join(_DEVICE_COLUMNS)})"
-    f" VALUES ({', '.join('?' for _ in _DEVICE_COLUMNS)})"
-    " ON CONFLICT (device_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _DEVICE_COLUMNS[1:])
-)
-_USER_COLUMNS = "username, password_hash, is_admin, created_at"
-_TOKEN_COLUMNS = "token, username, client_id, created_at, expires_at"
 
 
 class StoreClosed(SparkError, RuntimeError):
     """The store was used after :meth:`SQLiteStore.close`."""
-
-
-def _connect(path: str, synchronous: str) -> sqlite3.Connection:
-    """Create the file (0600) if needed, open it, set pragmas, migrate.
-
-    Runs on the store thread.  The connection is in autocommit mode: the
-    store issues BEGIN/COMMIT itself so each write is one transaction.
-    """
-    # Create the file ourselves so it is born private; SQLite gives the -wal
-    # and -shm files the database file's permissions.
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-    connection = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-    )
-    try:
-        # Refuse a newer database before changing anything in it (even its journal).
-        found = schema_version(connection)
-        if found > SCHEMA_VERSION:
-            raise SchemaTooNew(found, SCHEMA_VERSION)
-        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise sqlite3.OperationalError(f"could not enable WAL journal (got {mode!r})")
-        connection.execute(f"PRAGMA synchronous = {synchronous}")
-        connection.execute("PRAGMA foreign_keys = ON")
-        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-        migrate(connection)
-    except BaseException:
-        connection.close()
-        raise
-    return connection
-
-
-def _user(row) -> User:
-    username, password_hash, is_admin, created_at = row
-    return User(username, password_hash, bool(is_admin), created_at)
-
-
-def _token(row) -> AccessToken:
-    return AccessToken(*row)
-
-
-def _device(row) -> DeviceRecord:
-    values = dict(zip(_DEVICE_COLUMNS, row, strict=True))
-    if values["public_key"] is not None:
-        values["public_key"] = bytes(values["public_key"])
-    values["functions"] = tuple(json.loads(values["functions"]))
-    values["variables"] = json.loads(values["variables"])
-    return DeviceRecord(**values)
-
-
-def _device_params(record: DeviceRecord) -> tuple:
-    return (
-        record.device_id,
-        record.owner,
-        record.name,
-        record.public_key,
-        record.product_id,
-        record.platform_id,
-        record.firmware_version,
-        record.last_heard,
-        record.last_ip,
-        record.last_app,
-        json.dumps(list(record.functions)),
-        json.dumps(dict(record.variables)),
-        record.created_at,
-    )
 
 
 @implementer(IStore)
@@ -181,7 +95,7 @@ class SQLiteStore:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
         if executor is None:
             executor = ThreadExecutor(reactor, "store", 1)
-        d = executor.run(_connect, os.fspath(path), synchronous)
+        d = executor.run(connect, os.fspath(path), synchronous)
 
         def failed(failure):
             executor.stop()  # the one thread is idle: this join is immediate
@@ -200,7 +114,7 @@ class SQLiteStore:
 
     def _write(self, function, *args) -> defer.Deferred:
         """Like :meth:`_call`, inside one transaction committed before the Deferred fires."""
-        return self._call(_transaction, function, *args)
+        return self._call(transaction, function, *args)
 
     def close(self) -> defer.Deferred:
         """Finish queued work, close the connection and stop the thread.
@@ -257,51 +171,51 @@ class SQLiteStore:
     # -- users ---------------------------------------------------------------
 
     def add_user(self, user: User) -> defer.Deferred:
-        return self._write(_add_user, user)
+        return self._write(add_user, user)
 
     def get_user(self, username: str) -> defer.Deferred:
         return self._call(
-            _get_one, f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?", (username,), _user
+            get_one, f"SELECT {USER_COLUMNS} FROM users WHERE username = ?", (username,), user_row
         )
 
     def list_users(self) -> defer.Deferred:
         return self._call(
-            _get_all, f"SELECT {_USER_COLUMNS} FROM users ORDER BY username", (), _user
+            get_all, f"SELECT {USER_COLUMNS} FROM users ORDER BY username", (), user_row
         )
 
     def count_users(self) -> defer.Deferred:
-        return self._call(_get_one, "SELECT count(*) FROM users", (), lambda row: row[0])
+        return self._call(get_one, "SELECT count(*) FROM users", (), lambda row: row[0])
 
     # -- tokens --------------------------------------------------------------
 
     def add_token(self, token: AccessToken) -> defer.Deferred:
-        return self._write(_add_token, token)
+        return self._write(add_token, token)
 
     def get_token(self, token: str) -> defer.Deferred:
         return self._call(
-            _get_one,
-            f"SELECT {_TOKEN_COLUMNS} FROM access_tokens WHERE token = ?",
+            get_one,
+            f"SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE token = ?",
             (token,),
-            _token,
+            token_row,
         )
 
     def list_tokens(self, username: str) -> defer.Deferred:
         return self._call(
-            _get_all,
-            f"SELECT {_TOKEN_COLUMNS} FROM access_tokens WHERE username = ?"
+            get_all,
+            f"SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE username = ?"
             " ORDER BY created_at, rowid",
             (username,),
-            _token,
+            token_row,
         )
 
     def delete_token(self, token: str) -> defer.Deferred:
-        d = self._write(_change, "DELETE FROM access_tokens WHERE token = ?", (token,))
+        d = self._write(change, "DELETE FROM access_tokens WHERE token = ?", (token,))
         return d.addCallback(bool)
 
     def delete_expired(self, now: float) -> defer.Deferred:
         """Remove tokens for which ``AccessToken.expired(now)`` is true."""
         return self._write(
-            _change,
+            change,
             "DELETE FROM access_tokens WHERE expires_at IS NOT NULL AND expires_at <= ?",
             (now,),
         )
@@ -309,17 +223,17 @@ class SQLiteStore:
     # -- devices -------------------------------------------------------------
 
     def get_device(self, device_id: str) -> defer.Deferred:
-        return self._call(_get_one, f"{_SELECT_DEVICE} WHERE device_id = ?", (device_id,), _device)
+        return self._call(get_one, f"{SELECT_DEVICE} WHERE device_id = ?", (device_id,), device_row)
 
     def list_devices(self, owner: str | None = None) -> defer.Deferred:
         if owner is None:
-            return self._call(_get_all, f"{_SELECT_DEVICE} ORDER BY device_id", (), _device)
+            return self._call(get_all, f"{SELECT_DEVICE} ORDER BY device_id", (), device_row)
         return self._call(
-            _get_all, f"{_SELECT_DEVICE} WHERE owner = ? ORDER BY device_id", (owner,), _device
+            get_all, f"{SELECT_DEVICE} WHERE owner = ? ORDER BY device_id", (owner,), device_row
         )
 
     def put_device(self, record: DeviceRecord) -> defer.Deferred:
-        return self._write(_put_device, normalize_device(record))
+        return self._write(put_device, normalize_device(record))
 
     def update_device(self, device_id: str, **changes) -> defer.Deferred:
         return self.update_device_if(device_id, {}, **changes)
@@ -335,88 +249,10 @@ class SQLiteStore:
             check_device_changes(changes)
         except TypeError as e:
             return defer.fail(e)
-        return self._write(_update_device, device_id, expected, changes)
+        return self._write(update_device, device_id, expected, changes)
 
     def delete_device(self, device_id: str) -> defer.Deferred:
-        d = self._write(_change, "DELETE FROM devices WHERE device_id = ?", (device_id,))
+        d = self._write(change, "DELETE FROM devices WHERE device_id = ?", (device_id,))
         return d.addCallback(bool)
 
 
-# -- what runs on the store thread -------------------------------------------
-
-
-def _transaction(connection: sqlite3.Connection, function, *args):
-    """Run ``function(cursor, *args)`` in BEGIN IMMEDIATE ... COMMIT."""
-    cursor = connection.cursor()
-    cursor.execute("BEGIN IMMEDIATE")
-    try:
-        result = function(cursor, *args)
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
-    cursor.execute("COMMIT")
-    return result
-
-
-def _get_one(connection, query, params, convert):
-    row = connection.execute(query, params).fetchone()
-    return None if row is None else convert(row)
-
-
-def _get_all(connection, query, params, convert):
-    return [convert(row) for row in connection.execute(query, params)]
-
-
-def _change(cursor, query, params) -> int:
-    cursor.execute(query, params)
-    return cursor.rowcount
-
-
-def _add_user(cursor, user: User) -> User:
-    try:
-        cursor.execute(
-            f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?)",
-            (user.username, user.password_hash, int(bool(user.is_admin)), user.created_at),
-        )
-    except sqlite3.IntegrityError as e:
-        raise DuplicateUser(user.username) from e
-    return user
-
-
-def _add_token(cursor, token: AccessToken) -> AccessToken:
-    try:
-        cursor.execute(
-            f"INSERT INTO access_tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-            (token.token, token.username, token.client_id, token.created_at, token.expires_at),
-        )
-    except sqlite3.IntegrityError as e:
-        raise ConstraintError(f"cannot store access token: {e}") from e
-    return token
-
-
-def _put_device(cursor, record: DeviceRecord) -> DeviceRecord:
-    # The unique index (owner, name) is the guarantee; asking first gives the
-    # precise error (inside BEGIN IMMEDIATE nobody can write in between).
-    if record.owner is not None and record.name is not None:
-        clash = cursor.execute(
-            "SELECT 1 FROM devices WHERE owner = ? AND name = ? AND device_id <> ?",
-            (record.owner, record.name, record.device_id),
-        ).fetchone()
-        if clash is not None:
-            raise NameTaken(record.owner, record.name)
-    try:
-        cursor.execute(_UPSERT_DEVICE, _device_params(record))
-    except sqlite3.IntegrityError as e:
-        raise ConstraintError(f"cannot store device {record.device_id}: {e}") from e
-    return normalize_device(record)
-
-
-def _update_device(cursor, device_id: str, expected: dict, changes: dict) -> DeviceRecord:
-    row = cursor.execute(f"{_SELECT_DEVICE} WHERE device_id = ?", (device_id,)).fetchone()
-    current = None if row is None else _device(row)
-    still_as_expected(device_id, current, expected)
-    if current is None:
-        record = DeviceRecord(device_id=device_id, **changes)
-    else:
-        record = replace(current, **changes)
-    return _put_device(cursor, normalize_device(record))

@@ -7,7 +7,7 @@ import pytest
 import pytest_twisted
 from api_fakes import Harness, assert_error, device_id, multipart
 
-from twisted_spark.api.bodies import read_body
+from twisted_spark.api.bodies import check_size, parse_body
 
 
 @pytest.mark.parametrize("path", ["/v1/devices", "/v1/devices/abc/temp", "/oauth/token", "/", "/x"])
@@ -119,7 +119,8 @@ async def test_broken_multipart_is_400():
     assert_error(r, 400)
 
 
-def test_read_body_checks_content_length_header_first():
+def test_size_is_checked_from_content_length_before_parsing():
+    """What the route decorator does with a body: check_size, then parse_body."""
     from io import BytesIO
 
     from twisted.web.test.requesthelper import DummyRequest
@@ -129,14 +130,15 @@ def test_read_body_checks_content_length_header_first():
     request.requestHeaders.setRawHeaders(b"content-length", [b"999999"])
     request.content = BytesIO(b"tiny")
     with pytest.raises(Exception) as info:
-        read_body(request, 1000)
+        check_size(request, 1000)
     assert info.value.status == 413
     body, ctype = multipart({"a": "1"}, {"f": ("x.bin", b"\x00\x01")})
     request = DummyRequest([b""])
     request.method = b"PUT"
     request.requestHeaders.setRawHeaders(b"content-type", [ctype.encode()])
     request.content = BytesIO(body)
-    parsed = read_body(request, 1000)
+    check_size(request, 1000)
+    parsed = parse_body(request)
     assert parsed.fields == {"a": "1"}
     assert parsed.files["f"].data == b"\x00\x01" and parsed.files["f"].filename == "x.bin"
 

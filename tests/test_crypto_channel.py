@@ -4,7 +4,7 @@ import pytest
 import vectors
 from Crypto.Cipher import AES
 
-from twisted_spark.crypto.channel import AesCbcChannel, FrameCipher, FrameError, FrameReader, frame
+from twisted_spark.crypto.channel import AesCbcChannel, FrameError, FrameReader, frame
 
 # -- known vectors --------------------------------------------------------------------
 
@@ -114,10 +114,6 @@ def test_aligned_plaintext_gets_a_full_padding_block():
     assert len(ciphertext) == 32
     raw = AES.new(bytes(16), AES.MODE_CBC, iv=bytes(16)).decrypt(ciphertext)
     assert raw[16:] == b"\x10" * 16
-
-
-def test_frame_cipher_alias():
-    assert FrameCipher is AesCbcChannel
 
 
 # -- decrypt errors --------------------------------------------------------------------

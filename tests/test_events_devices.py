@@ -28,7 +28,7 @@ class Cloud:
         self.bus = EventBus()
         s.bus = s.registry.bus = s.factory.bus = self.bus
         self.clock = s.clock
-        self.router = DeviceRouter(self.bus, s.registry, self.clock)
+        self.router = DeviceRouter(self.bus, s.registry)
         self.streams = StreamRegistry(self.bus, self.clock, queue_size=50)
         for user in ("alice", "bob"):
             result(s.store.add_user(User(user, "x")))

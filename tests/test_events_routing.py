@@ -56,7 +56,7 @@ def setup():
     clock = Clock()
     bus = EventBus()
     registry = DeviceRegistry(clock, bus=bus)
-    router = DeviceRouter(bus, registry, clock)
+    router = DeviceRouter(bus, registry)
     return clock, bus, registry, router
 
 
@@ -150,23 +150,6 @@ def test_spark_status_is_never_routed_to_devices():
     registry.register(FakeSession(DA1, "alice"))
     assert len(bus) == 2  # (the status event went to the bus: nobody took it)
     assert watcher.received == []
-
-
-def test_send_to_device_reaches_only_that_connection():
-    clock, bus, registry, router = setup()
-    clock.advance(42)
-    target = FakeSession(DA1, "alice", [("spark", True, None)])
-    other = FakeSession(DA2, "alice", [("spark", True, None), ("", True, None)])
-    registry.register(target)
-    registry.register(other)
-    assert router.send_to_device(DA1, "spark/device/reset", "dfu") is True
-    assert target.received == [
-        Event("spark/device/reset", "dfu", 60, 42.0, DA1, False, "alice")
-    ]
-    assert other.received == []
-    assert router.send_to_device(DB, "spark/device/reset", "dfu") is False
-    target.accept = False
-    assert router.send_to_device(DA1, "spark/device/reset", "x") is False
 
 
 def test_a_failing_device_does_not_stop_the_others():

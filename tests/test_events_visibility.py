@@ -1,4 +1,7 @@
-"""Who sees which event: the whole matrix of publishers × subscribers, through the bus."""
+"""Who sees which event: the whole matrix of publishers × subscribers, through the bus.
+
+Device subscribers use the rule the event router subscribes with
+(``device_subscription_rule`` of a session), owner read live."""
 
 from __future__ import annotations
 
@@ -13,6 +16,19 @@ DA1 = "a1" * 12  # alice's publishing device
 DA2 = "a2" * 12  # another device of alice (a subscriber)
 DB = "b0" * 12  # bob's device
 DU = "00" * 12  # nobody's device
+
+
+class Subscriber:
+    """A subscribing device session: its id and its owner now."""
+
+    def __init__(self, device_id, owner):
+        self.device_id = device_id
+        self.owner = owner
+
+
+def subscription(subscriber_id, owner, **kw):
+    """The rule the router uses for a device subscription of this subscriber."""
+    return visibility.device_subscription_rule(Subscriber(subscriber_id, owner), **kw)
 
 
 def event(name, coreid, owner, public):
@@ -42,14 +58,14 @@ SUBSCRIBERS = {
     "B's devices stream": visibility.my_devices_rule(B),
     "A's stream on A's device": visibility.device_rule(DA1, A),
     "B's stream on A's device": visibility.device_rule(DA1, B),
-    "A's device, u": visibility.device_subscription_rule(DA2, A, my_devices=True),
-    "A's device, no u": visibility.device_subscription_rule(DA2, A, my_devices=False),
-    "B's device, u": visibility.device_subscription_rule(DB, B, my_devices=True),
-    "B's device, no u": visibility.device_subscription_rule(DB, B, my_devices=False),
-    "B's device, id of A's device": visibility.device_subscription_rule(DB, B, device_id=DA1),
-    "A's device, id of A's device": visibility.device_subscription_rule(DA2, A, device_id=DA1),
-    "unowned device, no u": visibility.device_subscription_rule(DU, None),
-    "A's publishing device itself, u": visibility.device_subscription_rule(DA1, A, my_devices=True),
+    "A's device, u": subscription(DA2, A, my_devices=True),
+    "A's device, no u": subscription(DA2, A, my_devices=False),
+    "B's device, u": subscription(DB, B, my_devices=True),
+    "B's device, no u": subscription(DB, B, my_devices=False),
+    "B's device, id of A's device": subscription(DB, B, device_id=DA1),
+    "A's device, id of A's device": subscription(DA2, A, device_id=DA1),
+    "unowned device, no u": subscription(DU, None),
+    "A's publishing device itself, u": subscription(DA1, A, my_devices=True),
 }
 
 # 1 = delivered.  Columns in SUBSCRIBERS order:
@@ -98,16 +114,28 @@ def test_visibility_matrix(publisher, subscriber, delivered):
 
 def test_unowned_devices_own_events_reach_only_itself():
     own = event("temp", DU, None, False)
-    assert visibility.device_subscription_rule(DU, None, my_devices=True)(own)
-    assert not visibility.device_subscription_rule(DA2, A, my_devices=True)(own)
+    assert subscription(DU, None, my_devices=True)(own)
+    assert not subscription(DA2, A, my_devices=True)(own)
 
 
 def test_device_id_filter_with_u_needs_same_owner():
-    rule = visibility.device_subscription_rule(DB, B, my_devices=True, device_id=DA1)
+    rule = subscription(DB, B, my_devices=True, device_id=DA1)
     assert not rule(event("temp", DA1, A, True))
-    assert visibility.device_subscription_rule(DA2, A, my_devices=True, device_id=DA1)(
+    assert subscription(DA2, A, my_devices=True, device_id=DA1)(
         event("temp", DA1, A, False)
     )
+
+
+def test_device_subscription_judges_by_the_subscribers_owner_now():
+    """A claim or release while the subscriber is online takes effect at once."""
+    listener = Subscriber(DA2, None)
+    rule = visibility.device_subscription_rule(listener, my_devices=True)
+    private_of_a = event("temp", DA1, A, False)
+    assert not rule(private_of_a)
+    listener.owner = A  # claimed by alice
+    assert rule(private_of_a)
+    listener.owner = B
+    assert not rule(private_of_a)
 
 
 def test_device_stream_follows_the_events_owner():

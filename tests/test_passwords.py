@@ -20,7 +20,6 @@ def test_production_default_is_slow_and_verifies():
     encoded = passwords.hash_password("correct horse")
     assert encoded.split("$")[:2] == ["pbkdf2_sha256", str(passwords.ITERATIONS)]
     assert passwords.verify_password("correct horse", encoded)
-    assert not passwords.needs_rehash(encoded)
 
 
 def test_format(fast):
@@ -55,11 +54,10 @@ def test_salted(fast):
     assert passwords.hash_password("same") != passwords.hash_password("same")
 
 
-def test_old_work_factor_still_verifies_but_needs_rehash(fast, monkeypatch):
+def test_old_work_factor_still_verifies(fast, monkeypatch):
     encoded = passwords.hash_password("pw")
     monkeypatch.setattr(passwords, "ITERATIONS", 2000)
     assert passwords.verify_password("pw", encoded)
-    assert passwords.needs_rehash(encoded)
 
 
 @pytest.mark.parametrize(
@@ -82,7 +80,6 @@ def test_old_work_factor_still_verifies_but_needs_rehash(fast, monkeypatch):
 )
 def test_malformed_hash_never_matches(encoded):
     assert passwords.verify_password("pw", encoded) is False
-    assert passwords.needs_rehash(encoded)
 
 
 @pytest_twisted.ensureDeferred

@@ -104,7 +104,7 @@ def build_cloud(
     metrics = Metrics()
     bus = EventBus()
     registry = DeviceRegistry(clock, bus=bus, store=store)
-    router = DeviceRouter(bus, registry, clock)
+    router = DeviceRouter(bus, registry)
     devices = DeviceServerFactory(
         server_key, store, registry, bus, settings,
         clock=clock, rsa_pool=executors.rsa, random_bytes=random_bytes,

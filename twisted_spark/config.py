@@ -92,18 +92,6 @@ class Settings:
     def database_path(self) -> Path:
         return self.data_dir / "spark.sqlite"
 
-    @property
-    def server_key_path(self) -> Path:
-        return self.data_dir / "server_key.pem"
-
-    @property
-    def server_public_pem_path(self) -> Path:
-        return self.data_dir / "server_key.pub.pem"
-
-    @property
-    def server_public_der_path(self) -> Path:
-        return self.data_dir / "server_key.pub.der"
-
     @classmethod
     def from_options(cls, options) -> Settings:
         """Build settings from a parsed :class:`twisted_spark.tap.Options`.

@@ -3,7 +3,7 @@
 A hash is the self-describing string
 ``pbkdf2_sha256$<iterations>$<salt base64>$<hash base64>``, so the work
 factor can be raised later without breaking stored hashes: old ones still
-verify, and :func:`needs_rehash` says when to replace them at next login.
+verify.
 
 One hash costs about 0.1 s of CPU on purpose; in a server use
 :func:`hash_password_async` / :func:`verify_password_async`, which run in
@@ -77,12 +77,6 @@ def verify_password(password: str, encoded: str) -> bool:
         return False
     iterations, salt, digest = parsed
     return hmac.compare_digest(_derive(password, salt, iterations, len(digest)), digest)
-
-
-def needs_rehash(encoded: str) -> bool:
-    """True if ``encoded`` should be replaced by a fresh hash (weaker or unknown)."""
-    parsed = _parse(encoded)
-    return parsed is None or parsed[0] < ITERATIONS
 
 
 def hash_password_async(password: str, executor) -> defer.Deferred:

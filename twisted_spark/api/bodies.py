@@ -152,12 +152,6 @@ def parse_body(request) -> Body:
         content.seek(0)
 
 
-def read_body(request, limit: int) -> Body:
-    """:func:`check_size` then :func:`parse_body`: 413 if over ``limit``, 400 if malformed."""
-    check_size(request, limit)
-    return parse_body(request)
-
-
 def _parse_json(data: bytes) -> Body:
     try:
         value = json.loads(data)

@@ -6,7 +6,6 @@ Pure functions and small classes; no I/O and no Twisted.  See PROTOCOL.md
 
 from twisted_spark.crypto.channel import (
     AesCbcChannel,
-    FrameCipher,
     FrameError,
     FrameReader,
     frame,
@@ -36,7 +35,6 @@ from twisted_spark.crypto.keys import (
 
 __all__ = [
     "AesCbcChannel",
-    "FrameCipher",
     "FrameError",
     "FrameReader",
     "HandshakeError",

@@ -22,7 +22,6 @@ __all__ = [
     "BLOCK_SIZE",
     "DEFAULT_MAX_FRAME_LENGTH",
     "AesCbcChannel",
-    "FrameCipher",
     "FrameError",
     "FrameReader",
     "frame",
@@ -138,9 +137,6 @@ class AesCbcChannel:
     def encrypt_frame(self, plaintext: Buffer) -> bytes:
         """Encrypt and add the length prefix: bytes ready for the transport."""
         return frame(self.encrypt(plaintext))
-
-
-FrameCipher = AesCbcChannel
 
 
 def frame(ciphertext: Buffer) -> bytes:

@@ -3,8 +3,8 @@
 :class:`DeviceRouter` is a registry observer.  When a session comes online
 it subscribes each entry of ``session.subscriptions`` — ``(prefix,
 my_devices, device_id)`` tuples recorded by the device session — to the bus,
-with the rule of :func:`~twisted_spark.events.visibility.device_subscription_accepts`
-(reading the session's *current* owner, which claim/release change live)
+with :func:`~twisted_spark.events.visibility.device_subscription_rule`
+(which reads the session's *current* owner: claim/release change it live)
 and ``session.send_event`` as the callback (the session encodes the §9.2
 frame and refuses what does not fit the device's buffer).  When the session
 goes offline every one of its bus subscriptions is cancelled.
@@ -14,10 +14,6 @@ subscribe right after the handshake): the session reports each new one to
 the registry (``registry.subscription_added``), which calls
 :meth:`DeviceRouter.subscription_added` on its observers.  An entry routed
 twice is ignored the second time.
-
-Server commands addressed to one device (``spark/device/reset``...) go
-through :meth:`DeviceRouter.send_to_device`, straight to that connection,
-never through the bus.
 """
 
 from __future__ import annotations
@@ -27,24 +23,10 @@ from typing import Any
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_spark.events.visibility import device_subscription_accepts
+from twisted_spark.events.visibility import device_subscription_rule
 from twisted_spark.interfaces import IRegistryObserver
-from twisted_spark.models import Event
 
 log = Logger()
-
-
-def _live_rule(session, my_devices, device_id):
-    """The §9.4 rule of one subscription, reading the session's owner at each
-    event (claim and release change it while the device is online)."""
-    device_id_of_subscriber = session.device_id
-
-    def accepts(event: Event) -> bool:
-        return device_subscription_accepts(
-            event, device_id_of_subscriber, session.owner, my_devices, device_id
-        )
-
-    return accepts
 
 
 @implementer(IRegistryObserver)
@@ -53,14 +35,12 @@ class DeviceRouter:
 
     :param bus: the ``IEventBus``.
     :param registry: optional ``IDeviceRegistry``; the router adds itself as
-        an observer and uses it for :meth:`send_to_device`.
-    :param clock: ``IReactorTime`` stamping events made by :meth:`send_to_device`.
+        an observer.
     """
 
-    def __init__(self, bus, registry=None, clock=None) -> None:
+    def __init__(self, bus, registry=None) -> None:
         self.bus = bus
         self.registry = registry
-        self.clock = clock
         # session -> {entry: Subscription}
         self._routes: dict[object, dict[tuple, Any]] = {}
         if registry is not None:
@@ -105,33 +85,5 @@ class DeviceRouter:
         if key in routes:
             return
         routes[key] = self.bus.subscribe(
-            key[0], session.send_event, _live_rule(session, key[1], key[2])
+            key[0], session.send_event, device_subscription_rule(session, key[1], key[2])
         )
-
-    # -- server → one device ----------------------------------------------------------
-
-    def send_to_device(self, device_id: str, name: str, data: str | None = None,
-                       ttl: int = 60) -> bool:
-        """Send a private system event to the one connection of ``device_id``.
-
-        :return: whether the device is online and the event was sent.
-        """
-        if self.registry is None:
-            raise RuntimeError("send_to_device needs the registry")
-        session = self.registry.get(device_id)
-        if session is None:
-            return False
-        event = Event(
-            name=name,
-            data=data,
-            ttl=ttl,
-            published_at=self.clock.seconds() if self.clock is not None else 0.0,
-            coreid=device_id,
-            public=False,
-            owner=getattr(session, "owner", None),
-        )
-        try:
-            return session.send_event(event) is not False
-        except Exception:
-            log.failure("Sending {name} to {device_id} failed", name=name, device_id=device_id)
-            return False

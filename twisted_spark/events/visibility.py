@@ -49,16 +49,17 @@ Decisions (the documents leave these open):
   They reach their owner's API streams but never a device subscription: a
   device's own ``spark/...`` publishes are not echoed back (an echoed
   ``spark/device/claim/code`` would clear the device's claim code), and
-  other devices never see them.  Server commands addressed to one device
-  (``spark/device/reset``...) are sent to that one connection directly
-  (:meth:`DeviceRouter.send_to_device
-  <twisted_spark.events.device_routing.DeviceRouter.send_to_device>`), never
-  through the bus — so they can reach no one else.
+  other devices never see them (:func:`device_subscription_accepts` refuses
+  them first).  The server sends devices no commands of its own; one that
+  addresses a single device (``spark/device/reset``...) must go to that
+  session directly (``ILocalSession.send_event``), never through the bus, so
+  that it can reach no one else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted_spark.models import Event
 
@@ -158,20 +159,20 @@ def device_subscription_accepts(
 
 
 def device_subscription_rule(
-    subscriber_id: str,
-    subscriber_owner: str | None,
-    my_devices: bool = False,
-    device_id: str | None = None,
+    subscriber: Any, my_devices: bool = False, device_id: str | None = None
 ) -> Rule:
-    """:func:`device_subscription_accepts` as a rule, for a fixed subscriber owner.
+    """:func:`device_subscription_accepts` as the rule of one device subscription.
 
-    (:class:`~twisted_spark.events.device_routing.DeviceRouter` reads the
-    session's owner at each event instead, since a claim changes it live.)
+    ``subscriber`` is the subscribing session (its ``device_id`` and
+    ``owner``): the owner is read at each event, because a claim or release
+    changes it while the device is online.  This is the rule
+    :class:`~twisted_spark.events.device_routing.DeviceRouter` subscribes with.
     """
+    subscriber_id = subscriber.device_id
 
     def device_subscription(event: Event) -> bool:
         return device_subscription_accepts(
-            event, subscriber_id, subscriber_owner, my_devices, device_id
+            event, subscriber_id, subscriber.owner, my_devices, device_id
         )
 
     return device_subscription

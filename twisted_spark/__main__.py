@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cli,tests.test_twistd -*-
 """``python -m twisted_spark``: serve, manage keys and users, simulate devices."""
 
 from __future__ import annotations

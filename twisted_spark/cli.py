@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cli -*-
 """Administrative subcommands: ``keys`` and ``users``.
 
 They open the same SQLite database the server uses (safe while the server

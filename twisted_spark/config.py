@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_tap -*-
 """Server settings: one immutable value built from the command line.
 
 :class:`Settings` is the only configuration object; parts receive it (or the

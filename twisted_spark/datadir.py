@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_datadir -*-
 """The data directory: created private, holding the database and server keys.
 
 Everything here is plain blocking file I/O, meant to run once at startup (in

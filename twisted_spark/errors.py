@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_http,tests.test_firmware_updater -*-
 """Domain errors shared across parts.
 
 The API maps each of these to one status code and JSON body in a single

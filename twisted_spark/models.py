@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store_contract -*-
 """Plain value types shared by the store, the registry and the API.
 
 They are frozen so that a record handed out by a store can never be changed

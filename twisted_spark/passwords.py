@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_passwords -*-
 """Slow, salted password hashes, and Deferred versions that run off the reactor.
 
 A hash is the self-describing string

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_registry -*-
 """Which devices are online, by id, and what is remembered about them.
 
 The device server registers a session once its handshake is complete and

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_tap -*-
 """Command-line options and ``makeService``: the one entry shared by every launcher.
 
 ``twistd -n spark``, ``python -m twisted_spark serve`` and applications that

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_users -*-
 """Checks on text that arrived from outside, shared by the API and the device side."""
 
 from __future__ import annotations

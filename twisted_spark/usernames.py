@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_users -*-
 """What a username may be: the one rule sign-up (API) and ``users add`` (CLI) share.
 
 Names are lowercased first (API.md §3).  Then: 1 to 254 characters, no

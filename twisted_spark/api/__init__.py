@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_http -*-
 """The REST API (API.md): a Klein app per :class:`SparkAPI` instance.
 
 Importing this package imports Klein, which installs the default reactor;

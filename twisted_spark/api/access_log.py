@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_access_log -*-
 """Access log lines without secrets.
 
 Tokens travel in URLs (``?access_token=`` — the only way a browser's

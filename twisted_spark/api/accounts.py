@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_auth,tests.test_api_users -*-
 """Routes for people: OAuth tokens, access-token management, users (API.md §2–3)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_http,tests.test_api_site -*-
 """The REST API as one Klein app per :class:`SparkAPI` instance.
 
 Every route is declared with :meth:`SparkAPI.route`, which does, in order:

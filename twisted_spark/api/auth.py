@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_auth -*-
 """Who is calling: bearer tokens (three carriers) and HTTP Basic.
 
 :class:`Authenticator` is the only place that reads credentials.  The route

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_http,tests.test_api_hostile -*-
 """Request bodies: size check first, then urlencoded, JSON or multipart.
 
 :func:`check_size` refuses an over-limit body (413) from what the request

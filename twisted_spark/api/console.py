@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_console -*-
 """Serve the web console: ``GET /`` is its page, ``GET /console/<file>`` its assets.
 
 The console (``twisted_spark/console/``, package data) is static HTML, CSS and

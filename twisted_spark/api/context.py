@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_http -*-
 """What a route handler receives (:class:`Call`) and may return (:class:`Reply`)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_http,tests.test_firmware_updater -*-
 """One JSON error body for every failure, and one mapping from exceptions to it.
 
 Handlers raise :class:`ApiError` (or let a domain error from

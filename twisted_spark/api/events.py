@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_events_devices,tests.test_events_publishing -*-
 """Event routes (API.md §5): three Server-Sent Event streams and publishing.
 
 Streams are opened through ``api.streams`` (an

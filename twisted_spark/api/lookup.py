@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api_devices,tests.test_api_events -*-
+# -*- test-case-name: tests.test_api_devices,tests.test_events_devices -*-
 """Finding the device a request names: by its 24-hex id (any case) or its name.
 
 One module for every route: :func:`resolve` is the caller's device (device

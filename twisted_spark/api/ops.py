@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_http -*-
 """Operations (API.md §7) and CORS preflight."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_site -*-
 """The HTTP side of the API port: Site, channel and request classes.
 
 twisted.web's defaults suit a trusted network; these classes make the port

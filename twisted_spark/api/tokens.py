@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_api_auth -*-
 """Issuing access tokens, their expiry rules, and the failed-login throttle.
 
 Tokens are 40 lowercase hex characters (160 bits) from :mod:`secrets`.

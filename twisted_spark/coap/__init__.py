@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_coap_codec -*-
 """CoAP on the Spark device link: a small codec and the Spark message catalogue.
 
 See PROTOCOL.md §5-§9 and §11.  No I/O and no Twisted.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_coap_codec -*-
 """Encode and decode the CoAP subset used on the Spark device link.
 
 PROTOCOL.md §5: RFC 7252 header, token of 0..8 bytes (Spark uses 0 or 1),

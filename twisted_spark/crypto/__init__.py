@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_crypto_keys -*-
 """Cryptography of the device link: keys, the RSA handshake, the AES channel.
 
 Pure functions and small classes; no I/O and no Twisted.  See PROTOCOL.md

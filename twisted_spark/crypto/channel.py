@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_crypto_channel -*-
 """AES-128-CBC frame encryption with the protocol's IV rule, and framing.
 
 PROTOCOL.md §4: each frame is a fresh CBC run, PKCS#7 padded; after every

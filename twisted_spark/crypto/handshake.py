@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_crypto_handshake -*-
 """Sans-IO RSA handshake steps, server and device side (PROTOCOL.md §3).
 
 Server side, in protocol order::

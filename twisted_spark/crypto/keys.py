@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_crypto_keys -*-
 """RSA key loading, export and identification for devices and the server.
 
 Devices own RSA-1024 key pairs; the server stores only their public halves

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_device_protocol,tests.test_device_limits -*-
 """DeviceServerFactory: the collaborators every device connection shares."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_device_log_limit -*-
 """Per-source log budgets, so that a flood of bogus connections cannot flood the log.
 
 Each bogus device connection is worth one log line to an operator, but not

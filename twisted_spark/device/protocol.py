@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_device_protocol,tests.test_device_limits -*-
 """The device TCP protocol: raw RSA handshake, then AES-framed CoAP.
 
 PROTOCOL.md §3-§5, §10.  One :class:`DeviceProtocol` per connection:

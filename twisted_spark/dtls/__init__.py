@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_transcripts -*-
 """A sans-IO DTLS 1.2 server and client for Particle's Gen3 dialect.
 
 Gen3/Gen4 devices (Argon, Boron, P2, ...) speak DTLS 1.2 over UDP with one

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_handshake -*-
 """The device side of the Gen3 handshake, for tests and the Gen3 virtual device.
 
 It behaves as Device OS configures mbedTLS: one suite, raw public keys,

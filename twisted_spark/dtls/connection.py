@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_resume -*-
 """An established session: application data both ways, alerts, moves, persistence.
 
 One class serves both sides.  On the server the peer's records carry our

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_handshake -*-
 """Stateless HelloVerifyRequest cookies (RFC 6347 §4.2.1).
 
 A cookie is a 4-byte timestamp and an HMAC-SHA256, truncated to 28 bytes,

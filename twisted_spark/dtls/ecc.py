@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_crypto -*-
 """P-256 keys and the expensive steps of the handshake, as work items.
 
 Every ECDH and ECDSA operation of the handshake is one of the ``*_work``

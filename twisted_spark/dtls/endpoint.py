@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_handshake,tests.test_dtls_malformed -*-
 """All Gen3 DTLS traffic of one UDP port, sans-IO: cookies, handshakes, sessions.
 
 Records are routed by address while a handshake runs and by connection ID

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_malformed -*-
 """Errors of the DTLS layer and the alert each one maps to.
 
 Everything a peer can make go wrong ends in one of these, never in any other

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_handshake -*-
 """What the sans-IO state machines hand back: datagrams, events and work.
 
 Every call into a handshake or connection returns an :class:`Output`.  The caller

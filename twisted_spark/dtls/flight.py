@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_handshake -*-
 """Flights: retransmission timing (RFC 6347 §4.2.4) and packing records into datagrams.
 
 A flight is kept as its messages, not its bytes: every retransmission

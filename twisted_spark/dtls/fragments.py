@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_messages -*-
 """DTLS handshake message headers, fragmentation and reassembly (RFC 6347 §4.2.2-4.2.3).
 
 Header: msg_type(1) length(3) message_seq(2) fragment_offset(3)

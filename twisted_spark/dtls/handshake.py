@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_handshake -*-
 """What the server and device handshakes share: records in, flights out, timers.
 
 A subclass supplies the dialogue (``_message``, ``_work_result``,

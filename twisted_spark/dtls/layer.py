@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_record -*-
 """The record layer of one association: epochs, sequence numbers, replay windows.
 
 Epoch 0 is plaintext; epoch 1 is AES-128-CCM-8 with the keys of the

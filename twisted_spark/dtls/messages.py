@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_messages -*-
 """Bodies of the handshake messages of the Gen3 dialect: parse and build.
 
 Only the structure is checked here (lengths, sizes, no trailing bytes);

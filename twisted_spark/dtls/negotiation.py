@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_messages -*-
 """What each side accepts from the other's hello, in the Gen3 dialect.
 
 Server side (:func:`negotiate`): the device offers DTLS 1.2, the one suite

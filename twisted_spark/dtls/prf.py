@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_crypto -*-
 """The TLS 1.2 PRF with SHA-256 and the secrets it derives (RFC 5246 §5, §6.3, §7.4.9).
 
 No extended master secret: Device OS builds mbedTLS without

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_crypto -*-
 """AES-128-CCM-8 record protection, with the draft-05 connection-ID layout.
 
 Nonce (RFC 6655 §3): the 4-byte implicit salt from the key block, then the

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_record -*-
 """DTLS 1.2 record headers: split a datagram into records, encode one record.
 
 A record header is type(1) version(2) epoch(2) sequence(6) [cid] length(2)

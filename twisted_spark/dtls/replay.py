@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_record -*-
 """The anti-replay sliding window of RFC 6347 §4.1.2.6 (64 records wide).
 
 ``check`` before authenticating a record, ``accept`` only after its MAC

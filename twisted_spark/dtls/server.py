@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_handshake -*-
 """The server side of one Gen3 handshake, from a cookie-checked ClientHello on.
 
 Flights (message_seq in brackets, n being the ClientHello's)::

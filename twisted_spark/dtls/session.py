@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_resume -*-
 """Session state that outlives a handshake, and the bounded table of live sessions.
 
 A :class:`SessionState` is everything needed to carry on a session without a

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_dtls_messages -*-
 """Numbers of the Gen3 DTLS dialect and a bounded reader for its structures.
 
 Every length a peer sends is checked against what is left before it is

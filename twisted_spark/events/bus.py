@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_events_bus -*-
 """In-process publish/subscribe of events, by name prefix and visibility rule.
 
 :class:`EventBus` delivers each published :class:`~twisted_spark.models.Event`

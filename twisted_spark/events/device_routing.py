@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_events_routing,tests.test_events_devices -*-
 """Events to devices: device subscriptions on the bus (PROTOCOL.md §9.3/§9.4).
 
 :class:`DeviceRouter` is a registry observer.  When a session comes online

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_events_publishing -*-
 """Validation of events published through the API (``POST /v1/devices/events``).
 
 :func:`api_event` turns the request fields into an

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_events_visibility -*-
 """Who may see which event: the visibility rules as small pure predicates.
 
 Each factory returns a *rule*, a ``Callable[[Event], bool]`` handed to

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_firmware_updater -*-
 """Over-the-air firmware updates: image store, compiler, OTA flasher, API hook."""
 
 from twisted_spark.firmware.flasher import Flasher, FlashError, FlashOptions

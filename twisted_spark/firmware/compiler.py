@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_firmware_updater,tests.test_firmware_e2e -*-
 """Compile uploaded sources with the configured command (``--compile-command``).
 
 The command is a template run by ``/bin/sh -c`` in a fresh temporary

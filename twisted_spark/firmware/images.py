@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_firmware_updater -*-
 """Uploaded and compiled firmware images, kept as ``<data_dir>/firmware/<id>.bin``.
 
 Ids are 24 random hex characters (:mod:`secrets`).  The store is capped by

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sim -*-
 """``python -m twisted_spark simulate``: run virtual devices against a server.
 
 Examples::

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sim -*-
 """Many virtual devices in one process: keys, ids and bounded-concurrency connects."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store_contract -*-
 """Persistence behind :class:`~twisted_spark.interfaces.IStore`.
 
 Two implementations honour the same contract (``tests/test_store_contract.py``):

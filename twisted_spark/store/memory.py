@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store_contract -*-
 """An in-memory :class:`~twisted_spark.interfaces.IStore` for tests.
 
 It follows the same contract as the SQLite store, integrity rules included,

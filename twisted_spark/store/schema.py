@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store_sqlite -*-
 """The SQLite schema as an ordered list of forward migrations.
 
 The database's ``PRAGMA user_version`` is the number of migrations applied.

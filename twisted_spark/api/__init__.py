@@ -2,7 +2,8 @@
 """The REST API (API.md): a Klein app per :class:`SparkAPI` instance.
 
 Importing this package imports Klein, which installs the default reactor;
-the tap module imports it lazily, inside ``makeService``.
+the service imports it lazily (through the composition root, once started),
+so ``twistd --help`` and the tap module stay light.
 """
 
 from twisted_spark.api.app import SparkAPI

@@ -115,7 +115,9 @@ def start_server(reactor, threads, store, describe_on_connect=False):
     from twisted_spark.executors import Executors
 
     server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
-    settings = Settings(rsa_threads=threads)
+    # A burst of N connections measures throughput, not admission control: the
+    # default --max-pending-handshakes (200) would refuse most of a 500 burst.
+    settings = Settings(rsa_threads=threads, max_pending_handshakes=100_000)
     executors = Executors.threaded(reactor, threads)
     executors.start()
     cloud = build_cloud(

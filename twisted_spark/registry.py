@@ -17,7 +17,13 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_spark.interfaces import IDeviceRegistry, IRegistryObserver, ISessionSink
+from twisted_spark.interfaces import (
+    IDeviceRegistry,
+    ILocalSession,
+    IRegistryObserver,
+    ISessionSink,
+)
+from twisted_spark.interfaces.devices import SubscriptionEntry
 from twisted_spark.models import Event
 
 #: Seconds between two ``last_heard`` writes for one device.
@@ -44,28 +50,28 @@ class DeviceRegistry:
         self.bus = bus
         self.store = store
         self.last_heard_interval = last_heard_interval
-        self._sessions = {}
+        self._sessions: dict[str, ILocalSession] = {}
         self._observers: list[IRegistryObserver] = []
 
     # -- IDeviceRegistry -------------------------------------------------------
 
-    def get(self, device_id):
+    def get(self, device_id: str) -> ILocalSession | None:
         """The online session for ``device_id`` or ``None``."""
         return self._sessions.get(device_id)
 
-    def local(self, device_id):
+    def local(self, device_id: str) -> ILocalSession | None:
         """The session for ``device_id`` (every session is local on a single node)."""
         return self._sessions.get(device_id)
 
-    def online_ids(self):
+    def online_ids(self) -> set[str]:
         """A new set of the ids online now."""
         return set(self._sessions)
 
-    def add_observer(self, observer):
+    def add_observer(self, observer: IRegistryObserver) -> None:
         """Call ``observer.device_online(s)`` / ``device_offline(s)`` from now on."""
         self._observers.append(observer)
 
-    def remove_observer(self, observer):
+    def remove_observer(self, observer: IRegistryObserver) -> None:
         """Stop notifying ``observer`` (no error if it was not added)."""
         if observer in self._observers:
             self._observers.remove(observer)
@@ -73,11 +79,11 @@ class DeviceRegistry:
     def __len__(self):
         return len(self._sessions)
 
-    def sessions(self):
+    def sessions(self) -> list[ILocalSession]:
         """A list of the online sessions (a copy)."""
         return list(self._sessions.values())
 
-    def owner_changed(self, device_id, owner):
+    def owner_changed(self, device_id: str, owner: str | None) -> None:
         """The stored owner changed: the live session (event visibility) follows."""
         session = self._sessions.get(device_id)
         if session is not None:
@@ -85,7 +91,7 @@ class DeviceRegistry:
 
     # -- ISessionSink: called by the device side ---------------------------------
 
-    def register(self, session):
+    def register(self, session: ILocalSession) -> None:
         """Mark ``session`` online, replacing (and disconnecting) an older one."""
         device_id = session.device_id
         old = self._sessions.get(device_id)
@@ -117,14 +123,14 @@ class DeviceRegistry:
         for observer in list(self._observers):
             self._notify(observer, "device_online", session)
 
-    def unregister(self, session):
+    def unregister(self, session: ILocalSession) -> None:
         """Mark ``session`` offline if it is still the current one for its id."""
         if self._sessions.get(session.device_id) is not session:
             return
         del self._sessions[session.device_id]
         self._went_offline(session)
 
-    def heard(self, session):
+    def heard(self, session: ILocalSession) -> None:
         """The device sent a frame; persist ``last_heard`` at most once per interval."""
         last = session.last_heard
         if last - session.last_saved >= self.last_heard_interval:
@@ -143,7 +149,7 @@ class DeviceRegistry:
         )
         return d
 
-    def subscription_added(self, session, entry):
+    def subscription_added(self, session: ILocalSession, entry: SubscriptionEntry) -> None:
         """Tell observers that an online ``session`` added subscription ``entry``."""
         for observer in list(self._observers):
             try:

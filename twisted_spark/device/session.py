@@ -26,6 +26,9 @@ The same session can run on another transport (CoAP over DTLS); pass
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -37,6 +40,7 @@ from twisted_spark.device.ingress import EventIngress
 from twisted_spark.errors import DeviceNotConnected
 from twisted_spark.events.rate_limit import TokenBucket
 from twisted_spark.interfaces import IDeviceChannel, ILocalSession
+from twisted_spark.models import Event
 from twisted_spark.platforms import CORE, is_core_class, limits_for
 
 #: Messages matched to a request by token or message id, before any counter check.
@@ -128,7 +132,7 @@ class DeviceSession(EventIngress, RemoteCalls):
 
     # -- ILocalSession -----------------------------------------------------------
 
-    def send_event(self, event):
+    def send_event(self, event: Event) -> bool:
         """Deliver ``event`` to the device (NON, no token, §9.2); False if refused."""
         if self._closed:
             return False
@@ -162,17 +166,17 @@ class DeviceSession(EventIngress, RemoteCalls):
         self.transport.send_coap(coap)
         return True
 
-    def disconnect(self, reason):
+    def disconnect(self, reason: str) -> None:
         """Close the connection; pending requests fail with DeviceNotConnected."""
         self.transport.close(reason)
 
     # -- IDeviceChannel (the flasher; send_request is a RemoteCalls method) ------------
 
-    def send_message(self, build):
+    def send_message(self, build: Callable[[int], bytes]) -> None:
         """Send ``build(mid)`` with the next message id; no answer is awaited."""
         self.transport.send_coap(build(self.next_mid()))
 
-    def set_update_handler(self, handler):
+    def set_update_handler(self, handler: Callable[[Any, Any], None] | None) -> None:
         """Hand ChunkMissed and device UpdateDone to ``handler(kind, msg)`` (or stop)."""
         self._update_handler = handler
 

@@ -44,7 +44,7 @@ from twisted_spark.firmware.flasher import (
 )
 from twisted_spark.firmware.images import ImageStore
 from twisted_spark.interfaces import IDeviceChannel, IFirmwareUpdater, IRegistryObserver
-from twisted_spark.models import Event
+from twisted_spark.models import DeviceRecord, Event
 
 HARDWARE = "spark/hardware/"
 NOT_CONNECTED = "Device is not connected."
@@ -138,7 +138,12 @@ class FirmwareUpdater:
 
     # -- IFirmwareUpdater -------------------------------------------------------------
 
-    def flash(self, record, image=None, sources=None):
+    def flash(
+        self,
+        record: DeviceRecord,
+        image: bytes | None = None,
+        sources: list[tuple[str, bytes]] | None = None,
+    ) -> defer.Deferred[str]:
         """Compile if needed, store, and flash -> Deferred[image id] (see the interface)."""
         return defer.ensureDeferred(self._flash(record, image, sources))
 

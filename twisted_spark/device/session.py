@@ -68,10 +68,8 @@ class DeviceSession(EventIngress, RemoteCalls):
 
     __slots__ = (
         "owner",
-        "remote_ip",
         "product_id",
         "firmware_version",
-        "flags",
         "last_heard",
         "last_saved",
         "subscriptions",
@@ -88,12 +86,10 @@ class DeviceSession(EventIngress, RemoteCalls):
         self.transport = transport
         self.device_id = device_id
         self.owner = owner
-        self.remote_ip = transport.remote_ip
         # A Core's 6-byte Hello carries no platform id; every Photon/P1 sends one.
         self.platform_id = CORE if hello.platform_id is None else hello.platform_id
         self.product_id = hello.product_id
         self.firmware_version = hello.firmware_version
-        self.flags = hello.flags
         self._clock = clock
         self._sink = sink
         self._bus = bus
@@ -120,6 +116,11 @@ class DeviceSession(EventIngress, RemoteCalls):
     @property
     def connected(self):
         return not self._closed
+
+    @property
+    def remote_ip(self):
+        """The device's address, as its transport knows it."""
+        return self.transport.remote_ip
 
     @property
     def is_core(self):

@@ -18,6 +18,10 @@ from twisted_spark.coap.encoding import ACK, CON
 class MessageKind(Enum):
     """What a message from a device is, as the server sees it."""
 
+    # Members are singletons compared by identity: the C-level identity hash
+    # keeps the per-message dispatch lookups cheap (Enum's own is Python code).
+    __hash__ = object.__hash__
+
     HELLO = "hello"
     PING = "ping"
     PUBLIC_EVENT = "public_event"
@@ -66,6 +70,8 @@ def is_sequenced(message: CoapMessage) -> bool:
 
 class DeviceBoundKind(Enum):
     """What a message from the server is, as the device firmware sees it (§5.4)."""
+
+    __hash__ = object.__hash__  # identity, as MessageKind
 
     HELLO = "hello"
     PING = "ping"

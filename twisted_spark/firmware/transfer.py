@@ -131,10 +131,14 @@ class Transfer:
         self.check()
         if tracked is not None and tracked.outcome is not None:
             return tracked.outcome
-        waits = [self._wakeups.get()]
-        if timeout is not None:
-            waits.append(task.deferLater(self.clock, timeout, lambda: None))
-        index, _ = await defer.race(waits)
+        wakeup = self._wakeups.get()
+        if timeout is None:
+            await wakeup  # the common case, once per classic chunk: no race to set up
+            index = 0
+        else:
+            index, _ = await defer.race(
+                [wakeup, task.deferLater(self.clock, timeout, lambda: None)]
+            )
         self.check()
         if tracked is not None and tracked.outcome is not None:
             return tracked.outcome

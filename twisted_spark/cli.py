@@ -18,8 +18,22 @@ from twisted.internet import defer, threads
 from twisted.python import usage
 
 from twisted_spark.config import Settings
-from twisted_spark.crypto import keys
-from twisted_spark.datadir import ServerKeyPaths, load_or_create_server_key, prepare_data_dir
+from twisted_spark.crypto import keys, server_key_block
+from twisted_spark.crypto.device_keys import (
+    DeviceKey,
+    der_fingerprint,
+    key_algorithm,
+    load_device_key,
+)
+from twisted_spark.crypto.ec_keys import ec_public_key_der
+from twisted_spark.datadir import (
+    EcServerKeyPaths,
+    ServerKeyPaths,
+    load_or_create_server_ec_key,
+    load_or_create_server_key,
+    prepare_data_dir,
+    write_file_atomically,
+)
 from twisted_spark.errors import DuplicateUser
 from twisted_spark.models import User
 from twisted_spark.store import NameTaken
@@ -28,6 +42,9 @@ from twisted_spark.usernames import username_problem
 
 class CommandError(Exception):
     """A user mistake: printed as one line, exit status 1."""
+
+
+_KEY_NAMES = {"rsa": "RSA", "ecc": "EC P-256"}
 
 
 # -- options -------------------------------------------------------------------
@@ -80,12 +97,23 @@ class KeysImportOptions(DataDirOptions):
         self["directory"] = directory
 
 
+class KeysServerOptions(DataDirOptions):
+    synopsis = "[--udp --address HOST[:PORT]]"
+    longdesc = ("Without --udp: the RSA key of the TCP device port (Core, Photon, P1). "
+                "With --udp: the EC key of the UDP port (Gen3: Argon, Boron, P2, ...) and "
+                "the 320-byte server-key block that 'particle keys server' flashes.")
+    optFlags = [["udp", None, "The EC server key and block for Gen3 devices (UDP/DTLS)."]]
+    optParameters = [["address", None, None,
+                      "HOST[:PORT] Gen3 devices connect to: an IPv4 address or a host name "
+                      "(port 5684 by default)."]]
+
+
 class KeysOptions(usage.Options):
     synopsis = "add|list|server|import ..."
     subCommands = [
         ["add", None, KeysAddOptions, "Register a device public key (PEM or DER)."],
         ["list", None, DataDirOptions, "List registered devices and key fingerprints."],
-        ["server", None, DataDirOptions,
+        ["server", None, KeysServerOptions,
          "Print the server key paths and fingerprint (creating the key if needed)."],
         ["import", None, KeysImportOptions, "Import a spark-server core_keys/ directory."],
     ]
@@ -135,16 +163,17 @@ async def _with_store(reactor, data_dir, action):
         await store.close()
 
 
-def _read_key_file(path: Path):
+def _read_key_file(path: Path) -> DeviceKey:
+    """The device key in ``path``: RSA-1024 public, or EC P-256 public or private."""
     try:
         data = path.read_bytes()
     except OSError as error:
         raise CommandError(f"cannot read {path}: {error.strerror}") from error
     try:
-        return keys.load_device_public_key(data)
+        return load_device_key(data)
     except keys.KeyFormatError as error:
         hint = ""
-        if "private key" in str(error):
+        if "give the public key" in str(error):  # an RSA private key
             hint = (f" (extract it with: openssl rsa -inform DER -in {path} -pubout "
                     f"-out device.pub.pem)")
         raise CommandError(f"{path}: {error}{hint}") from error
@@ -174,7 +203,7 @@ async def keys_add(reactor, data_dir: Path, options, out=sys.stdout) -> None:
 
     async def action(store):
         await _require_user(store, owner)
-        changes = {"public_key": keys.public_key_der(key)}
+        changes = {"public_key": key.der}
         if owner is not None:
             changes["owner"] = owner
         try:
@@ -184,7 +213,7 @@ async def keys_add(reactor, data_dir: Path, options, out=sys.stdout) -> None:
                                "rename one of them first") from None
 
     await _with_store(reactor, data_dir, action)
-    print(f"Registered device {device_id} (key {keys.fingerprint(key)})"
+    print(f"Registered device {device_id} ({_KEY_NAMES[key.algorithm]} key {key.fingerprint})"
           + (f", owner {owner}" if owner else ""), file=out)
 
 
@@ -198,12 +227,19 @@ async def keys_list(reactor, data_dir: Path, options, out=sys.stdout) -> None:
         if record.public_key is None:
             fingerprint = "(no key)"
         else:
-            fingerprint = keys.fingerprint(keys.load_device_public_key(record.public_key))
+            algorithm = key_algorithm(record.public_key) or "unknown algorithm"
+            fingerprint = f"{der_fingerprint(record.public_key)} ({algorithm})"
         print(f"{record.device_id}  owner={record.owner or '-'}  name={record.name or '-'}  "
               f"key={fingerprint}", file=out)
 
 
 async def keys_server(reactor, data_dir: Path, options, out=sys.stdout) -> None:
+    if options.get("udp"):
+        return await keys_server_udp(reactor, data_dir, options, out)
+    if options.get("address"):
+        raise CommandError("--address goes with --udp (the Gen3 server-key block); "
+                           "for the TCP key, give the address to particle-cli: "
+                           "particle keys server FILE --host HOST")
     directory = prepare_data_dir(data_dir)
     key = await threads.deferToThread(load_or_create_server_key, directory)
     paths = ServerKeyPaths.in_dir(directory)
@@ -213,6 +249,39 @@ async def keys_server(reactor, data_dir: Path, options, out=sys.stdout) -> None:
     print(f"fingerprint:        {keys.fingerprint(key.publickey())}", file=out)
     print("Load it onto a device (in DFU mode) with:\n"
           f"  particle keys server {paths.public_der} <this server's IP address>", file=out)
+
+
+async def keys_server_udp(reactor, data_dir: Path, options, out=sys.stdout) -> None:
+    """The EC key pair (made once) and the server-key block pointing devices at ``--address``."""
+    if not options.get("address"):
+        raise CommandError("keys server --udp needs --address HOST[:PORT]: the address Gen3 "
+                           "devices will connect to (an IPv4 address or a host name)")
+    try:
+        address = server_key_block.parse_address(options["address"])
+    except ValueError as error:
+        raise CommandError(f"--address: {error}") from None
+    directory = prepare_data_dir(data_dir)
+    key = await threads.deferToThread(load_or_create_server_ec_key, directory)
+    paths = EcServerKeyPaths.in_dir(directory)
+    block = server_key_block.encode_block(key.public_key(), address)
+    await threads.deferToThread(write_file_atomically, paths.udp_block, block, 0o644)
+    kind = "IPv4 address" if address.is_ip else "host name"
+    print(f"EC private key:       {paths.private_pem}", file=out)
+    print(f"EC public key (DER):  {paths.public_der}", file=out)
+    print(f"fingerprint:          {der_fingerprint(ec_public_key_der(key))}", file=out)
+    print(f"server-key block:     {paths.udp_block} ({len(block)} bytes: the EC key, "
+          f"{kind} {address.host}, port {address.port})", file=out)
+    print("Flash it to a Gen3 device (Argon, Boron, B-SoM, P2, Photon 2, M-SoM) connected "
+          "by USB with:\n"
+          f"  particle keys server {paths.udp_block}\n"
+          "(particle-cli puts the device in DFU mode; a file not ending in .der is taken for "
+          "PEM.) The same block, built by particle-cli from the public key:\n"
+          f"  particle keys server {paths.public_der} --host {address.host} "
+          f"--port {address.port}\n"
+          "Then register each device's key here: 'particle keys save device' writes "
+          "device.der and device.pub.pem; run "
+          "'python -m twisted_spark keys add <device-id> device.pub.pem'.",
+          file=out)
 
 
 async def keys_import(reactor, data_dir: Path, options, out=sys.stdout) -> None:
@@ -235,7 +304,7 @@ async def keys_import(reactor, data_dir: Path, options, out=sys.stdout) -> None:
                 print(f"skipped {path.name}: {error}", file=out)
                 skipped += 1
                 continue
-            changes = {"public_key": keys.public_key_der(key)}
+            changes = {"public_key": key.der}
             name = _spark_server_name(directory / f"{device_id}.json")
             if name:
                 changes["name"] = name

@@ -103,6 +103,28 @@ class IDeviceStore(Interface):
         """:rtype: Deferred[bool]"""
 
 
+class IDtlsSessionStore(Interface):
+    """Gen3 DTLS sessions by connection ID, so sleeping devices resume across restarts.
+
+    A separate interface from :class:`IStore`: the UDP device port needs it,
+    nothing else does.  Records are
+    :class:`~twisted_spark.models.DtlsSessionRecord`; an expired one
+    (``expires_at <= now``) is never returned.
+    """
+
+    def save_dtls_session(record):
+        """Insert or replace the session with ``record.cid``. :rtype: Deferred[DtlsSessionRecord]"""
+
+    def get_dtls_session(cid, now):
+        """The unexpired session with this CID. :rtype: Deferred[DtlsSessionRecord | None]"""
+
+    def delete_dtls_session(cid):
+        """:rtype: Deferred[bool], True if a session was removed."""
+
+    def delete_expired_dtls_sessions(now):
+        """Remove sessions with ``expires_at <= now``. :rtype: Deferred[int] (how many)"""
+
+
 class IStore(IUserStore, ITokenStore, IDeviceStore):
     """Everything persistent, in one place that can be opened and closed."""
 

@@ -31,8 +31,8 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from twisted_spark.errors import DuplicateUser, SparkError
-from twisted_spark.interfaces import IStore
-from twisted_spark.models import AccessToken, DeviceRecord, User
+from twisted_spark.interfaces import IDtlsSessionStore, IStore
+from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
 from twisted_spark.store import (
     ConstraintError,
     NameTaken,
@@ -69,6 +69,13 @@ _UPSERT_DEVICE = (
     f" VALUES ({', '.join('?' for _ in _DEVICE_COLUMNS)})"
     " ON CONFLICT (device_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _DEVICE_COLUMNS[1:])
+)
+_DTLS_COLUMNS = "cid, state, expires_at, device_id, updated_at"
+_UPSERT_DTLS_SESSION = (
+    "INSERT INTO dtls_sessions (cid, device_id, state, updated_at, expires_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (cid) DO UPDATE SET device_id = excluded.device_id,"
+    " state = excluded.state, updated_at = excluded.updated_at,"
+    " expires_at = excluded.expires_at"
 )
 _USER_COLUMNS = "username, password_hash, is_admin, created_at"
 _TOKEN_COLUMNS = "token, username, client_id, created_at, expires_at"
@@ -126,6 +133,11 @@ def _device(row) -> DeviceRecord:
     return DeviceRecord(**values)
 
 
+def _dtls_session(row) -> DtlsSessionRecord:
+    cid, state, expires_at, device_id, updated_at = row
+    return DtlsSessionRecord(bytes.fromhex(cid), state, expires_at, device_id, updated_at)
+
+
 def _device_params(record: DeviceRecord) -> tuple:
     return (
         record.device_id,
@@ -144,7 +156,7 @@ def _device_params(record: DeviceRecord) -> tuple:
     )
 
 
-@implementer(IStore)
+@implementer(IStore, IDtlsSessionStore)
 class SQLiteStore:
     """IStore over a SQLite file; create one with :meth:`open`, end with :meth:`close`."""
 
@@ -334,6 +346,29 @@ class SQLiteStore:
     def delete_device(self, device_id: str) -> defer.Deferred:
         d = self._write(_change, "DELETE FROM devices WHERE device_id = ?", (device_id,))
         return d.addCallback(bool)
+
+    # -- DTLS sessions ---------------------------------------------------------
+
+    def save_dtls_session(self, record: DtlsSessionRecord) -> defer.Deferred:
+        params = (bytes(record.cid).hex(), record.device_id, record.state,
+                  record.updated_at, record.expires_at)
+        d = self._write(_change, _UPSERT_DTLS_SESSION, params)
+        return d.addCallback(lambda _: record)
+
+    def get_dtls_session(self, cid: bytes, now: float) -> defer.Deferred:
+        return self._call(
+            _get_one,
+            f"SELECT {_DTLS_COLUMNS} FROM dtls_sessions WHERE cid = ? AND expires_at > ?",
+            (bytes(cid).hex(), now),
+            _dtls_session,
+        )
+
+    def delete_dtls_session(self, cid: bytes) -> defer.Deferred:
+        d = self._write(_change, "DELETE FROM dtls_sessions WHERE cid = ?", (bytes(cid).hex(),))
+        return d.addCallback(bool)
+
+    def delete_expired_dtls_sessions(self, now: float) -> defer.Deferred:
+        return self._write(_change, "DELETE FROM dtls_sessions WHERE expires_at <= ?", (now,))
 
 
 # -- what runs on the store thread -------------------------------------------

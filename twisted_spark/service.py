@@ -59,6 +59,8 @@ class SparkService(MultiService):
         self.data_dir = None
         self.device_port = None
         self.api_port = None
+        self.udp_port = None
+        self.udp_protocol = None
         self.ready: defer.Deferred = defer.Deferred()
         self._starting = None
 
@@ -109,6 +111,7 @@ class SparkService(MultiService):
 
         self.device_port = await endpoints.serverFromString(
             reactor, settings.device_endpoint).listen(device_factory)
+        self.udp_port = await self._listen_udp()
         self.api_port = await endpoints.serverFromString(
             reactor, settings.api_endpoint).listen(site)
         log.info(
@@ -122,6 +125,26 @@ class SparkService(MultiService):
             fingerprint=keys.fingerprint(self.server_key.publickey()),
         )
         return self
+
+    async def _listen_udp(self):
+        """The Gen3 (UDP/DTLS) device port, unless ``--udp-device off``."""
+        from twisted_spark.datadir import load_or_create_server_ec_key
+        from twisted_spark.udp.address import parse_udp_device
+        from twisted_spark.udp.port import build_gen3_protocol
+
+        address = parse_udp_device(self.settings.udp_device)
+        if address is None:
+            return None
+        key = await self._run_in_thread(self.reactor, load_or_create_server_ec_key,
+                                        self.data_dir)
+        self.udp_protocol = build_gen3_protocol(
+            key, self.store, clock=self.reactor, executor=self._rsa_pool,
+            accept_unknown_devices=self.settings.accept_unknown_devices)
+        port = address.listen(self.reactor, self.udp_protocol)
+        log.info("Gen3 devices on UDP {address} ({host}); their CoAP session is a probe that "
+                 "acknowledges and logs until the full session lands",
+                 address=str(address), host=_describe_port(port))
+        return port
 
     def _sweep_expired_tokens(self):
         """Delete expired tokens so the table does not grow forever (errors logged)."""
@@ -147,7 +170,7 @@ class SparkService(MultiService):
         yield defer.maybeDeferred(super().stopService)
         if self._starting is not None and not self._starting.called:
             yield self.ready.addErrback(lambda _: None)
-        for port in (self.api_port, self.device_port):
+        for port in (self.api_port, self.device_port, self.udp_port):
             if port is not None:
                 yield defer.maybeDeferred(port.stopListening)
         if self.api is not None:

@@ -7,8 +7,9 @@ holding a P-256 key registered here and the server-key block of
 (:func:`build_gen3_protocol`, MemoryStore, crypto run inline) with its
 randomness fixed.  Every stimulus was recorded with the clock reading it
 saw: a datagram, a timer firing (``timer``), the housekeeping tick
-(``housekeep``), or a simulated server restart (``restart``: a new port on
-the same store, as after a crash).  A replay feeds the same stimuli at the
+(``housekeep``), a datagram that arrived while the server was down
+(``lost``: delivered to nothing), or a server restart (``restart``: a new
+port on the same store, as after a crash).  A replay feeds the same stimuli at the
 same readings and compares every datagram the port sends, and what the
 stand-in CoAP session made of the device's messages.
 """
@@ -62,7 +63,9 @@ class Replay:
     def step(self, step):
         self.clock.rightNow = step["t"]
         self.transport.sent = []
-        if "data" in step:
+        if step.get("lost"):
+            pass  # the server was down: the datagram reached nothing
+        elif "data" in step:
             self.protocol.datagramReceived(bytes.fromhex(step["data"]), tuple(step["from"]))
         elif step.get("timer"):
             self.protocol._fire()
@@ -98,3 +101,16 @@ def test_transcripts_cover_the_whole_start_of_a_session():
         assert expected in seen
     assert any(line.startswith("describe 1 complete") for line in seen)  # protobuf
     assert any(line.startswith("describe 2 complete") for line in seen)  # JSON
+
+
+def test_transcripts_include_block_wise_describe_and_a_resume_after_a_restart():
+    transcripts = {p.stem: json.loads(p.read_text()) for p in TRANSCRIPTS}
+    blockwise = transcripts["vdev-blockwise-describe"]["probe_history"]
+    assert blockwise.count("CON POST d") == 3  # two blocks of the system part, one application
+    assert "describe 1 complete (1904 bytes)" in blockwise
+    steps = transcripts["vdev-restart-resume"]["steps"]
+    restart = next(i for i, step in enumerate(steps) if "restart" in step)
+    assert any(step.get("lost") for step in steps[:restart])  # the device noticed the outage
+    resumed = steps[restart + 1]
+    assert bytes.fromhex(resumed["data"])[0] == 253 and resumed["out"]  # answered at once
+    assert not any(bytes.fromhex(step.get("data", "00"))[0] == 22 for step in steps[restart:])

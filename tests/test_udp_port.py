@@ -387,3 +387,45 @@ def test_application_data_reaches_the_session_in_order():
     assert [decode(m).message_id for m in device.received] == [1, 10, 11, 12]
     history = list(session_of(port).history)
     assert history[-3:] == ["CON POST E/n10", "CON POST E/n11", "CON POST E/n12"]
+
+
+def test_sessions_evicted_for_room_page_out_to_the_store_and_come_back():
+    port = Port(max_sessions=1)
+    port.register()
+    port.register(OTHER_ID, key("other device"))
+    first = Device(port)
+    first.handshake()
+    first.send(hello_message())
+    second = Device(port, address=("192.0.2.30", 40001), device_key=key("other device"), seed="2")
+    second.handshake()  # the table holds one session: the first one is evicted...
+    assert len(port.protocol.server.sessions) == 1
+    assert session_of(port).closed is not None
+    assert first.side.cid in port.store._dtls_sessions  # ...but kept in the store
+    first.send(ping(2))  # and it comes back on the device's next record
+    assert decode(first.received[-1]) == CoapMessage(ACK, Code.EMPTY, 2)
+    assert session_of(port).channel.resumed
+
+
+def test_work_finishing_after_the_port_stopped_is_ignored():
+    port = Port()
+    port.register()
+    jobs = []
+
+    class Deferring:
+        pending = 0
+
+        def run(self, function, *args):
+            jobs.append((defer.Deferred(), function))
+            return jobs[-1][0]
+
+    port.protocol.executor = Deferring()
+    device = Device(port)
+    config = ClientConfig(device.key, port.server_key.public_key(), rng=FixedRandom("dev"))
+    device.side = ClientHandshake(config, ("127.0.0.1", 5684), device.now)
+    device._send(device.side.start(device.now))
+    device.pump()
+    port.protocol.stopProtocol()
+    port.transport.sent = []
+    d, function = jobs.pop()
+    d.callback(function())
+    assert port.transport.sent == [] and port.clock.getDelayedCalls() == []

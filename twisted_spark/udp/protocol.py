@@ -119,6 +119,7 @@ class Gen3DeviceProtocol(DatagramProtocol):
         self._held: dict[Any, list] = {}  # connection (Hello being checked) or CID (loading)
         self._coap: dict[Connection, Any] = {}  # connection -> its CoAP session
         self._by_device: dict[str, Connection] = {}
+        self._stopped = False
 
     # -- Twisted ---------------------------------------------------------------------------
 
@@ -127,6 +128,7 @@ class Gen3DeviceProtocol(DatagramProtocol):
 
     def stopProtocol(self) -> None:
         """The port closed.  Sessions are not closed: devices resume them after a restart."""
+        self._stopped = True
         for call in (self._timer, self._housekeeping):
             if call is not None and call.active():
                 call.cancel()
@@ -144,6 +146,8 @@ class Gen3DeviceProtocol(DatagramProtocol):
 
     def handle(self, out: Output) -> None:
         """Send, run and record everything in ``out``, then re-arm the timer."""
+        if self._stopped:
+            return  # crypto work or a store lookup finishing after the port closed
         for address, datagram in out.datagrams:
             if self.transport is not None:
                 self.transport.write(datagram, address)
@@ -181,7 +185,12 @@ class Gen3DeviceProtocol(DatagramProtocol):
     def _closed(self, source, event: Closed) -> None:
         if isinstance(source, Connection):
             self._forget(source, event.reason)
-            if self.persistence is not None:
+            if self.persistence is not None and self._evicted(source):
+                # The table is full: the session pages out to the store, whole, and
+                # comes back from there on the device's next record.
+                d = self.persistence.save(source.snapshot(), self.clock.seconds())
+                d.addErrback(self._store_failed, source.cid)
+            elif self.persistence is not None:
                 self.persistence.delete(source.cid).addErrback(self._store_failed, source.cid)
             level = LogLevel.info if event.by_peer else LogLevel.debug
             self._note(source.address, level, "DTLS session {cid} of {device} at {address} "
@@ -191,6 +200,11 @@ class Gen3DeviceProtocol(DatagramProtocol):
         else:
             address = getattr(source, "address", None)
             self._note(address, LogLevel.info, "UDP device port: {reason}", reason=event.reason)
+
+    def _evicted(self, connection: Connection) -> bool:
+        """Dropped from memory for room, not closed by either side nor idle too long."""
+        idle = self.clock.seconds() - connection.last_seen
+        return not connection.closed and idle <= self.server.sessions.idle_timeout
 
     def _forget(self, connection: Connection, reason: str, notify: bool = True) -> None:
         self._held.pop(connection, None)
@@ -293,7 +307,7 @@ class Gen3DeviceProtocol(DatagramProtocol):
             self.close_connection(connection, "its session could not be saved")
 
     def _store_failed(self, failure, cid: bytes) -> None:
-        log.failure("Could not delete DTLS session {cid}", failure, cid=cid.hex())
+        log.failure("Could not save or delete DTLS session {cid}", failure, cid=cid.hex())
 
     def _unknown_cid(self, cid: bytes, data: bytes, addr, now: float) -> None:
         held = self._held.get(cid)

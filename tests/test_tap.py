@@ -195,7 +195,7 @@ def test_expired_tokens_are_swept_every_hour(data_dir):
     from twisted_spark.models import AccessToken, User
     from twisted_spark.service import TOKEN_SWEEP_INTERVAL
 
-    reactor = MemoryReactorClock()
+    reactor = UdpMemoryReactor()
     store = MemoryStore()
     store.add_user(User("alice", "hash"))
     store.add_token(AccessToken("a" * 40, "alice", "spark", created_at=0, expires_at=10))

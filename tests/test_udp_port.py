@@ -429,3 +429,13 @@ def test_work_finishing_after_the_port_stopped_is_ignored():
     d, function = jobs.pop()
     d.callback(function())
     assert port.transport.sent == [] and port.clock.getDelayedCalls() == []
+
+
+def test_drop_logs_are_limited_per_address(logs):
+    port = Port()
+    for _ in range(20):
+        for host in ("203.0.113.1", "203.0.113.2"):
+            port.protocol.datagramReceived(b"\x16\xfe\xfd" + bytes(20), (host, 7000))
+    for host in ("203.0.113.1", "203.0.113.2"):
+        lines = [line for line in logs if host in line]
+        assert len(lines) == 5  # each address has its own budget: one flood hides no other

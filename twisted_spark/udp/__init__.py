@@ -8,7 +8,9 @@ CoAP session, which plugs in after the architecture refactor),
 :class:`~twisted_spark.interfaces.IDtlsSessionStore`, loaded on demand),
 :mod:`~twisted_spark.udp.hello` (the CoAP Hello names the device; its key
 is checked before anything else is accepted),
-:mod:`~twisted_spark.udp.protocol` (the ``DatagramProtocol``) and
+:mod:`~twisted_spark.udp.protocol` (the ``DatagramProtocol``),
+:mod:`~twisted_spark.udp.channel` (what a CoAP session is given),
+:mod:`~twisted_spark.udp.port` (assembly, for the composition root) and
 :mod:`~twisted_spark.udp.probe` (a stand-in CoAP session that acknowledges
 and logs what a device sends, until the real one lands).
 """

@@ -23,7 +23,6 @@ from typing import Any
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
-from zope.interface import implementer
 
 from twisted_spark.dtls import (
     AddressChanged,
@@ -36,41 +35,13 @@ from twisted_spark.dtls import (
     Output,
     SessionCheckpoint,
 )
+from twisted_spark.udp.channel import DatagramChannel
 from twisted_spark.udp.hello import read_hello
-from twisted_spark.udp.interfaces import IDatagramChannel
 from twisted_spark.udp.persistence import LookupRefused
 
 __all__ = ["Gen3DeviceProtocol"]
 
 log = Logger()
-
-
-@implementer(IDatagramChannel)
-class _Channel:
-    """What a CoAP session sees of its DTLS connection."""
-
-    def __init__(self, port: Gen3DeviceProtocol, connection: Connection, hello, resumed: bool):
-        self._port = port
-        self._connection = connection
-        self.device_id = connection.state.device_id
-        self.resumed = resumed
-        size = getattr(hello, "max_message_size", None)
-        self.max_message_size = min(size or port.default_max_message, connection.max_plaintext)
-
-    @property
-    def address(self):
-        return self._connection.address
-
-    def send(self, message: bytes) -> None:
-        if len(message) > self.max_message_size:
-            raise ValueError(
-                f"a {len(message)}-byte message is over the device's {self.max_message_size}"
-            )
-        now = self._port.clock.seconds()
-        self._port.handle(self._connection.send(message, now))
-
-    def close(self, reason: str) -> None:
-        self._port.close_connection(self._connection, reason, notify=False)
 
 
 class Gen3DeviceProtocol(DatagramProtocol):
@@ -120,6 +91,7 @@ class Gen3DeviceProtocol(DatagramProtocol):
         self._coap: dict[Connection, Any] = {}  # connection -> its CoAP session
         self._by_device: dict[str, Connection] = {}
         self._stopped = False
+        self._peer: Any = None
 
     # -- Twisted ---------------------------------------------------------------------------
 
@@ -140,7 +112,11 @@ class Gen3DeviceProtocol(DatagramProtocol):
         if cid is not None:
             self._unknown_cid(cid, data, addr, now)
             return
-        self.handle(self.server.datagram_received(data, addr, now))
+        self._peer = addr  # whom events without a source (cookie, refusal) are about
+        try:
+            self.handle(self.server.datagram_received(data, addr, now))
+        finally:
+            self._peer = None
 
     # -- acting on the DTLS layer's output -------------------------------------------------
 
@@ -279,7 +255,7 @@ class Gen3DeviceProtocol(DatagramProtocol):
         log.info("Gen3 device {device_id} online at {address} ({how})", device_id=device_id,
                  address=_show(connection.address),
                  how="resumed session" if resumed else "new session")
-        channel = _Channel(self, connection, hello, resumed)
+        channel = DatagramChannel(self, connection, hello, resumed)
         session = self.sessions.session_started(channel, hello, first)
         if connection.closed:  # the session closed it at once
             return
@@ -376,6 +352,7 @@ class Gen3DeviceProtocol(DatagramProtocol):
 
     def _note(self, peer, level, format: str, **kwargs) -> None:
         """Log through the limiter, with ``peer``'s host as the source of the budget."""
+        peer = peer if peer is not None else self._peer
         source = peer[0] if isinstance(peer, tuple) else "unknown"
         self.limiter.emit(source, log, level, format, **kwargs)
 

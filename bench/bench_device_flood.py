@@ -73,7 +73,7 @@ def start_server(root, data_dir, device_port, api_port, extra, log_path):
     log = open(log_path, "w")  # noqa: SIM115 - closed by the caller via the process
     process = subprocess.Popen(
         [sys.executable, "-m", "twisted_spark", "serve", "--data-dir", str(data_dir),
-         "--device", f"tcp:{device_port}:interface=127.0.0.1",
+         "--device", f"tcp:{device_port}:interface=127.0.0.1", "--udp-device", "off",
          "--api", f"tcp:{api_port}:interface=127.0.0.1", *extra],
         cwd=root, env=dict(os.environ, PYTHONPATH=str(root)), stdout=log,
         stderr=subprocess.STDOUT, preexec_fn=raise_fd_limit,

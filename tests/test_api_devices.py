@@ -650,8 +650,9 @@ async def test_provision_key_takes_ownership_of_unowned_device(encoding):
         {"publicKey": "garbage"},
         {"publicKey": (KEYS / "server.pub.pem").read_text()},  # RSA-2048
         {"publicKey": (KEYS / "device-1.pem").read_text()},  # private key
-        {"publicKey": (KEYS / "ec-p256.pub.pem").read_text()},
+        {"publicKey": (KEYS / "ec-p256.pub.pem").read_text(), "algorithm": "rsa"},
         {"publicKey": (KEYS / "device-1.pub.pem").read_text(), "algorithm": "ecc"},
+        {"publicKey": (KEYS / "device-1.pub.pem").read_text(), "algorithm": "dsa"},
     ],
 )
 @pytest_twisted.ensureDeferred
@@ -660,6 +661,36 @@ async def test_provision_bad_key_is_400(form):
     r = await h.call("POST", f"/v1/provisioning/{device_id(9)}", token=alice, form=form)
     assert_error(r, 400)
     assert await h.store.get_device(device_id(9)) is None
+
+
+@pytest.mark.parametrize(
+    ("key_file", "algorithm"),
+    [("ec-p256.pub.pem", "ecc"), ("ec-p256.pub.pem", None), ("ec-p256.pem", "ecc")],
+)
+@pytest_twisted.ensureDeferred
+async def test_provision_gen3_ec_key(key_file, algorithm):
+    """API.md §4: ``ecc`` keys (inferred when no algorithm is given); of a private key
+    only the public half is stored."""
+    h, alice, _ = await setup()
+    form = {"publicKey": (KEYS / key_file).read_text()}
+    if algorithm:
+        form["algorithm"] = algorithm
+    r = await h.call("POST", f"/v1/provisioning/{device_id(9)}", token=alice, form=form)
+    assert r.status == 200 and r.json == {"ok": True, "id": device_id(9)}
+    record = await h.store.get_device(device_id(9))
+    expected = base64.b64decode(
+        b"".join((KEYS / "ec-p256.pub.pem").read_bytes().splitlines()[1:-1])
+    )
+    assert record.owner == "alice" and record.public_key == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_provision_says_what_key_it_found():
+    h, alice, _ = await setup()
+    form = {"publicKey": (KEYS / "device-1.pub.pem").read_text(), "algorithm": "ecc"}
+    r = await h.call("POST", f"/v1/provisioning/{device_id(9)}", token=alice, form=form)
+    assert_error(r, 400)
+    assert "expected an EC P-256 key, found an RSA-1024 public key" in r.json["error_description"]
 
 
 @pytest_twisted.ensureDeferred

@@ -235,3 +235,92 @@ async def test_keys_add_refuses_a_private_key_and_says_how_to_get_the_public_one
         await run(reactor, cli.KEYS_COMMANDS, data_dir, "add", DEVICE_ID,
                   str(KEYS_DIR / "device-1.pem"))
     assert await stored_devices(reactor, data_dir) == []
+
+
+# -- Gen3 (EC P-256) keys --------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_keys_add_a_gen3_private_key_read_from_the_device(reactor, data_dir, tmp_path):
+    """``particle keys save`` writes the whole 192-byte key slot; only the public half is kept."""
+    from cryptography.hazmat.primitives import serialization
+
+    from twisted_spark.crypto.device_keys import der_fingerprint
+
+    private = serialization.load_pem_private_key((KEYS_DIR / "ec-p256.pem").read_bytes(), None)
+    sec1 = private.private_bytes(serialization.Encoding.DER,
+                                 serialization.PrivateFormat.TraditionalOpenSSL,
+                                 serialization.NoEncryption())
+    slot = tmp_path / "device.der"
+    slot.write_bytes(sec1 + b"\xff" * (192 - len(sec1)))
+    printed = await run(reactor, cli.KEYS_COMMANDS, data_dir, "add", DEVICE_ID, str(slot))
+    spki = private.public_key().public_bytes(serialization.Encoding.DER,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert f"Registered device {DEVICE_ID} (EC P-256 key {der_fingerprint(spki)})" in printed
+    [record] = await stored_devices(reactor, data_dir)
+    assert record.public_key == spki
+
+    listing = await run(reactor, cli.KEYS_COMMANDS, data_dir, "list")
+    assert f"key={der_fingerprint(spki)} (ecc)" in listing
+
+
+@pytest_twisted.ensureDeferred
+async def test_keys_server_udp_writes_the_block_and_keeps_the_key(reactor, data_dir):
+    from twisted_spark.crypto import ec_keys, server_key_block
+
+    printed = await run(reactor, cli.KEYS_COMMANDS, data_dir, "server", "--udp",
+                        "--address", "spark.example.net:15684")
+    private_pem = data_dir / "server_key_ec.pem"
+    assert private_pem.stat().st_mode & 0o777 == 0o600
+    key = ec_keys.load_server_ec_private_key(private_pem.read_bytes())
+    public_der = (data_dir / "server_key_ec.pub.der").read_bytes()
+    assert public_der == ec_keys.ec_public_key_der(key)
+    block = (data_dir / "server_key_udp.der").read_bytes()
+    assert server_key_block.decode_block(block) == (
+        public_der, server_key_block.ServerAddress("spark.example.net", 15684))
+    assert f"particle keys server {data_dir / 'server_key_udp.der'}" in printed
+    assert (f"particle keys server {data_dir / 'server_key_ec.pub.der'} "
+            "--host spark.example.net --port 15684") in printed
+
+    # Run again with another address: same key, new block.
+    await run(reactor, cli.KEYS_COMMANDS, data_dir, "server", "--udp", "--address", "192.0.2.1")
+    assert private_pem.read_bytes() == ec_keys.server_ec_key_files(key)["server_key_ec.pem"]
+    block = (data_dir / "server_key_udp.der").read_bytes()
+    assert server_key_block.decode_block(block)[1] == server_key_block.ServerAddress("192.0.2.1")
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--udp"], "needs --address HOST"),
+        (["--udp", "--address", "fe80::1"], "IPv6"),
+        (["--udp", "--address", "host:99999"], "out of range"),
+        (["--address", "10.0.0.1"], "--address goes with --udp"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_keys_server_udp_mistakes(reactor, data_dir, argv, why):
+    with pytest.raises(cli.CommandError, match=why):
+        await run(reactor, cli.KEYS_COMMANDS, data_dir, "server", *argv)
+    assert not (data_dir / "server_key_udp.der").exists()
+
+
+def test_the_ec_server_key_is_never_replaced(tmp_path):
+    """Two makers racing (the server starting and ``keys server --udp``) end with one key."""
+    from twisted_spark.datadir import load_or_create_server_ec_key, write_new_file
+
+    first = load_or_create_server_ec_key(tmp_path)
+    assert not write_new_file(tmp_path / "server_key_ec.pem", b"other", 0o600)
+    again = load_or_create_server_ec_key(tmp_path)
+    assert again.private_numbers() == first.private_numbers()
+    assert list(tmp_path.glob("*.tmp")) == []
+
+
+def test_command_line_udp_server_key(data_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted_spark", "keys", "server", "--udp", "--address",
+         "127.0.0.1", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "127.0.0.1, port 5684" in result.stdout
+    assert len((data_dir / "server_key_udp.der").read_bytes()) == 320

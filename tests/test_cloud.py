@@ -16,7 +16,8 @@ from twisted_spark.store import MemoryStore
 
 #: The constructors only the composition root calls.
 WIRED_BY_THE_ROOT = re.compile(
-    r"\b(DeviceServerFactory|SparkAPI|DeviceRegistry|DeviceRouter|FirmwareUpdater|StreamRegistry)\("
+    r"\b(DeviceServerFactory|SparkAPI|DeviceRegistry|DeviceRouter|FirmwareUpdater|StreamRegistry"
+    r"|build_gen3_protocol)\("
 )
 #: Unit tests of those classes, and their fixtures, may build one on fakes.
 UNIT_TESTS = {
@@ -28,6 +29,7 @@ UNIT_TESTS = {
     "DeviceRouter": {"test_events_routing.py", "test_events_devices.py", "test_interfaces.py"},
     "FirmwareUpdater": {"test_firmware_updater.py"},
     "StreamRegistry": {"test_api_sse.py", "test_events_devices.py"},
+    "build_gen3_protocol": {"udp_harness.py", "test_udp_transcripts.py"},
 }
 
 
@@ -53,9 +55,10 @@ def test_e2e_harnesses_and_benchmarks_call_the_root():
             "bench_hostile_http.py"} <= callers
 
 
-def cloud(**settings):
+def cloud(gen3_key=None, **settings):
     return build_cloud(Settings(**settings), reactor=Clock(), store=MemoryStore(),
-                       server_key=SERVER_KEY, executors=Executors.synchronous())
+                       server_key=SERVER_KEY, executors=Executors.synchronous(),
+                       gen3_key=gen3_key)
 
 
 def test_one_graph():
@@ -69,6 +72,18 @@ def test_one_graph():
     assert c.devices.rsa_pool is c.executors.rsa
     assert c.router in c.registry._observers and c.firmware in c.registry._observers
     assert c.site.resource is not None
+
+
+def test_the_gen3_port_only_with_its_key_and_on_the_shared_parts():
+    """Given the EC key, the UDP port's protocol uses the cloud's store, clock and crypto pool."""
+    from twisted_spark.crypto.ec_keys import generate_server_ec_key
+
+    assert cloud().gen3 is None
+    c = cloud(gen3_key=generate_server_ec_key(), accept_unknown_devices=True)
+    assert c.gen3 is not None
+    assert c.gen3.executor is c.executors.rsa and c.gen3.clock is c.clock
+    assert c.gen3.gate.devices is c.store and c.gen3.persistence.store is c.store
+    assert c.gen3.gate.accept_unknown
 
 
 def test_metrics_of_every_part_in_one_place():

@@ -127,7 +127,8 @@ def processes():
 def server(tmp_path, data_dir, processes):
     process = Process(
         [sys.executable, "-m", "twisted_spark", "serve", "--data-dir", str(data_dir),
-         "--api", "tcp:0:interface=127.0.0.1", "--device", "tcp:0:interface=127.0.0.1"],
+         "--api", "tcp:0:interface=127.0.0.1", "--device", "tcp:0:interface=127.0.0.1",
+         "--udp-device", "127.0.0.1:0"],
         tmp_path / "server.log", tmp_path)
     processes.append(process)
     match = process.wait_for_output(READY, "the server's ready line")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 
 import pytest
+from conftest import KEYS_DIR
 from device_fixtures import CORE_ID, DEVICE_KEYS, PHOTON_ID, SERVER_PUBLIC, Server
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
@@ -15,6 +17,7 @@ from twisted_spark.crypto.channel import AesCbcChannel, FrameReader
 from twisted_spark.crypto.handshake import encrypt_identity, open_session_blob, session_seeds
 from twisted_spark.crypto.keys import public_key_der
 from twisted_spark.device.protocol import CLOSED, READY
+from twisted_spark.models import DeviceRecord
 
 SESSION_133 = bytes.fromhex(
     "ead9e1e2014903b9e76632f6fa5afa669522a567e100cd3cfe5215473921b63d97b197250038fa09"
@@ -223,6 +226,18 @@ def test_presented_key_differs_from_stored_refused(logs):
     w.feed(w.identity())
     assert w.tr.disconnecting
     assert any("differs from the registered one" in line and PHOTON_ID in line for line in logs)
+
+
+def test_device_registered_with_a_gen3_key_is_refused_by_name(logs):
+    """An EC key belongs to a Gen3 device (UDP); the TCP port says so instead of failing."""
+    s = Server()
+    ec_der = base64.b64decode(b"".join((KEYS_DIR / "ec-p256.pub.pem").read_bytes().split()[3:-3]))
+    s.store._devices[PHOTON_ID] = DeviceRecord(device_id=PHOTON_ID, public_key=ec_der)
+    w = Wire(s, PHOTON_ID, DEVICE_KEYS[0], photon=False)
+    w.feed(w.identity())
+    assert w.tr.disconnecting
+    assert any("EC P-256 key (a Gen3 device" in line and PHOTON_ID in line for line in logs)
+    assert not any("internal error" in line for line in logs)
 
 
 def test_accept_unknown_devices_stores_presented_key():

@@ -89,7 +89,7 @@ def cloud(reactor, data_dir, monkeypatch):
     monkeypatch.setattr(passwords, "ITERATIONS", 1000)
     settings = Settings(data_dir=data_dir, api_endpoint="tcp:0:interface=127.0.0.1",
                         device_endpoint="tcp:0:interface=127.0.0.1",
-                        login_failures_per_minute=0)
+                        udp_device="127.0.0.1:0", login_failures_per_minute=0)
     service = SparkService(settings, reactor)
     service.startService()
     cloud = pytest_twisted.blockon(defer.ensureDeferred(_started(reactor, service)))

@@ -22,6 +22,7 @@ BELOW_THE_API = [
     "twisted_spark.registry",
     "twisted_spark.interfaces",
     "twisted_spark.executors",
+    "twisted_spark.udp.port",
     "twisted_spark.service",
     "twisted_spark.tap",
 ]

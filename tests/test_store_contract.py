@@ -13,8 +13,8 @@ from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
 from twisted_spark.errors import DuplicateUser
-from twisted_spark.interfaces import IStore
-from twisted_spark.models import AccessToken, DeviceRecord, User
+from twisted_spark.interfaces import IDtlsSessionStore, IStore
+from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
 from twisted_spark.store import ConstraintError, DeviceChanged, MemoryStore, NameTaken
 from twisted_spark.store.sqlite import SQLiteStore
 
@@ -488,6 +488,57 @@ async def test_two_racing_registrations_of_a_new_id_exactly_one_wins(store):
     assert sorted(ok for ok, _ in results) == [False, True]
     stored = await store.get_device(CORE)
     assert stored.public_key == stored.owner.encode()
+
+
+# -- DTLS sessions -------------------------------------------------------------
+
+
+def dtls_session(cid=b"\x01\x02\x03\x04\x05\x06\x07\x08", **overrides):
+    values = dict(cid=cid, state='{"cid": "0102030405060708", "epoch": 1}',
+                  expires_at=2000.5, device_id=PHOTON, updated_at=1000.25)
+    values.update(overrides)
+    return DtlsSessionRecord(**values)
+
+
+@pytest_twisted.ensureDeferred
+async def test_provides_idtlssessionstore(store):
+    assert verifyObject(IDtlsSessionStore, store)
+
+
+@pytest_twisted.ensureDeferred
+async def test_dtls_session_round_trips_and_is_replaced(store):
+    record = dtls_session()
+    assert await store.save_dtls_session(record) == record
+    assert await store.get_dtls_session(record.cid, 1500.0) == record
+    newer = replace(record, state='{"epoch": 1, "write_sequence": 9}', expires_at=3000.0,
+                    updated_at=1600.0)
+    await store.save_dtls_session(newer)
+    assert await store.get_dtls_session(record.cid, 1500.0) == newer
+    unbound = dtls_session(b"\xff" * 8, device_id=None)
+    await store.save_dtls_session(unbound)
+    assert await store.get_dtls_session(b"\xff" * 8, 0.0) == unbound
+
+
+@pytest_twisted.ensureDeferred
+async def test_dtls_session_expires(store):
+    record = dtls_session(expires_at=2000.0)
+    await store.save_dtls_session(record)
+    assert await store.get_dtls_session(record.cid, 1999.9) == record
+    assert await store.get_dtls_session(record.cid, 2000.0) is None  # expired: never returned
+    assert await store.get_dtls_session(b"\x00" * 8, 0.0) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_dtls_sessions_deleted_one_by_one_or_when_expired(store):
+    old, fresh = dtls_session(b"old-cid!", expires_at=100.0), dtls_session(b"new-cid!")
+    await store.save_dtls_session(old)
+    await store.save_dtls_session(fresh)
+    assert await store.delete_expired_dtls_sessions(100.0) == 1
+    assert await store.delete_expired_dtls_sessions(100.0) == 0
+    assert await store.get_dtls_session(b"new-cid!", 0.0) == fresh
+    assert await store.delete_dtls_session(b"new-cid!") is True
+    assert await store.delete_dtls_session(b"new-cid!") is False
+    assert await store.get_dtls_session(b"new-cid!", 0.0) is None
 
 
 @pytest_twisted.ensureDeferred

@@ -336,3 +336,20 @@ async def test_a_version_1_file_with_duplicates_opens(path, reactor):
         assert (await opened.get_device(CORE)).name == f"kitchen-{CORE}"
     finally:
         await opened.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_dtls_sessions_survive_reopening(path, reactor):
+    """A Gen3 device resumes after a server restart: its session is on disk."""
+    from twisted_spark.models import DtlsSessionRecord
+
+    record = DtlsSessionRecord(b"\x10" * 8, '{"role": "server"}', 5000.0,
+                               "0123456789abcdef01234567", 4000.0)
+    first = await SQLiteStore.open(path, reactor=reactor)
+    await first.save_dtls_session(record)
+    await first.close()
+    second = await SQLiteStore.open(path, reactor=reactor)
+    try:
+        assert await second.get_dtls_session(b"\x10" * 8, 4500.0) == record
+    finally:
+        await second.close()

@@ -19,6 +19,7 @@ DEFAULT_OPTIONS = {
     "data-dir": "spark-data",
     "api": "tcp:8080",
     "device": "tcp:5683",
+    "udp-device": "5684",
     "handshake-timeout": 30.0,
     "device-idle-timeout": 30.0,
     "device-ping-interval": 15.0,
@@ -63,6 +64,7 @@ def test_defaults_whole_dict():
 def test_every_option_reaches_settings():
     options = parse(
         "--data-dir", "/tmp/x", "--api", "ssl:8443:privateKey=k.pem", "--device", "tcp:15683",
+        "--udp-device", "[::1]:15684",
         "--handshake-timeout", "5", "--device-idle-timeout", "12.5",
         "--device-ping-interval", "6", "--max-frame-size", "2048", "--rsa-threads", "4",
         "--max-pending-handshakes", "50",
@@ -77,7 +79,8 @@ def test_every_option_reaches_settings():
     )
     assert options.settings == Settings(
         data_dir=Path("/tmp/x"), api_endpoint="ssl:8443:privateKey=k.pem",
-        device_endpoint="tcp:15683", handshake_timeout=5.0, device_idle_timeout=12.5,
+        device_endpoint="tcp:15683", udp_device="[::1]:15684", handshake_timeout=5.0,
+        device_idle_timeout=12.5,
         device_ping_interval=6.0, max_frame_size=2048, rsa_threads=4,
         max_pending_handshakes=50,
         device_publish_rate=1.0, request_timeout=3.0, max_body_size=100,
@@ -98,6 +101,9 @@ def test_every_option_reaches_settings():
     ["--max-body-size", "1.5"],
     ["--login-failures-per-minute", "-3"],
     ["--no-such-option"],
+    ["--udp-device", "udp:5684"],
+    ["--udp-device", "::1:5684"],
+    ["--udp-device", "localhost:5684"],
 ])
 def test_bad_values_are_usage_errors(argv):
     with pytest.raises(usage.UsageError):
@@ -111,8 +117,33 @@ def test_plugin_is_discovered():
     assert makers[0].makeService is makeService
 
 
+class UdpMemoryReactor(MemoryReactorClock):
+    """MemoryReactorClock does not listen on UDP; this one records it."""
+
+    def __init__(self):
+        super().__init__()
+        self.udpServers = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.udpServers.append((port, protocol, interface))
+        return _FakeUdpPort(port, interface)
+
+
+class _FakeUdpPort:
+    def __init__(self, port, interface):
+        self.port, self.interface = port, interface
+
+    def getHost(self):
+        from twisted.internet.address import IPv4Address
+
+        return IPv4Address("UDP", self.interface or "0.0.0.0", self.port)
+
+    def stopListening(self):
+        return None
+
+
 def test_make_service_listens_on_both_endpoints(data_dir):
-    reactor = MemoryReactorClock()
+    reactor = UdpMemoryReactor()
     store = MemoryStore()
     options = parse("--data-dir", str(data_dir), "--api", "tcp:18080",
                     "--device", "tcp:15683:interface=127.0.0.1",
@@ -133,6 +164,10 @@ def test_make_service_listens_on_both_endpoints(data_dir):
     assert (api_factory.head_timeout, api_factory.timeOut) == (7.0, 11.0)
     assert service.store is store
     assert (data_dir / "server_key.pub.der").exists()
+    [(udp_port, protocol, interface)] = reactor.udpServers
+    assert (udp_port, interface) == (5684, "")  # Gen3 devices, on by default
+    assert type(protocol).__name__ == "Gen3DeviceProtocol"
+    assert (data_dir / "server_key_ec.pem").exists()
     service.stopService()
 
 
@@ -156,7 +191,7 @@ def test_expired_tokens_are_swept_every_hour(data_dir):
     from twisted_spark.models import AccessToken, User
     from twisted_spark.service import TOKEN_SWEEP_INTERVAL
 
-    reactor = MemoryReactorClock()
+    reactor = UdpMemoryReactor()
     store = MemoryStore()
     store.add_user(User("alice", "hash"))
     store.add_token(AccessToken("a" * 40, "alice", "spark", created_at=0, expires_at=10))
@@ -187,7 +222,7 @@ def test_stopping_the_service_closes_connections_still_in_their_handshake(data_d
 
     from twisted_spark.device.protocol import CLOSED
 
-    reactor = MemoryReactorClock()
+    reactor = UdpMemoryReactor()
     service = makeService(
         parse("--data-dir", str(data_dir)), reactor=reactor,
         open_store=lambda settings, reactor, executor: defer.succeed(MemoryStore()),

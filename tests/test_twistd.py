@@ -56,6 +56,7 @@ async def test_twistd_spark_serves_both_ports_and_stops(reactor, tmp_path, data_
         "-n", "--pidfile", str(tmp_path / "twistd.pid"), "--logfile", "-",
         "spark", "--data-dir", str(data_dir),
         "--api", "tcp:0:interface=127.0.0.1", "--device", "tcp:0:interface=127.0.0.1",
+        "--udp-device", "127.0.0.1:0",
     ]
     process = reactor.spawnProcess(output, argv[0], argv, env=env, path=str(tmp_path))
     try:

@@ -5,96 +5,29 @@ They open the same SQLite database the server uses (safe while the server
 runs: SQLite in WAL mode serialises writers) and print plain text meant for
 people.  Each command function takes already-parsed options and returns a
 Deferred, so :mod:`twisted_spark.__main__` can run it under ``task.react``.
+The shared parts are in :mod:`twisted_spark.cli_base`, the ``keys``
+commands in :mod:`twisted_spark.cli_keys`; ``users`` is here.
 """
 
 from __future__ import annotations
 
-import getopt
 import getpass
-import json
 import sys
 from pathlib import Path
 
 from twisted.internet import defer
 from twisted.python import usage
 
-from twisted_spark.config import Settings
-from twisted_spark.crypto import keys
-from twisted_spark.datadir import ServerKeyPaths, load_or_create_server_key, prepare_data_dir
+from twisted_spark.cli_base import CommandError, DataDirOptions, in_thread, with_store
+from twisted_spark.cli_keys import KEYS_COMMANDS, KeysOptions
 from twisted_spark.errors import DuplicateUser
-from twisted_spark.executors import ThreadExecutor
 from twisted_spark.models import User
-from twisted_spark.store import NameTaken
 from twisted_spark.usernames import username_problem
 
-
-class CommandError(Exception):
-    """A user mistake: printed as one line, exit status 1."""
-
-
-# -- options -------------------------------------------------------------------
-
-
-class DataDirOptions(usage.Options):
-    """Every subcommand takes ``--data-dir``; it falls back to the global one.
-
-    Options may follow the positional arguments (``keys add ID FILE --owner
-    alice``), as people type them; plain ``usage.Options`` stops at the
-    first positional argument.
-    """
-
-    optParameters = [["data-dir", "d", None,
-                      "The server's data directory (default ./spark-data)."]]
-
-    def parseOptions(self, options=None):
-        if options is None:
-            options = sys.argv[1:]
-        try:
-            pairs, positional = getopt.gnu_getopt(options, self.shortOpt, self.longOpt)
-        except getopt.error as error:
-            raise usage.UsageError(str(error)) from error
-        with_values = {name[:-1] for name in self.longOpt if name.endswith("=")}
-        ordered = []
-        for option, value in pairs:
-            if option.startswith("--") and option[2:] in with_values:
-                ordered.append(f"{option}={value}")
-            else:
-                ordered.append(option + value)
-        super().parseOptions(ordered + ["--"] + positional)
-
-
-class KeysAddOptions(DataDirOptions):
-    synopsis = "<device-id> <public-key-file> [--owner USER]"
-    optParameters = [["owner", "o", None, "Make this user the device's owner."]]
-
-    def parseArgs(self, device_id, key_file):
-        self["device_id"] = device_id
-        self["key_file"] = key_file
-
-
-class KeysImportOptions(DataDirOptions):
-    synopsis = "<core_keys-directory> [--owner USER]"
-    longdesc = ("Import every <device-id>.pub.pem of a spark-server core_keys/ directory "
-                "(and the device name from <device-id>.json when present).")
-    optParameters = [["owner", "o", None, "Make this user the owner of every imported device."]]
-
-    def parseArgs(self, directory):
-        self["directory"] = directory
-
-
-class KeysOptions(usage.Options):
-    synopsis = "add|list|server|import ..."
-    subCommands = [
-        ["add", None, KeysAddOptions, "Register a device public key (PEM or DER)."],
-        ["list", None, DataDirOptions, "List registered devices and key fingerprints."],
-        ["server", None, DataDirOptions,
-         "Print the server key paths and fingerprint (creating the key if needed)."],
-        ["import", None, KeysImportOptions, "Import a spark-server core_keys/ directory."],
-    ]
-
-    def postOptions(self):
-        if self.subCommand is None:
-            raise usage.UsageError("keys needs a subcommand: add, list, server or import")
+__all__ = [
+    "KEYS_COMMANDS", "USERS_COMMANDS", "CommandError", "DataDirOptions", "KeysOptions",
+    "UsersOptions", "run_command",
+]
 
 
 class UsersAddOptions(DataDirOptions):
@@ -117,165 +50,6 @@ class UsersOptions(usage.Options):
     def postOptions(self):
         if self.subCommand is None:
             raise usage.UsageError("users needs a subcommand: add or list")
-
-
-# -- helpers -------------------------------------------------------------------
-
-
-async def _open_store(reactor, data_dir: Path):
-    from twisted_spark.store.sqlite import SQLiteStore
-
-    settings = Settings(data_dir=prepare_data_dir(data_dir))
-    return await SQLiteStore.open(settings.database_path, reactor=reactor)
-
-
-async def _in_thread(reactor, function, *args):
-    """``function(*args)`` in a thread of its own (a command runs one such call)."""
-    executor = ThreadExecutor(reactor, "cli", 1)
-    try:
-        return await executor.run(function, *args)
-    finally:
-        executor.stop()
-
-
-async def _with_store(reactor, data_dir, action):
-    store = await _open_store(reactor, data_dir)
-    try:
-        return await action(store)
-    finally:
-        await store.close()
-
-
-def _read_key_file(path: Path):
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise CommandError(f"cannot read {path}: {error.strerror}") from error
-    try:
-        return keys.load_device_public_key(data)
-    except keys.KeyFormatError as error:
-        hint = ""
-        if "private key" in str(error):
-            hint = (f" (extract it with: openssl rsa -inform DER -in {path} -pubout "
-                    f"-out device.pub.pem)")
-        raise CommandError(f"{path}: {error}{hint}") from error
-
-
-def _device_id(text: str) -> str:
-    try:
-        return keys.normalize_device_id(text)
-    except ValueError as error:
-        raise CommandError(str(error)) from error
-
-
-async def _require_user(store, username: str | None) -> None:
-    if username is not None and await store.get_user(username) is None:
-        raise CommandError(
-            f"no user named {username!r}; create it first with "
-            f"'python -m twisted_spark users add {username}'")
-
-
-# -- keys ----------------------------------------------------------------------
-
-
-async def keys_add(reactor, data_dir: Path, options, out=sys.stdout) -> None:
-    device_id = _device_id(options["device_id"])
-    key = _read_key_file(Path(options["key_file"]))
-    owner = options["owner"]
-
-    async def action(store):
-        await _require_user(store, owner)
-        changes = {"public_key": keys.public_key_der(key)}
-        if owner is not None:
-            changes["owner"] = owner
-        try:
-            await store.update_device(device_id, **changes)
-        except NameTaken as error:
-            raise CommandError(f"{error.owner} already has a device called {error.name!r}; "
-                               "rename one of them first") from None
-
-    await _with_store(reactor, data_dir, action)
-    print(f"Registered device {device_id} (key {keys.fingerprint(key)})"
-          + (f", owner {owner}" if owner else ""), file=out)
-
-
-async def keys_list(reactor, data_dir: Path, options, out=sys.stdout) -> None:
-    records = await _with_store(reactor, data_dir, lambda store: store.list_devices())
-    if not records:
-        print("No devices registered. Add one with "
-              "'python -m twisted_spark keys add <device-id> <key-file>'.", file=out)
-        return
-    for record in records:
-        if record.public_key is None:
-            fingerprint = "(no key)"
-        else:
-            fingerprint = keys.fingerprint(keys.load_device_public_key(record.public_key))
-        print(f"{record.device_id}  owner={record.owner or '-'}  name={record.name or '-'}  "
-              f"key={fingerprint}", file=out)
-
-
-async def keys_server(reactor, data_dir: Path, options, out=sys.stdout) -> None:
-    directory = prepare_data_dir(data_dir)
-    key = await _in_thread(reactor, load_or_create_server_key, directory)
-    paths = ServerKeyPaths.in_dir(directory)
-    print(f"private key:        {paths.private_pem}", file=out)
-    print(f"public key (PEM):   {paths.public_pem}", file=out)
-    print(f"public key (DER):   {paths.public_der}", file=out)
-    print(f"fingerprint:        {keys.fingerprint(key.publickey())}", file=out)
-    print("Load it onto a device (in DFU mode) with:\n"
-          f"  particle keys server {paths.public_der} <this server's IP address>", file=out)
-
-
-async def keys_import(reactor, data_dir: Path, options, out=sys.stdout) -> None:
-    directory = Path(options["directory"])
-    if not directory.is_dir():
-        raise CommandError(f"{directory} is not a directory")
-    owner = options["owner"]
-    candidates = sorted(directory.glob("*.pub.pem"))
-    if not candidates:
-        raise CommandError(f"no <device-id>.pub.pem files in {directory}")
-
-    async def action(store):
-        await _require_user(store, owner)
-        imported, skipped = 0, 0
-        for path in candidates:
-            try:
-                device_id = _device_id(path.name[: -len(".pub.pem")])
-                key = _read_key_file(path)
-            except CommandError as error:
-                print(f"skipped {path.name}: {error}", file=out)
-                skipped += 1
-                continue
-            changes = {"public_key": keys.public_key_der(key)}
-            name = _spark_server_name(directory / f"{device_id}.json")
-            if name:
-                changes["name"] = name
-            if owner is not None:
-                changes["owner"] = owner
-            try:
-                await store.update_device(device_id, **changes)
-            except NameTaken as error:  # spark-server allowed duplicates; names are unique now
-                print(f"{device_id}: {error.owner} already has a device called "
-                      f"{error.name!r}; imported without a name", file=out)
-                changes["name"] = None
-                await store.update_device(device_id, **changes)
-            imported += 1
-        return imported, skipped
-
-    imported, skipped = await _with_store(reactor, data_dir, action)
-    print(f"Imported {imported} device key(s) from {directory}; skipped {skipped}.", file=out)
-
-
-def _spark_server_name(path: Path) -> str | None:
-    """The device name from a spark-server ``<id>.json`` attributes file, if any."""
-    try:
-        name = json.loads(path.read_text()).get("name")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return name if isinstance(name, str) and name else None
-
-
-# -- users ---------------------------------------------------------------------
 
 
 def _password(options, prompt=getpass.getpass) -> str:
@@ -303,7 +77,7 @@ async def users_add(reactor, data_dir: Path, options, out=sys.stdout) -> None:
     if problem is not None:
         raise CommandError(problem)
     password = _password(options)
-    password_hash = await _in_thread(reactor, hash_password, password)
+    password_hash = await in_thread(reactor, hash_password, password)
 
     async def action(store):
         # The first user administers the server, as with POST /v1/users.
@@ -314,12 +88,12 @@ async def users_add(reactor, data_dir: Path, options, out=sys.stdout) -> None:
         except DuplicateUser as error:
             raise CommandError(f"a user named {username!r} already exists") from error
 
-    user = await _with_store(reactor, data_dir, action)
+    user = await with_store(reactor, data_dir, action)
     print(f"Created user {username}" + (" (administrator)" if user.is_admin else ""), file=out)
 
 
 async def users_list(reactor, data_dir: Path, options, out=sys.stdout) -> None:
-    users = await _with_store(reactor, data_dir, lambda store: store.list_users())
+    users = await with_store(reactor, data_dir, lambda store: store.list_users())
     if not users:
         print("No users yet. Create one with 'python -m twisted_spark users add <name>'.",
               file=out)
@@ -327,8 +101,6 @@ async def users_list(reactor, data_dir: Path, options, out=sys.stdout) -> None:
         print(f"{user.username}" + ("  (administrator)" if user.is_admin else ""), file=out)
 
 
-KEYS_COMMANDS = {"add": keys_add, "list": keys_list, "server": keys_server,
-                 "import": keys_import}
 USERS_COMMANDS = {"add": users_add, "list": users_list}
 
 

@@ -30,6 +30,8 @@ from twisted_spark.firmware.updater import FirmwareUpdater
 from twisted_spark.interfaces import IStore
 from twisted_spark.metrics import Metrics
 from twisted_spark.registry import DeviceRegistry
+from twisted_spark.udp.port import build_gen3_protocol
+from twisted_spark.udp.protocol import Gen3DeviceProtocol
 
 
 @dataclass
@@ -53,10 +55,15 @@ class Cloud:
     streams: StreamRegistry
     api: SparkAPI
     site: SparkSite
+    #: The UDP device port's protocol for Gen3 devices, if a Gen3 key was given.
+    gen3: Gen3DeviceProtocol | None = None
 
     @defer.inlineCallbacks
     def stop(self):
-        """Shut down, in this order, once the ports no longer accept connections:
+        """Shut down, in this order, once the ports no longer accept connections
+        (the UDP port too: its protocol then ignores crypto and store results
+        still on their way, and its DTLS sessions are deliberately left open,
+        saved, so Gen3 devices resume them after a restart):
 
         1. end the event streams (their clients see a finished response);
         2. stop following firmware transfers and hardware events;
@@ -85,6 +92,7 @@ def build_cloud(
     random_bytes=os.urandom,
     describe_on_connect: bool = True,
     flash_options: FlashOptions | None = None,
+    gen3_key=None,
 ) -> Cloud:
     """Build every part of a server and connect them.
 
@@ -98,6 +106,9 @@ def build_cloud(
     :param random_bytes: the CSPRNG of the device handshake (tests may fix it).
     :param describe_on_connect: ask each device's Describe after its Hello.
     :param flash_options: :class:`~twisted_spark.firmware.flasher.FlashOptions`.
+    :param gen3_key: the server's EC P-256 private key; given, the cloud has
+        a UDP device port protocol for Gen3 devices (``Cloud.gen3``), whose
+        ECDH/ECDSA runs in the ``rsa`` executor.
     :rtype: Cloud
     """
     clock = reactor if clock is None else clock
@@ -119,8 +130,14 @@ def build_cloud(
         store, registry, settings, clock=clock, bus=bus, firmware=firmware,
         passwords=executors.passwords, metrics=metrics, streams=streams,
     )
+    gen3 = None
+    if gen3_key is not None:
+        gen3 = build_gen3_protocol(
+            gen3_key, store, clock=clock, executor=executors.rsa,
+            accept_unknown_devices=settings.accept_unknown_devices,
+        )
     return Cloud(
         settings=settings, clock=clock, executors=executors, store=store, metrics=metrics,
         bus=bus, registry=registry, router=router, devices=devices, firmware=firmware,
-        streams=streams, api=api, site=api.site(),
+        streams=streams, api=api, site=api.site(), gen3=gen3,
     )

@@ -26,6 +26,8 @@ class Settings:
     api_endpoint: str = "tcp:8080"
     #: Twisted endpoint string for the device protocol.
     device_endpoint: str = "tcp:5683"
+    #: ``[INTERFACE:]PORT`` of the UDP/DTLS port for Gen3 devices, or ``off``.
+    udp_device: str = "5684"
 
     # -- device side ---------------------------------------------------------
     #: Seconds a device has to finish the handshake (nonce → first frame).

@@ -103,3 +103,76 @@ def load_or_create_server_key(data_dir: Path):
         if created or not path.exists():
             write_file_atomically(path, files[name], PUBLIC_FILE_MODE)
     return key
+
+
+@dataclass(frozen=True)
+class EcServerKeyPaths:
+    """Where the server's EC P-256 key pair (for Gen3 devices over UDP) lives."""
+
+    private_pem: Path
+    public_pem: Path
+    public_der: Path
+    #: The 320-byte block ``particle keys server`` flashes (key and address).
+    udp_block: Path
+
+    @classmethod
+    def in_dir(cls, data_dir: Path) -> EcServerKeyPaths:
+        return cls(
+            data_dir / "server_key_ec.pem",
+            data_dir / "server_key_ec.pub.pem",
+            data_dir / "server_key_ec.pub.der",
+            data_dir / "server_key_udp.der",
+        )
+
+
+def load_or_create_server_ec_key(data_dir: Path):
+    """Return the server's EC P-256 private key, generating it the first time.
+
+    Like :func:`load_or_create_server_key`: ``server_key_ec.pem`` (0600) is
+    never overwritten, and missing public files are derived from it.
+    """
+    from twisted_spark.crypto import ec_keys
+
+    paths = EcServerKeyPaths.in_dir(Path(data_dir))
+    if paths.private_pem.exists():
+        key = ec_keys.load_server_ec_private_key(paths.private_pem.read_bytes())
+        created = False
+    else:
+        key = ec_keys.generate_server_ec_key()
+        created = True
+    files = ec_keys.server_ec_key_files(key)
+    if created and not write_new_file(paths.private_pem, files["server_key_ec.pem"],
+                                      PRIVATE_FILE_MODE):
+        return load_or_create_server_ec_key(data_dir)  # another process made one first
+    if created:
+        log.info("Generated a new EC server key pair (for Gen3 devices) in {dir}",
+                 dir=str(paths.private_pem.parent))
+    for path, name in ((paths.public_pem, "server_key_ec.pub.pem"),
+                       (paths.public_der, "server_key_ec.pub.der")):
+        if created or not path.exists():
+            write_file_atomically(path, files[name], PUBLIC_FILE_MODE)
+    return key
+
+
+def write_new_file(path: Path, data: bytes, mode: int) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; False (and nothing written) if it does.
+
+    The data is written and fsynced under a temporary name first, then
+    hard-linked into place: the link fails if ``path`` exists, so a key
+    made at the same moment by another process (the server and ``keys
+    server``) is never replaced, and ``path`` never holds half a key.
+    """
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.link(temporary, path)
+    except FileExistsError:
+        return False
+    finally:
+        temporary.unlink(missing_ok=True)
+    return True

@@ -6,9 +6,10 @@ Four kinds of work leave the reactor thread, each in its own
 another:
 
 ``rsa``
-    the handshake's RSA private-key arithmetic (about 3 ms a handshake;
-    pycryptodome releases the GIL, so threads give real parallelism).  The
-    device server refuses new handshakes while ``pending`` is at
+    public-key arithmetic: the TCP handshake's RSA private-key operations
+    (about 3 ms a handshake; pycryptodome releases the GIL, so threads give
+    real parallelism) and the Gen3 DTLS handshake's ECDH/ECDSA.  The device
+    server refuses new handshakes while ``pending`` is at
     ``--max-pending-handshakes``.
 ``store``
     SQLite's one connection: exactly one thread, so writes are serialised

@@ -94,3 +94,21 @@ class Event:
     coreid: str
     public: bool
     owner: str | None = None
+
+
+@dataclass(frozen=True)
+class DtlsSessionRecord:
+    """A Gen3 device's DTLS session, saved so the device can resume it after a restart.
+
+    ``cid`` is the 8-byte connection ID the server gave it; ``state`` is the
+    JSON text of :meth:`twisted_spark.dtls.SessionState.to_dict` (it holds
+    the master secret: the database is private to the server); ``device_id``
+    is known once the device's CoAP Hello was accepted.  After
+    ``expires_at`` a store no longer returns it.
+    """
+
+    cid: bytes
+    state: str
+    expires_at: float
+    device_id: str | None = None
+    updated_at: float = 0.0

@@ -6,15 +6,17 @@ reactor; the database opens in its thread), so the service first prepares
 the data directory, the key and the store, then calls the composition root
 (:func:`twisted_spark.cloud.build_cloud`) and only then adds one
 :class:`~twisted.application.internet.StreamServerEndpointService` per port.
-``ready`` fires once both listen, with the service, whose ``api_port`` and
-``device_port`` are then the listening ports (tests and embedders use them
-to find ephemeral ports).
+The UDP port for Gen3 devices (``--udp-device``, on by default) gets the
+server's EC key first and is bound the same way.  ``ready`` fires once all
+listen, with the service, whose ``api_port``, ``device_port`` and
+``udp_port`` (None when off) are then the listening ports (tests and
+embedders use them to find ephemeral ports).
 """
 
 from __future__ import annotations
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
@@ -22,8 +24,13 @@ from zope.interface import implementer
 
 from twisted_spark.config import Settings
 from twisted_spark.crypto import keys
-from twisted_spark.datadir import load_or_create_server_key, prepare_data_dir
+from twisted_spark.datadir import (
+    load_or_create_server_ec_key,
+    load_or_create_server_key,
+    prepare_data_dir,
+)
 from twisted_spark.executors import Executors
+from twisted_spark.udp.address import parse_udp_device
 
 log = Logger()
 
@@ -59,6 +66,25 @@ class _Announcing:
         return d.addCallbacks(listened, failed)
 
 
+class _DatagramPortService(Service):
+    """Listens on a :class:`~twisted_spark.udp.address.UdpDeviceAddress` while running."""
+
+    def __init__(self, reactor, address, protocol) -> None:
+        self.reactor = reactor
+        self.address = address
+        self.protocol = protocol
+        self.port = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.port = self.address.listen(self.reactor, self.protocol)
+
+    def stopService(self):
+        super().stopService()
+        port, self.port = self.port, None
+        return None if port is None else port.stopListening()
+
+
 class SparkService(MultiService):
     """The whole server as one service: start it, and devices and clients can connect.
 
@@ -82,6 +108,8 @@ class SparkService(MultiService):
         self.data_dir = None
         self.device_port = None
         self.api_port = None
+        self.udp_port = None
+        self.udp_protocol = None
         self.ready: defer.Deferred = defer.Deferred()
         self._starting: defer.Deferred | None = None
 
@@ -96,12 +124,16 @@ class SparkService(MultiService):
         self.data_dir = prepare_data_dir(settings.data_dir)
         self.server_key = await self.executors.files.run(load_or_create_server_key, self.data_dir)
         self.store = await self._open_store(settings, reactor, self.executors.store)
+        udp_address = parse_udp_device(settings.udp_device)
+        gen3_key = None
+        if udp_address is not None:
+            gen3_key = await self.executors.files.run(load_or_create_server_ec_key, self.data_dir)
 
         from twisted_spark.cloud import build_cloud
 
         self.cloud = cloud = build_cloud(
             settings, reactor=reactor, store=self.store, server_key=self.server_key,
-            executors=self.executors,
+            executors=self.executors, gen3_key=gen3_key,
         )
         sweeper = TimerService(TOKEN_SWEEP_INTERVAL, self._sweep_expired_tokens)
         sweeper.clock = reactor
@@ -109,6 +141,9 @@ class SparkService(MultiService):
         sweeper.setServiceParent(self)
         device_port = self._serve("device-port", settings.device_endpoint, cloud.devices)
         api_port = self._serve("api-port", settings.api_endpoint, cloud.site)
+        if udp_address is not None and cloud.gen3 is not None:
+            self.udp_protocol = cloud.gen3
+            self.udp_port = self._serve_udp(udp_address, cloud.gen3)
         self.device_port = await device_port
         self.api_port = await api_port
         log.info(
@@ -130,6 +165,21 @@ class SparkService(MultiService):
         child.setName(name)
         child.setServiceParent(self)
         return endpoint.listening
+
+    def _serve_udp(self, address, protocol):
+        """Listen for Gen3 devices on UDP ``address`` as a child service; the port.
+
+        Stopping it stops the protocol, which then ignores crypto and store
+        results still on their way; DTLS sessions stay resumable.
+        """
+        child = _DatagramPortService(self.reactor, address, protocol)
+        child.setName("udp-device-port")
+        child.setServiceParent(self)  # listens now: this service is running
+        port = child.port
+        log.info("Gen3 devices on UDP {address} ({host}); their CoAP session is a probe that "
+                 "acknowledges and logs until the full session lands",
+                 address=str(address), host=_describe_port(port))
+        return port
 
     def _sweep_expired_tokens(self):
         """Delete expired tokens so the table does not grow forever (errors logged)."""

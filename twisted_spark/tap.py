@@ -43,6 +43,17 @@ def _client_list(value: str) -> tuple[str, ...]:
 _client_list.coerceDoc = "Comma-separated; empty means any client id."  # type: ignore[attr-defined]
 
 
+def _udp_device(value: str) -> str:
+    from twisted_spark.udp.address import parse_udp_device
+
+    parse_udp_device(value)  # ValueError says what is wrong
+    return value.strip()
+
+
+_udp_device.coerceDoc = (  # type: ignore[attr-defined]
+    "[INTERFACE:]PORT, e.g. 5684 or 127.0.0.1:5684, or 'off'.")
+
+
 class Options(usage.Options):
     """Options of the twisted-spark server."""
 
@@ -59,6 +70,9 @@ class Options(usage.Options):
          "Directory for the database and server keys (created with mode 0700)."],
         ["api", "a", _DEFAULTS.api_endpoint, "Endpoint of the REST API."],
         ["device", None, _DEFAULTS.device_endpoint, "Endpoint devices connect to."],
+        ["udp-device", None, _DEFAULTS.udp_device,
+         "UDP port Gen3 devices (Argon, Boron, P2, ...) connect to: [INTERFACE:]PORT, "
+         "or 'off'.", _udp_device],
         ["handshake-timeout", None, _DEFAULTS.handshake_timeout,
          "Seconds a device has to complete the handshake.", _positive_float],
         ["device-idle-timeout", None, _DEFAULTS.device_idle_timeout,

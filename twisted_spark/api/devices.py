@@ -22,7 +22,9 @@ from twisted_spark.api.ownership import (
     key_registered,
     name_in_use,
 )
-from twisted_spark.crypto.keys import KeyFormatError, load_device_public_key, public_key_der
+from twisted_spark.crypto.device_keys import ALGORITHMS as KEY_ALGORITHMS
+from twisted_spark.crypto.device_keys import load_device_key
+from twisted_spark.crypto.keys import KeyFormatError
 from twisted_spark.errors import DeviceNotConnected, UnknownFunction, UnknownVariable
 from twisted_spark.models import DeviceRecord, iso8601
 from twisted_spark.platforms import limits_for
@@ -295,11 +297,11 @@ def register(api):
         )
         if not pem:
             raise bad_request("No key provided", errors=["No key provided"])
-        algorithm = (call.body.text("algorithm") or "rsa").lower()
-        if algorithm != "rsa":
-            raise bad_request(f"Only RSA device keys are supported, not {algorithm!r}.")
+        algorithm = (call.body.text("algorithm") or "").lower() or None
+        if algorithm not in (None, *KEY_ALGORITHMS):
+            raise bad_request(f"Key algorithm must be 'rsa' or 'ecc', not {algorithm!r}.")
         try:
-            key = load_device_public_key(pem)
+            key = load_device_key(pem, algorithm)
         except KeyFormatError as e:
             raise bad_request(f"Key error: {e}", errors=[f"Key error: {e}"]) from None
         caller = call.caller
@@ -315,7 +317,7 @@ def register(api):
                 raise key_registered()
             if owner is None and not has_key:
                 owner = caller.username
-            return {"public_key": public_key_der(key), "owner": owner}
+            return {"public_key": key.der, "owner": owner}
 
         await change_device(api, device_id, register_key)
         return {"ok": True, "id": device_id}

@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from twisted_spark.coap import codec, kinds, payloads, to_device
 from twisted_spark.crypto.channel import AesCbcChannel, FrameError, FrameReader
+from twisted_spark.crypto.device_keys import ECC, key_algorithm
 from twisted_spark.crypto.handshake import (
     IDENTITY_LENGTH,
     HandshakeError,
@@ -200,6 +201,9 @@ class DeviceProtocol:
                 "the key it presented differs from the registered one; if the device was "
                 f"re-keyed, update it with: python -m twisted_spark keys add {device_id} <file>"
             )
+        if key_algorithm(stored) == ECC:
+            raise Refused("its registered key is an EC P-256 key (a Gen3 device, which "
+                          "connects over UDP/DTLS), not the RSA key this TCP port needs")
         return record, factory.device_key(stored)
 
     async def _identified(self, identity):

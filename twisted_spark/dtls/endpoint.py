@@ -31,6 +31,9 @@ from twisted_spark.dtls.wire import ContentType, HandshakeType
 __all__ = ["DtlsServer"]
 
 _FATAL = 2
+_CID_TYPES = (ContentType.TLS12_CID, ContentType.MOVED_CID)
+_CID_OFFSET = 11  # type(1) version(2) epoch(2) sequence(6), then the CID
+_CID_HEADER_LENGTH = _CID_OFFSET + CID_LENGTH + 2
 
 
 def _client_hello_random(record: Record) -> bytes | None:
@@ -69,6 +72,15 @@ class DtlsServer:
     @property
     def handshakes(self) -> int:
         return len(self._by_cid)
+
+    def unknown_cid(self, data: bytes) -> bytes | None:
+        """The CID of a datagram whose first record is for a session this server does
+        not hold (one to look for in a store, say after a restart), else None.  Cheap:
+        only the first record header is read."""
+        if len(data) < _CID_HEADER_LENGTH or data[0] not in _CID_TYPES:
+            return None
+        cid = bytes(data[_CID_OFFSET : _CID_OFFSET + CID_LENGTH])
+        return None if cid in self._by_cid or cid in self.sessions else cid
 
     # -- input ---------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ returning ``Deferred[X]`` always return a Deferred, even in the in-memory
 implementations, so callers are written once.  mypy with mypy-zope checks
 every ``@implementer`` class against them (``tests/test_typecheck.py``).
 
-Here: the store (:class:`IStore`), the event bus (:class:`IEventBus`),
+Here: the store (:class:`IStore`, and :class:`IDtlsSessionStore` beside it
+for the UDP port), the event bus (:class:`IEventBus`),
 executors (:class:`IExecutor`) and metrics (:class:`IMetrics`).
 :mod:`twisted_spark.interfaces.devices` holds the device seams (API-facing
 session, registry, the session's transport, its reports to the registry,
@@ -116,6 +117,28 @@ class IDeviceStore(Interface):
 
     def delete_device(device_id):
         """:rtype: Deferred[bool]"""
+
+
+class IDtlsSessionStore(Interface):
+    """Gen3 DTLS sessions by connection ID, so sleeping devices resume across restarts.
+
+    A separate interface from :class:`IStore`: the UDP device port needs it,
+    nothing else does.  Records are
+    :class:`~twisted_spark.models.DtlsSessionRecord`; an expired one
+    (``expires_at <= now``) is never returned.
+    """
+
+    def save_dtls_session(record):
+        """Insert or replace the session with ``record.cid``. :rtype: Deferred[DtlsSessionRecord]"""
+
+    def get_dtls_session(cid, now):
+        """The unexpired session with this CID. :rtype: Deferred[DtlsSessionRecord | None]"""
+
+    def delete_dtls_session(cid):
+        """:rtype: Deferred[bool], True if a session was removed."""
+
+    def delete_expired_dtls_sessions(now):
+        """Remove sessions with ``expires_at <= now``. :rtype: Deferred[int] (how many)"""
 
 
 class IStore(IUserStore, ITokenStore, IDeviceStore):

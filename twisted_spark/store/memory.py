@@ -14,8 +14,8 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from twisted_spark.errors import DuplicateUser
-from twisted_spark.interfaces import IStore
-from twisted_spark.models import AccessToken, DeviceRecord, User
+from twisted_spark.interfaces import IDtlsSessionStore, IStore
+from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
 from twisted_spark.store import (
     ConstraintError,
     DeviceChanged,
@@ -27,7 +27,7 @@ from twisted_spark.store import (
 )
 
 
-@implementer(IStore)
+@implementer(IStore, IDtlsSessionStore)
 class MemoryStore:
     """Users, tokens and devices in dicts; nothing survives the process."""
 
@@ -36,6 +36,7 @@ class MemoryStore:
         # Insertion order breaks created_at ties, like the SQLite rowid does.
         self._tokens: dict[str, AccessToken] = {}
         self._devices: dict[str, DeviceRecord] = {}
+        self._dtls_sessions: dict[bytes, DtlsSessionRecord] = {}
 
     # -- users ---------------------------------------------------------------
 
@@ -137,6 +138,25 @@ class MemoryStore:
 
     def delete_device(self, device_id: str) -> defer.Deferred:
         return defer.succeed(self._devices.pop(device_id, None) is not None)
+
+    # -- DTLS sessions ---------------------------------------------------------
+
+    def save_dtls_session(self, record: DtlsSessionRecord) -> defer.Deferred:
+        self._dtls_sessions[bytes(record.cid)] = record
+        return defer.succeed(record)
+
+    def get_dtls_session(self, cid: bytes, now: float) -> defer.Deferred:
+        record = self._dtls_sessions.get(bytes(cid))
+        return defer.succeed(record if record is not None and record.expires_at > now else None)
+
+    def delete_dtls_session(self, cid: bytes) -> defer.Deferred:
+        return defer.succeed(self._dtls_sessions.pop(bytes(cid), None) is not None)
+
+    def delete_expired_dtls_sessions(self, now: float) -> defer.Deferred:
+        dead = [cid for cid, record in self._dtls_sessions.items() if record.expires_at <= now]
+        for cid in dead:
+            del self._dtls_sessions[cid]
+        return defer.succeed(len(dead))
 
     def close(self) -> defer.Deferred:
         return defer.succeed(None)

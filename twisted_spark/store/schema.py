@@ -128,10 +128,27 @@ def _m2_unique_device_names(cursor: sqlite3.Cursor) -> None:
     cursor.execute("CREATE UNIQUE INDEX devices_owner_name ON devices (owner, name)")
 
 
+def _m3_dtls_sessions(cursor: sqlite3.Cursor) -> None:
+    """Gen3 DTLS sessions by connection ID (hex), so devices resume across restarts."""
+    cursor.execute(
+        """
+        CREATE TABLE dtls_sessions (
+            cid TEXT PRIMARY KEY NOT NULL,
+            device_id TEXT,
+            state TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )
+        """
+    )
+    cursor.execute("CREATE INDEX dtls_sessions_by_expiry ON dtls_sessions (expires_at)")
+
+
 #: Every migration ever shipped, oldest first; index + 1 is the version it yields.
 MIGRATIONS: tuple[Callable[[sqlite3.Cursor], None], ...] = (
     _m1_initial,
     _m2_unique_device_names,
+    _m3_dtls_sessions,
 )
 
 #: The schema version this code reads and writes.

@@ -31,19 +31,22 @@ from zope.interface import implementer
 
 from twisted_spark.errors import SparkError
 from twisted_spark.executors import ThreadExecutor
-from twisted_spark.interfaces import IExecutor, IStore
-from twisted_spark.models import AccessToken, DeviceRecord, User
+from twisted_spark.interfaces import IDtlsSessionStore, IExecutor, IStore
+from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
 from twisted_spark.store import check_device_changes, normalize_device
 from twisted_spark.store.sqlite_ops import (
+    DTLS_COLUMNS,
     SELECT_DEVICE,
     SYNCHRONOUS_MODES,
     TOKEN_COLUMNS,
+    UPSERT_DTLS_SESSION,
     USER_COLUMNS,
     add_token,
     add_user,
     change,
     connect,
     device_row,
+    dtls_session_row,
     get_all,
     get_one,
     put_device,
@@ -58,7 +61,7 @@ class StoreClosed(SparkError, RuntimeError):
     """The store was used after :meth:`SQLiteStore.close`."""
 
 
-@implementer(IStore)
+@implementer(IStore, IDtlsSessionStore)
 class SQLiteStore:
     """IStore over a SQLite file; create one with :meth:`open`, end with :meth:`close`."""
 
@@ -254,5 +257,28 @@ class SQLiteStore:
     def delete_device(self, device_id: str) -> defer.Deferred:
         d = self._write(change, "DELETE FROM devices WHERE device_id = ?", (device_id,))
         return d.addCallback(bool)
+
+    # -- DTLS sessions ---------------------------------------------------------
+
+    def save_dtls_session(self, record: DtlsSessionRecord) -> defer.Deferred:
+        params = (bytes(record.cid).hex(), record.device_id, record.state,
+                  record.updated_at, record.expires_at)
+        d = self._write(change, UPSERT_DTLS_SESSION, params)
+        return d.addCallback(lambda _: record)
+
+    def get_dtls_session(self, cid: bytes, now: float) -> defer.Deferred:
+        return self._call(
+            get_one,
+            f"SELECT {DTLS_COLUMNS} FROM dtls_sessions WHERE cid = ? AND expires_at > ?",
+            (bytes(cid).hex(), now),
+            dtls_session_row,
+        )
+
+    def delete_dtls_session(self, cid: bytes) -> defer.Deferred:
+        d = self._write(change, "DELETE FROM dtls_sessions WHERE cid = ?", (bytes(cid).hex(),))
+        return d.addCallback(bool)
+
+    def delete_expired_dtls_sessions(self, now: float) -> defer.Deferred:
+        return self._write(change, "DELETE FROM dtls_sessions WHERE expires_at <= ?", (now,))
 
 

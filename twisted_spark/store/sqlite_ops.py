@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import replace
 
 from twisted_spark.errors import DuplicateUser
-from twisted_spark.models import AccessToken, DeviceRecord, User
+from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
 from twisted_spark.store import (
     ConstraintError,
     NameTaken,
@@ -53,6 +53,13 @@ UPSERT_DEVICE = (
 )
 USER_COLUMNS = "username, password_hash, is_admin, created_at"
 TOKEN_COLUMNS = "token, username, client_id, created_at, expires_at"
+DTLS_COLUMNS = "cid, state, expires_at, device_id, updated_at"
+UPSERT_DTLS_SESSION = (
+    "INSERT INTO dtls_sessions (cid, device_id, state, updated_at, expires_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (cid) DO UPDATE SET device_id = excluded.device_id,"
+    " state = excluded.state, updated_at = excluded.updated_at,"
+    " expires_at = excluded.expires_at"
+)
 
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:
@@ -101,6 +108,11 @@ def device_row(row) -> DeviceRecord:
     values["functions"] = tuple(json.loads(values["functions"]))
     values["variables"] = json.loads(values["variables"])
     return DeviceRecord(**values)
+
+
+def dtls_session_row(row) -> DtlsSessionRecord:
+    cid, state, expires_at, device_id, updated_at = row
+    return DtlsSessionRecord(bytes.fromhex(cid), state, expires_at, device_id, updated_at)
 
 
 def device_params(record: DeviceRecord) -> tuple:

@@ -85,6 +85,10 @@ class Event:
 
     ``owner`` is the user the event belongs to for visibility: the owner of
     the publishing device, or the API caller; ``None`` for unowned devices.
+    ``origin`` is ``None`` for an event published on this node, and the id
+    of the publishing node for one a cluster relay delivers here: work that
+    must happen once per cluster (webhooks) runs only where ``origin`` is
+    ``None``.
     """
 
     name: str
@@ -94,6 +98,7 @@ class Event:
     coreid: str
     public: bool
     owner: str | None = None
+    origin: str | None = None
 
 
 @dataclass(frozen=True)

@@ -723,9 +723,16 @@ def test_parse_describe():
     payload = decode(F["describe_response"].plaintext).payload
     assert messages.parse_describe(payload) == {"f": ["brew"], "v": {"temperature": 2}}
     assert messages.parse_describe(payload + b"\x00") == {"f": ["brew"], "v": {"temperature": 2}}
-    for bad in (b"{", b"[1, 2]", b"\xff\xfe", b""):
+    for bad in (b"{", b"[1, 2]", b"\xff\xfe", b"", b"[" * 1500 + b"]" * 1500):
         with pytest.raises(CoapError):
             messages.parse_describe(bad)
+
+
+@pytest.mark.parametrize("code", [float("inf"), float("nan"), None, [2], {"x": 1}, "1e999"])
+def test_a_type_code_that_is_no_number_is_a_string(code):
+    """Found by fuzzing: JSON's 1e999 is infinity, and int(inf) raised OverflowError."""
+    assert messages.variable_type_name(code) == "string"
+    assert messages.decode_variable(code, b"ok") == "ok"
 
 
 def test_merge_describe_photon_two_parts():

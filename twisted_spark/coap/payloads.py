@@ -70,6 +70,8 @@ def parse_describe(payload: bytes) -> dict:
         value = json.loads(bytes(payload).rstrip(b"\x00").decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise CoapError(f"describe payload is not JSON: {exc}") from None
+    except RecursionError:  # [[[[... a few thousand deep fits in one frame
+        raise CoapError("describe payload nests too deeply") from None
     if not isinstance(value, dict):
         raise CoapError("describe payload is not a JSON object")
     return value
@@ -98,14 +100,17 @@ _TYPE_CODES = {name: code for code, name in VARIABLE_TYPES.items()}
 
 
 def _type_code(type_code: int | str) -> int | None:
-    if isinstance(type_code, str):
-        if type_code in _TYPE_CODES:
-            return _TYPE_CODES[type_code]
-        try:
-            return int(type_code)
-        except ValueError:
-            return None
-    return int(type_code)
+    """The numeric code, or None for anything a device sent that is not one.
+
+    A Describe is JSON from the device: the "code" may be a name, a number
+    (``1e999`` is infinity), ``null``, a list...
+    """
+    if isinstance(type_code, str) and type_code in _TYPE_CODES:
+        return _TYPE_CODES[type_code]
+    try:
+        return int(type_code)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def variable_type_name(type_code: int | str) -> str:

@@ -401,7 +401,7 @@ def test_a_system_part_with_empty_names_waits_too():
     ids=["infinite-type", "deep-nesting"],
 )
 def test_a_hostile_describe_answer_leaves_the_connection_up(description, variables):
-    """Found by fuzz/targets/tcp_session.py: each closed the connection with an
+    """Confirmed through fuzz/targets/tcp_session.py: each closed the connection with an
     internal error (OverflowError, RecursionError) instead of being handled."""
     p = PartWire()
     p.part(description)

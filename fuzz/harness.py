@@ -125,20 +125,31 @@ def test_keys():
     return server, devices
 
 
-def fixed_random(seed: bytes = b"fuzz"):
-    """A ``random_bytes(n)`` that gives the same bytes for the same call sequence."""
+def ec_key(label: str):
+    """A fixed P-256 key per label (the suite's ``dtls_harness.key``)."""
     import hashlib
 
-    counter = [0]
+    from cryptography.hazmat.primitives.asymmetric import ec
 
-    def random_bytes(count: int) -> bytes:
+    scalar = int.from_bytes(hashlib.sha256(label.encode()).digest(), "big") % (2**255) + 1
+    return ec.derive_private_key(scalar, ec.SECP256R1())
+
+
+class FixedRandom:
+    """SHA-256 in counter mode over a label (the suite's ``dtls_harness.FixedRandom``)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label.encode()
+        self.counter = 0
+
+    def __call__(self, count: int) -> bytes:
+        import hashlib
+
         out = b""
         while len(out) < count:
-            out += hashlib.sha256(seed + counter[0].to_bytes(8, "big")).digest()
-            counter[0] += 1
+            out += hashlib.sha256(self.label + self.counter.to_bytes(8, "big")).digest()
+            self.counter += 1
         return out[:count]
-
-    return random_bytes
 
 
 def constant_random(count: int) -> bytes:

@@ -287,6 +287,20 @@ def _udp_hello() -> list[bytes]:
             bytes.fromhex("40020001b168ff0003ffff00360003000812ab34cd56ef7890")]
 
 
+def _udp_session() -> list[bytes]:
+    mid = 0x0300
+    gen3 = [
+        SYSTEM_DESCRIBE_MESSAGE, APPLICATION_DESCRIBE,
+        from_device.get_time(mid + 1, 4),
+        from_device.device_event(mid + 2, "gen3/temp", "20", confirmable=True),
+        from_device.subscribe(mid + 3, "gen3"),
+        to_device.ping(mid + 4),
+    ]
+    blocks = _blockwise()[0].split(SEPARATOR)
+    return [b"\x00" + SEPARATOR.join(gen3), b"\x01" + SEPARATOR.join(gen3[:2]),
+            b"\x00" + SEPARATOR.join(blocks[:6]), b"\x00" + GEN3_HELLO]
+
+
 SEEDS = {
     "coap_codec": _coap_messages,
     "spark_messages": _spark_messages,
@@ -302,6 +316,7 @@ SEEDS = {
     "dtls_records": _dtls_records,
     "dtls_server": _dtls_server,
     "udp_hello": _udp_hello,
+    "udp_session": _udp_session,
 }
 
 

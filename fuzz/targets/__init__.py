@@ -19,4 +19,5 @@ TARGETS = (
     "dtls_records",
     "dtls_server",
     "udp_hello",
+    "udp_session",
 )

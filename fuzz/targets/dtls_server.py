@@ -14,11 +14,7 @@ verified is never more than what it received (no amplification).
 
 from __future__ import annotations
 
-import hashlib
-
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from fuzz.harness import ContractBroken, split
+from fuzz.harness import ContractBroken, FixedRandom, ec_key, split
 from twisted_spark.dtls import DtlsServer, ServerConfig
 
 ADDRESSES = (("127.0.0.1", 54788), ("192.0.2.9", 40000))
@@ -27,25 +23,7 @@ START = 1.135
 MAX_UNVERIFIED_ANSWER = 128
 
 
-def _key(label: str) -> ec.EllipticCurvePrivateKey:
-    scalar = int.from_bytes(hashlib.sha256(label.encode()).digest(), "big") % (2**255) + 1
-    return ec.derive_private_key(scalar, ec.SECP256R1())
-
-
-class _FixedRandom:
-    def __init__(self, label: str) -> None:
-        self.label = label.encode()
-        self.counter = 0
-
-    def __call__(self, count: int) -> bytes:
-        out = b""
-        while len(out) < count:
-            out += hashlib.sha256(self.label + self.counter.to_bytes(8, "big")).digest()
-            self.counter += 1
-        return out[:count]
-
-
-SERVER_KEY = _key("server")
+SERVER_KEY = ec_key("server")
 
 
 def _settle(server: DtlsServer, out, now: float) -> int:
@@ -63,7 +41,7 @@ def _settle(server: DtlsServer, out, now: float) -> int:
 def one_input(data: bytes) -> None:
     if not data:
         return
-    rng = _FixedRandom("transcript/handshake-move-close")
+    rng = FixedRandom("transcript/handshake-move-close")
     server = DtlsServer(ServerConfig(SERVER_KEY, rng=rng))
     who, datagrams = data[0], split(data[1:])
     now = START

@@ -63,6 +63,10 @@ class FailureLog:
             self._started = True
         return self
 
+    def clear(self) -> None:
+        """Forget what was logged so far (before an input: only its own failures count)."""
+        self.events.clear()
+
     def check(self) -> None:
         """Raise :class:`ContractBroken` naming the first failure logged since the last call."""
         if not self.events:

@@ -28,6 +28,7 @@ MAX_WRITTEN = 256 * 1024
 
 
 def one_input(data: bytes) -> None:
+    FAILURES.clear()
     harness = device_cloud()
     clock = harness.clock
     timers = len(clock.getDelayedCalls())

@@ -55,6 +55,7 @@ def _connection(reads: list[bytes]) -> None:
 
 
 def one_input(data: bytes) -> None:
+    FAILURES.clear()
     if not data:
         return
     if data[0] % 2 == 0:

@@ -38,6 +38,7 @@ def _hello(mid: int) -> bytes:
 
 
 def one_input(data: bytes) -> None:
+    FAILURES.clear()
     if not data:
         return
     harness = device_cloud()

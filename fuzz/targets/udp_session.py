@@ -116,6 +116,7 @@ def _saved():
 
 
 def one_input(data: bytes) -> None:
+    FAILURES.clear()
     if not data:
         return
     tables, saved, start = _saved()

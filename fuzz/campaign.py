@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from fuzz.harness import ROOT
 from fuzz.targets import TARGETS
@@ -59,12 +60,35 @@ def run(target: str, runs: int, max_time: int) -> dict:
     return result
 
 
+def table(path: Path = RESULTS) -> str:
+    """An RST table of the last run of each target in ``path`` (``--table``)."""
+    last: dict = {}
+    for line in path.read_text().splitlines():
+        result = json.loads(line)
+        last[result["target"]] = result
+    rows = [("target", "executions", "exec/s", "cov", "ft", "seconds", "crash")]
+    for target in TARGETS:
+        if target in last:
+            r = last[target]
+            rows.append((target, f"{r['executions']:,}", f"{r['exec_per_s']:,}", str(r["cov"]),
+                         str(r["ft"]), str(r["seconds"]), "yes" if r["crash"] else "none"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    rule = "  ".join("=" * width for width in widths)
+    lines = [rule, "  ".join(c.ljust(w) for c, w in zip(rows[0], widths, strict=True)), rule]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows[1:]]
+    return "\n".join(line.rstrip() for line in [*lines, rule])
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("targets", nargs="*", default=list(TARGETS))
+    parser.add_argument("--table", action="store_true", help="print the figures as a table")
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--max-time", type=int, default=900, help="seconds per target")
     options = parser.parse_args(argv)
+    if options.table:
+        print(table())
+        return 0
     for target in options.targets:
         print(json.dumps(run(target, options.runs, options.max_time)), flush=True)
     return 0

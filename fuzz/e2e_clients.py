@@ -20,7 +20,7 @@ from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.task import deferLater
 
 from fuzz.e2e import GEN3, PHOTONS, TOKEN, seeds
-from fuzz.harness import FixedRandom, ec_key, test_keys
+from fuzz.harness import FixedRandom, ec_key, renumber, sequenced, test_keys
 from fuzz.mutate import Mutator
 from fuzz.targets.udp_session import hello as gen3_hello
 from twisted_spark.coap.codec import CoapError, decode
@@ -129,7 +129,10 @@ async def tcp_client(index, options, mutator: Mutator, deadline: float, stats: d
                 stats["raw_writes"] += 1
             else:
                 structured = mutator.random.random() < 0.7
-                device.send(mutator.coap_mutated() if structured else mutator.mutated())
+                message = mutator.coap_mutated() if structured else mutator.mutated()
+                if sequenced(message) and mutator.random.random() < 0.95:
+                    message = renumber(message, device._next_mid())  # as a device counts
+                device.send(message)
                 stats["messages"] += 1
             await sleep(0.002)
         await sleep(0.02)

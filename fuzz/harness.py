@@ -32,6 +32,16 @@ SEPARATOR = b"\xf0MSG"
 MAX_MESSAGES = 64
 
 
+def sequenced(message: bytes) -> bool:
+    """Whether a device numbers this CoAP message from its counter (CON or NON, §5.5)."""
+    return len(message) >= 4 and (message[0] >> 4) & 3 in (0, 1)
+
+
+def renumber(message: bytes, message_id: int) -> bytes:
+    """The message with ``message_id`` in its header (bytes 2-3)."""
+    return message[:2] + (message_id & 0xFFFF).to_bytes(2, "big") + message[4:]
+
+
 class ContractBroken(AssertionError):
     """The code under test did something its contract rules out."""
 

@@ -150,7 +150,24 @@ def _tcp_session() -> list[bytes]:
         b"\x00" + from_device.describe_response(260, 1, vectors.DESCRIBE_JSON),
         b"\x02" + SEPARATOR.join([from_device.device_hello(0x0102, 6, 1, 0, 6), *messages[3:8]]),
         b"\x01" + vectors.CF_HELLO_FRAME + SEPARATOR + bytes(18),
+        b"\x04" + SEPARATOR.join(_ota_answers(fast=True)),
+        b"\x04" + SEPARATOR.join(_ota_answers(fast=False)),
     ]
+
+
+def _ota_answers(fast: bool) -> list[bytes]:
+    """A Photon's side of the 1 KiB update the tcp_session target starts (mode 4):
+    UpdateBegin is CON mid 261 token 2; chunks then carry tokens 3 and 4."""
+    mid = 0x2130
+    answers = [to_device.empty_ack(260), from_device.describe_response(260, 1,
+                                                                       vectors.DESCRIBE_JSON),
+               to_device.empty_ack(261), from_device.update_ready(mid, 2, fast=fast)]
+    if fast:
+        answers += [from_device.chunk_missed(mid + 1, [1]), from_device.device_update_done(mid + 2)]
+    else:
+        answers += [from_device.chunk_received(mid + 1, 3), from_device.chunk_received(mid + 2, 4),
+                    to_device.empty_ack(264)]
+    return answers
 
 
 def _multipart(parts: list[tuple[str, str | None, bytes]]) -> bytes:

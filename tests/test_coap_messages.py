@@ -7,7 +7,7 @@ import pytest
 import vectors
 
 from twisted_spark.coap import messages
-from twisted_spark.coap.codec import CoapError, Code, decode
+from twisted_spark.coap.codec import CoapError, CoapMessage, Code, MessageType, decode
 from twisted_spark.coap.messages import DeviceBoundKind, MessageKind
 
 F = vectors.FIXTURE
@@ -621,6 +621,16 @@ EVENTS = [
 @pytest.mark.parametrize(("raw", "event"), EVENTS, ids=[e.name for _, e in EVENTS])
 def test_parse_event(raw, event):
     assert messages.parse_event(decode(raw)) == event
+
+
+def test_parse_event_refuses_a_max_age_over_four_bytes():
+    """Found by fuzz/e2e.py: a 16-byte Max-Age became a ttl no device can be sent,
+    and delivering the event to a subscribed device raised ValueError."""
+    options = ((11, b"e"), (11, b"temp"), (14, b"\x01" * 5))
+    with pytest.raises(CoapError, match="Max-Age is 5 bytes"):
+        messages.parse_event(CoapMessage(MessageType.NON, 2, 1, b"", options, b"x"))
+    options = ((11, b"e"), (11, b"temp"), (14, b"\xff" * 4))
+    assert messages.parse_event(CoapMessage(MessageType.NON, 2, 1, b"", options)).ttl == 2**32 - 1
 
 
 def test_parse_event_refuses_non_events():

@@ -10,7 +10,12 @@ Photon, then sends the input.  The first byte says how:
   the session's parsers (events, subscriptions, describe and variable
   replies, OTA answers, time requests) through the encrypted layer;
   bit 1 set: the first of them replaces the harness's Hello;
-* bit 0 set: the rest is raw bytes after the Hello (frame reader, padding).
+* bit 0 set: the rest is raw bytes after the Hello (frame reader, padding);
+* bit 3 clear: the harness numbers CON and NON messages from the device's
+  counter, as a device does (a wrong counter closes the connection, which
+  bit 3 set leaves to the input);
+* bit 2 set: an OTA update (a 1 KiB image, through the cloud's firmware
+  updater) starts after the Hello, so the messages answer the flasher.
 
 Afterwards the clock runs past every request timeout and the connection is
 lost.  Contract: nothing is logged as an internal error, no timer outlives
@@ -21,14 +26,25 @@ from __future__ import annotations
 
 from twisted.internet.testing import StringTransport
 
-from fuzz.cloud import device_cloud
-from fuzz.harness import ContractBroken, FailureLog, connection_done, split
+from fuzz.cloud import DEVICE_ID, device_cloud
+from fuzz.harness import (
+    ContractBroken,
+    FailureLog,
+    connection_done,
+    renumber,
+    sequenced,
+    split,
+)
 from twisted_spark.coap import from_device
 from twisted_spark.crypto.channel import AesCbcChannel
 from twisted_spark.crypto.handshake import session_seeds
+from twisted_spark.errors import SparkError
 
 FAILURES = FailureLog().start()
 PHOTON = 6
+IMAGE = bytes(range(256)) * 4
+#: How an update may end when the device does not play along (the API's errors).
+FLASH_ERRORS = (SparkError,)
 #: Bytes the server may write per message it receives (answers, describe, pings).
 MAX_WRITTEN_PER_MESSAGE = 4096
 
@@ -52,14 +68,22 @@ def one_input(data: bytes) -> None:
     mid = session_seeds(harness.session)[0]
     mode, messages = data[0], split(data[1:])
     if not mode & 2:
-        protocol.dataReceived(channel.encrypt_frame(_hello((mid + 1) & 0xFFFF)))
+        mid += 1
+        protocol.dataReceived(channel.encrypt_frame(_hello(mid & 0xFFFF)))
+    if mode & 4 and protocol.session is not None:
+        record = harness.store._devices[DEVICE_ID]
+        updating = harness.cloud.firmware.flash(record, IMAGE)
+        updating.addErrback(lambda failure: failure.trap(*FLASH_ERRORS))
     for message in messages:
         if transport.disconnecting:
             break
         if mode & 1:
             protocol.dataReceived(message)
-        else:
-            protocol.dataReceived(channel.encrypt_frame(message))
+            continue
+        if not mode & 8 and sequenced(message):
+            mid += 1
+            message = renumber(message, mid)
+        protocol.dataReceived(channel.encrypt_frame(message))
         clock.advance(0.25)
     written = len(transport.value())
     if written > MAX_WRITTEN_PER_MESSAGE * (len(messages) + 2):

@@ -12,7 +12,10 @@ import struct
 from typing import Any, NamedTuple
 
 from twisted_spark.coap.codec import CoapError, CoapMessage, decode_uint
-from twisted_spark.coap.encoding import DEFAULT_TTL, DEVICE_ID, PATH, text_bytes
+from twisted_spark.coap.encoding import DEFAULT_TTL, DEVICE_ID, MAX_AGE, PATH, text_bytes
+
+#: Bytes of a Max-Age option (RFC 7252 §5.10: uint, 0-4 bytes).
+MAX_AGE_LENGTH = 4
 
 
 class UpdateParams(NamedTuple):
@@ -198,6 +201,8 @@ def parse_event(message: CoapMessage) -> Event:
 
     Name = Uri-Path segments after the first, joined with '/'; ttl = Max-Age,
     60 when absent or 0; data = payload as UTF-8, None when there is none.
+    A Max-Age longer than CoAP's 4 bytes is refused (no device sends one, and
+    the ttl could not be passed on to another device).
     """
     kind = message.path_char
     if kind not in ("e", "E"):
@@ -205,6 +210,9 @@ def parse_event(message: CoapMessage) -> Event:
     name = _name_after_kind(message)
     if not name:
         raise CoapError("event has no name")
+    for value in message.option_values(MAX_AGE):
+        if len(value) > MAX_AGE_LENGTH:
+            raise CoapError(f"event Max-Age is {len(value)} bytes (at most {MAX_AGE_LENGTH})")
     ttl = message.max_age
     if not ttl or ttl <= 0:
         ttl = DEFAULT_TTL

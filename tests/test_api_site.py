@@ -237,6 +237,15 @@ def test_a_url_that_is_not_utf8_gets_the_json_error_body(raw):
     assert b'"error_description":"The URL or Host is not UTF-8."' in wire.output
 
 
+@pytest.mark.parametrize("host", [b".0.1:8080", b".1:8080", b"a..b"])
+def test_a_host_that_is_no_host_name_gets_the_json_error_body(host):
+    """Found by fuzz/e2e.py: werkzeug's BadHost escaped Klein as a 500."""
+    wire = Wire(harness())
+    wire.send(b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert wire.output.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b'"error_description":"The Host header is not a host name."' in wire.output
+
+
 # -- request-head deadline and idle timeout --------------------------------------------
 
 

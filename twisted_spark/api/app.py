@@ -21,7 +21,7 @@ from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.web.resource import Resource
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadHost, HTTPException
 from werkzeug.routing import RequestRedirect
 
 from twisted_spark.api import accounts, console, devices, events, ops
@@ -329,7 +329,11 @@ class _Counted(Resource):
         except UnicodeDecodeError:
             return write_error(request, bad_request("The URL or Host is not UTF-8."),
                                self._cors_origin)
-        return self._inner.render(request)
+        try:
+            return self._inner.render(request)
+        except BadHost:  # Klein binds its URL map to the Host before any handler runs
+            return write_error(request, bad_request("The Host header is not a host name."),
+                               self._cors_origin)
 
     def _count(self, _result, request):
         self._metrics.inc(

@@ -46,10 +46,10 @@ def one_input(data: bytes) -> None:
     match = SERVER_ERROR.search(written)
     if match is not None and b"503 " not in match.group(0):
         raise ContractBroken(f"server error: {written[match.start():match.start() + 400]!r}")
-    for _ in range(3):  # the idle and head timeouts of a connection left open
+    for _ in range(36):  # the idle and head timeouts of a connection left open
         if transport.disconnecting:
             break  # a real transport reports the close once its buffer is flushed
-        clock.advance(61)
+        clock.advance(5)
     channel.connectionLost(connection_done())
     clock.advance(1)
     harness.restore()

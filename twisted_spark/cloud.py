@@ -32,6 +32,7 @@ from twisted_spark.metrics import Metrics
 from twisted_spark.registry import DeviceRegistry
 from twisted_spark.udp.port import build_gen3_protocol
 from twisted_spark.udp.protocol import Gen3DeviceProtocol
+from twisted_spark.udp.sessions import Gen3SessionFactory
 
 
 @dataclass
@@ -135,6 +136,9 @@ def build_cloud(
         gen3 = build_gen3_protocol(
             gen3_key, store, clock=clock, executor=executors.rsa,
             accept_unknown_devices=settings.accept_unknown_devices,
+            sessions=Gen3SessionFactory(
+                store, registry, bus, settings, clock=clock, random_bytes=random_bytes,
+            ),
         )
     return Cloud(
         settings=settings, clock=clock, executors=executors, store=store, metrics=metrics,

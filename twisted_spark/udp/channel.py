@@ -43,3 +43,6 @@ class DatagramChannel:
 
     def close(self, reason: str) -> None:
         self._port.close_connection(self._connection, reason, notify=False)
+
+    def detach(self, reason: str) -> None:
+        self._port.detach_session(self._connection, reason)

@@ -37,6 +37,16 @@ class IDatagramChannel(Interface):
         ``connection_lost`` is not called back for a close the session asked for.
         """
 
+    def detach(reason):
+        """End the CoAP session but keep the DTLS session, for the device to resume.
+
+        A device gone quiet (asleep, or out of reach) or one that said
+        goodbye keeps its session: its next record starts a new CoAP
+        session through :meth:`IDatagramSessionFactory.session_started`
+        (``hello`` None unless it sends one).  ``connection_lost`` is not
+        called back.
+        """
+
 
 class IDatagramSession(Interface):
     """One device's CoAP session on top of its DTLS connection."""

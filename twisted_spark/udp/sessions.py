@@ -1,0 +1,99 @@
+# -*- test-case-name: tests.test_udp_session -*-
+"""Makes the CoAP session of each Gen3 device the UDP port admits.
+
+:class:`Gen3SessionFactory` is the port's
+:class:`~twisted_spark.udp.interfaces.IDatagramSessionFactory`: for each
+device whose DTLS session is ready it builds a
+:class:`~twisted_spark.udp.session.Gen3Session` on a
+:class:`~twisted_spark.udp.transport.ReliableTransport`, loads the device's
+record (its owner) and puts the session online in the registry.
+
+A device that went quiet or said goodbye keeps its DTLS session and, on
+waking, does not repeat what it told the server before (describe,
+subscriptions) unless it changed: so what a session learnt is kept, per
+device and bounded, for the next session of the same DTLS session
+(:class:`KeptState`).  After a server restart the stored describe serves
+instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any, NamedTuple
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_spark.udp.interfaces import IDatagramSessionFactory
+from twisted_spark.udp.session import Gen3Session
+from twisted_spark.udp.transport import ReliableTransport
+
+__all__ = ["Gen3SessionFactory", "KeptState"]
+
+log = Logger()
+
+
+class KeptState(NamedTuple):
+    """What a Gen3 device told an earlier session that it will not repeat on resuming."""
+
+    subscriptions: tuple
+    describe: dict[str, Any] | None
+
+
+@implementer(IDatagramSessionFactory)
+class Gen3SessionFactory:
+    """Gen3 CoAP sessions, wired to the registry, bus and store.
+
+    :param store: an :class:`~twisted_spark.interfaces.IDeviceStore` (owners).
+    :param registry: the :class:`~twisted_spark.interfaces.ISessionSink` sessions report to.
+    :param bus: the :class:`~twisted_spark.interfaces.IEventBus` device events go to.
+    :param settings: :class:`~twisted_spark.config.Settings`.
+    :param clock: ``IReactorTime``.
+    :param random_bytes: CSPRNG for the first server message id.
+    :param max_kept: devices whose state is kept between sessions.
+    """
+
+    def __init__(self, store, registry, bus, settings, *, clock, random_bytes=os.urandom,
+                 max_kept: int = 100_000) -> None:
+        self.store = store
+        self.registry = registry
+        self.bus = bus
+        self.settings = settings
+        self.clock = clock
+        self.random_bytes = random_bytes
+        self.max_kept = max_kept
+        self.started = 0
+        self._kept: OrderedDict[str, KeptState] = OrderedDict()
+
+    def session_started(self, channel, hello, first_message) -> ReliableTransport:
+        device_id = channel.device_id
+        kept = self._kept.pop(device_id, None)
+        if not channel.resumed:
+            kept = None  # a new handshake: the device tells everything again
+        transport = ReliableTransport(channel, self.clock, on_detached=self._keep)
+        session = Gen3Session(
+            transport, device_id, hello, clock=self.clock, sink=self.registry, bus=self.bus,
+            settings=self.settings, server_mid=int.from_bytes(self.random_bytes(2), "big"),
+            kept=kept,
+        )
+        transport.session = session
+        self.started += 1
+        transport.message_received(first_message)
+        d = self.store.get_device(device_id)
+        d.addCallback(session.start)
+        d.addErrback(self._load_failed, transport, device_id)
+        return transport
+
+    def _keep(self, session: Gen3Session) -> None:
+        self._kept[session.device_id] = KeptState(
+            tuple(session.subscriptions), session.cached_describe
+        )
+        self._kept.move_to_end(session.device_id)
+        while len(self._kept) > self.max_kept:
+            self._kept.popitem(last=False)
+
+    def _load_failed(self, failure, transport: ReliableTransport, device_id: str) -> None:
+        log.failure("Could not load the record of Gen3 device {device_id}", failure,
+                    device_id=device_id)
+        transport.close("internal error while loading its record", error=True)

@@ -147,7 +147,7 @@ def test_subscriptions_time_and_events_to_the_device():
     assert ack == CoapMessage(ACK, Code.EMPTY, 6)
     assert (time_reply.code, time_reply.token) == (Code.CONTENT, b"\x09")
     assert struct.unpack(">I", time_reply.payload)[0] == int(cloud.port.clock.seconds())
-    assert cloud.session().subscriptions == [("particle", False, None)]
+    assert cloud.session().subscriptions == [("particle", True, None)]
 
 
 def test_silence_then_an_unanswered_ping_takes_the_device_offline_but_keeps_dtls():
@@ -167,7 +167,7 @@ def test_silence_then_an_unanswered_ping_takes_the_device_offline_but_keeps_dtls
     cloud.device.send(CoapMessage(CON, Code.EMPTY, 8).encode())
     assert cloud.take() == [CoapMessage(ACK, Code.EMPTY, 8)]
     session = cloud.session()
-    assert session is not None and session.subscriptions == [("particle", False, None)]
+    assert session is not None and session.subscriptions == [("particle", True, None)]
 
 
 def test_goodbye_takes_the_device_offline_at_once():

@@ -78,6 +78,8 @@ class Cloud:
         self.streams.close_all("server stopping")
         self.firmware.close()
         self.devices.close_all("server shutting down")
+        if self.gen3 is not None:
+            self.gen3.sessions.close_all("server shutting down")
         yield self.store.close()
         self.executors.stop()
 

@@ -12,8 +12,8 @@ The application part is what the API needs (functions, variables): it is
 cached, stored through the registry when it changed, and answers every
 :meth:`Gen3Describe.describe` waiting for it.  Nobody asks the device: a
 caller waits up to the request timeout for the device's own describe.
-:class:`Gen3Describe` is a mixin of :class:`~twisted_spark.udp.session.Gen3Session`
-(whose ``__slots__`` hold its state).
+:class:`Gen3Describe` is the layer of :class:`~twisted_spark.udp.session.Gen3Session`
+(the layer between it and the TCP session).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from twisted_spark.coap.gen3 import (
     describe_kind,
     parse_application_describe,
 )
+from twisted_spark.device.session import DeviceSession
 from twisted_spark.errors import DeviceNotConnected, DeviceTimeout
 
 __all__ = ["Gen3Describe"]
@@ -39,23 +40,14 @@ __all__ = ["Gen3Describe"]
 log = Logger()
 
 
-class Gen3Describe:
-    """The device-initiated describe of one Gen3 session."""
+class Gen3Describe(DeviceSession):
+    """The device-initiated describe of one Gen3 session (a device session layer)."""
 
-    __slots__ = ()
+    __slots__ = ("system_describe", "_blocks", "_describe_waiters", "_describe_timer")
 
-    # state, in the session's slots
-    device_id: str
-    transport: Any
     system_describe: Any
-    _describe: dict[str, Any] | None
     _blocks: Block1Assembler | None
     _describe_waiters: list[defer.Deferred]
-    _describe_timer: Any
-    _clock: Any
-    _settings: Any
-    _sink: Any
-    _closed: bool
 
     def _init_describe(self) -> None:
         self.system_describe = None
@@ -96,6 +88,9 @@ class Gen3Describe:
         except CoapError as error:
             self._describe_refused(request, Code.BAD_REQUEST, f"bad describe request: {error}")
             return
+        body: bytes | None
+        code: int
+        problem: str | None
         if block is None:
             body, code, problem = bytes(request.payload), Code.CHANGED, None
         else:

@@ -79,3 +79,5 @@ class IDatagramSessionFactory(Interface):
         :rtype: :class:`IDatagramSession`
         """
 
+    def close_all(reason):
+        """The server is stopping: end every CoAP session (their DTLS sessions stay saved)."""

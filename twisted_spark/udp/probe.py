@@ -175,3 +175,6 @@ class ProbeSessionFactory:
             del self.sessions[next(iter(self.sessions))]
         session.message_received(first_message)
         return session
+
+    def close_all(self, reason: str) -> None:
+        """Nothing to stop: probe sessions hold no timers."""

@@ -19,6 +19,7 @@ retransmission, duplicates) and differing where Device OS does over DTLS
 * silence: after ``udp_device_idle_timeout`` seconds without a message the
   server pings; an unanswered ping shows the device offline (its DTLS session
   stays resumable, as for a goodbye);
+* a subscription carries no scope (Device OS 6): it is the owner's devices';
 * OTA v3 acknowledgements (``POST A``) go to the flasher's update handler.
 
 Nothing is handled before the device's record is loaded (its owner decides
@@ -35,7 +36,6 @@ from twisted_spark.coap import to_device
 from twisted_spark.coap.codec import CoapError, Code, MessageType
 from twisted_spark.coap.gen3 import Gen3Hello, parse_gen3_hello
 from twisted_spark.coap.kinds import MessageKind
-from twisted_spark.device.session import DeviceSession
 from twisted_spark.errors import DeviceTimeout
 from twisted_spark.udp.describe import Gen3Describe
 
@@ -65,7 +65,7 @@ def hello_facts(hello: Gen3Hello | None, record) -> HelloFacts:
     return HelloFacts(record.platform_id, record.product_id, record.firmware_version)
 
 
-class Gen3Session(Gen3Describe, DeviceSession):
+class Gen3Session(Gen3Describe):
     """One Gen3 device online (see the module docstring).
 
     :param transport: its :class:`~twisted_spark.udp.transport.ReliableTransport`.
@@ -80,10 +80,6 @@ class Gen3Session(Gen3Describe, DeviceSession):
 
     __slots__ = (
         "hello",
-        "system_describe",
-        "_blocks",
-        "_describe_waiters",
-        "_describe_timer",
         "_ready",
         "_waiting",
         "_idle_timer",
@@ -201,6 +197,21 @@ class Gen3Session(Gen3Describe, DeviceSession):
             self.transport.send_coap(to_device.empty_ack(msg.message_id))
         self._response(msg)
 
+    def _subscribe(self, kind, msg):
+        """``GET e/<filter>`` [``?b`` or ``?c``: the data formats the handler takes].
+
+        Device OS 6 has no scope any more (``MY_DEVICES`` and ``FIREHOSE`` are
+        deprecated, ``events.h``): a Gen3 subscription receives the events of
+        its owner's devices, so it is recorded as a MY_DEVICES one.
+        """
+        prefix = "/".join(msg.uri_path[1:])
+        entry = (prefix, True, None)
+        if entry not in self.subscriptions:
+            self.subscriptions.append(entry)
+            self._sink.subscription_added(self, entry)
+        if msg.type == CON:
+            self.transport.send_coap(to_device.empty_ack(msg.message_id))
+
     def _goodbye(self, msg):
         """``POST x``: the device is going to sleep, resetting or disconnecting."""
         if msg.type == CON:
@@ -258,7 +269,7 @@ class Gen3Session(Gen3Describe, DeviceSession):
 
 def _goodbye_reason(payload: bytes) -> str:
     """A few words from the goodbye payload (varint flags, then the values they announce)."""
-    values = []
+    values: list[int] = []
     position = 0
     data = bytes(payload)
     while position < len(data) and len(values) < 5:
@@ -278,8 +289,8 @@ def _goodbye_reason(payload: bytes) -> str:
     for bit, name in ((1, "cloud reason"), (2, "reset reason"), (4, "sleeping"),
                       (8, "network reason")):
         if flags & bit:
-            value = next(rest, None)
-            words.append(f"{name} {value} s" if bit == 4 else f"{name} {value}")
+            given = next(rest, None)
+            words.append(f"{name} {given} s" if bit == 4 else f"{name} {given}")
     return ", ".join(words) or "no reason given"
 
 

@@ -64,6 +64,7 @@ class Gen3SessionFactory:
         self.random_bytes = random_bytes
         self.max_kept = max_kept
         self.started = 0
+        self.live: dict[str, ReliableTransport] = {}  # device id -> its session's transport
         self._kept: OrderedDict[str, KeptState] = OrderedDict()
 
     def session_started(self, channel, hello, first_message) -> ReliableTransport:
@@ -71,13 +72,18 @@ class Gen3SessionFactory:
         kept = self._kept.pop(device_id, None)
         if not channel.resumed:
             kept = None  # a new handshake: the device tells everything again
-        transport = ReliableTransport(channel, self.clock, on_detached=self._keep)
+        transport = ReliableTransport(channel, self.clock, on_detached=self._keep,
+                                      on_lost=self._lost)
         session = Gen3Session(
             transport, device_id, hello, clock=self.clock, sink=self.registry, bus=self.bus,
             settings=self.settings, server_mid=int.from_bytes(self.random_bytes(2), "big"),
             kept=kept,
         )
         transport.session = session
+        older = self.live.get(device_id)
+        if older is not None and older is not transport:
+            older.shutdown("replaced by a newer session of the same device")
+        self.live[device_id] = transport
         self.started += 1
         transport.message_received(first_message)
         d = self.store.get_device(device_id)
@@ -92,6 +98,16 @@ class Gen3SessionFactory:
         self._kept.move_to_end(session.device_id)
         while len(self._kept) > self.max_kept:
             self._kept.popitem(last=False)
+
+    def _lost(self, transport: ReliableTransport) -> None:
+        if self.live.get(transport.channel.device_id) is transport:
+            del self.live[transport.channel.device_id]
+
+    def close_all(self, reason: str) -> None:
+        """End every CoAP session (the server stops; DTLS sessions stay saved for resuming)."""
+        for transport in list(self.live.values()):
+            transport.shutdown(reason)
+        self.live.clear()
 
     def _load_failed(self, failure, transport: ReliableTransport, device_id: str) -> None:
         log.failure("Could not load the record of Gen3 device {device_id}", failure,

@@ -47,12 +47,14 @@ class ReliableTransport:
     :param layer: the :class:`MessageLayer` (its transmission parameters).
     """
 
-    def __init__(self, channel, clock, layer: MessageLayer | None = None, on_detached=None) -> None:
+    def __init__(self, channel, clock, layer: MessageLayer | None = None, on_detached=None,
+                 on_lost=None) -> None:
         self.channel = channel
         self.clock = clock
         self.layer = layer or MessageLayer(max_outstanding=64)
         self.session: Any = None  # set by the session, which receives what arrives
         self.on_detached = on_detached  # called with the session after :meth:`detach`
+        self.on_lost = on_lost  # called with this transport once its session ended
         self.closed = False
         self.unacknowledged = 0  # our CONs the device never acknowledged
         self._timer: Any = None
@@ -119,6 +121,13 @@ class ReliableTransport:
         self._stop()
         self._lost(reason)
 
+    def shutdown(self, reason: str) -> None:
+        """End the CoAP session, leaving the DTLS session to the port (server stopping)."""
+        if self.closed:
+            return
+        self._stop()
+        self._lost(reason)
+
     def message_received(self, data: bytes) -> None:
         """A CoAP message from the device: sort out duplicates and answers, pass on the rest."""
         if self.closed:
@@ -177,6 +186,8 @@ class ReliableTransport:
     def _lost(self, reason: str) -> None:
         if self.session is not None:
             self.session.connection_lost(reason)
+        if self.on_lost is not None:
+            self.on_lost(self)
 
 
 def _level(error: bool) -> LogLevel:

@@ -112,3 +112,34 @@ async def test_goodbye_sleep_and_resume_without_a_handshake():
         assert (code, body["return_value"]) == (200, -7)
     finally:
         await cloud.stop()
+@pytest_twisted.ensureDeferred
+async def test_ota_v3_through_the_flash_route_with_lost_chunks():
+    cloud = await Gen3Cloud(request_timeout=10).start()
+    try:
+        device = await cloud.attach()
+        device.ota_faults.drop_first = {2, 5, 9}
+        image = bytes(range(256)) * 40 + b"tail"  # 10244 bytes: 21 chunks of 512
+        busy = []
+
+        async def flash():
+            return await treq.put(f"{cloud.base}/v1/devices/{GEN3_ID}",
+                                  headers={"Authorization": f"Bearer {TOKEN}"},
+                                  files={"file": ("firmware.bin", image)}, pool=cloud.pool)
+
+        flashing = defer.ensureDeferred(flash())
+        await until(lambda: cloud.registry.local(GEN3_ID).busy, what="the transfer running")
+        code, body = await cloud.request("PUT", f"/v1/devices/{GEN3_ID}",
+                                         files={"file": ("again.bin", image)})
+        busy.append(code)
+        response = await flashing
+        body = await response.json()
+        assert response.code == 200, body
+        assert busy == [409]
+        assert await device.ota_done == image
+        assert device.ota_stats["chunks"] >= 21
+        summary = cloud.cloud.firmware.last_summary
+        assert summary["mode"] == "v3" and summary["resent"] >= 3
+    finally:
+        await cloud.stop()
+
+

@@ -43,6 +43,7 @@ from twisted_spark.firmware.flasher import (
     max_binary_for,
 )
 from twisted_spark.firmware.images import ImageStore
+from twisted_spark.firmware.v3 import FlasherV3
 from twisted_spark.interfaces import IDeviceChannel, IFirmwareUpdater, IRegistryObserver
 from twisted_spark.models import DeviceRecord, Event
 
@@ -164,12 +165,18 @@ class FirmwareUpdater:
         if channel.busy:
             raise DeviceBusy(device_id)
         known = self.hardware.get(device_id, {})
-        limit = max_binary_for(channel, known.get("max_binary"))
+        limit = max_binary_for(channel, known.get("max_binary") or channel.max_binary_size)
         if len(image) > limit:
             why = f"The firmware is {len(image)} bytes; the device accepts at most {limit}."
             raise FirmwareTooLarge(why, image_id)
-        chunk_size = chunk_size_for(channel, known.get("ota_chunk_size"), self.options.chunk_size)
-        flasher = Flasher(channel, image, self.clock, self.options, chunk_size=chunk_size)
+        flasher: Flasher | FlasherV3
+        if channel.ota_v3:  # a Gen3 device: its Hello announced OTA v3 and its chunk size
+            flasher = FlasherV3(channel, image, self.clock, self.options,
+                                chunk_size=self.options.chunk_size)
+        else:
+            chunk_size = chunk_size_for(channel, known.get("ota_chunk_size"),
+                                        self.options.chunk_size)
+            flasher = Flasher(channel, image, self.clock, self.options, chunk_size=chunk_size)
         await self._transfer(channel, record, flasher, image_id)
         return image_id
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sim_gen3 -*-
+# -*- test-case-name: tests.test_gen3_e2e -*-
 """A virtual Gen3 device (Argon, Boron, P2...): CoAP over DTLS over UDP, as Device OS speaks it.
 
 :class:`Gen3VirtualDevice` is a Twisted ``DatagramProtocol`` built on the

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sim_gen3 -*-
+# -*- test-case-name: tests.test_gen3_e2e -*-
 """The application half of a virtual Gen3 device: what it serves, and its OTA v3 receiver.
 
 Functions and variables are the TCP simulator's

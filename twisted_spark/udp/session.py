@@ -112,17 +112,17 @@ class Gen3Session(Gen3Describe):
         return self._describe
 
     @property
-    def ota_v3(self) -> bool:
+    def ota_v3(self) -> bool:  # type: ignore[override]
         """The device takes OTA v3 (Hello flag 0x80)."""
         return self.hello is not None and bool(self.hello.flags & HELLO_OTA_V3)
 
     @property
-    def ota_chunk_size(self) -> int:
+    def ota_chunk_size(self) -> int:  # type: ignore[override]
         size = self.hello.ota_chunk_size if self.hello is not None else None
         return size or _DEFAULT_OTA_CHUNK
 
     @property
-    def max_binary_size(self) -> int | None:
+    def max_binary_size(self) -> int | None:  # type: ignore[override]
         return self.hello.max_binary_size if self.hello is not None else None
 
     # -- starting ------------------------------------------------------------------

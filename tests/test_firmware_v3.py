@@ -1,4 +1,4 @@
-"""OTA v3 messages as Device OS reads and writes them (``communication/src/firmware_update.cpp``)."""
+"""OTA v3 messages as Device OS reads and writes them (``firmware_update.cpp``)."""
 
 from __future__ import annotations
 

@@ -14,10 +14,16 @@ import json
 import pytest
 import pytest_twisted
 import treq
-from gen3_loopback import GEN3_ID, TOKEN, Gen3Cloud
+from gen3_loopback import DEVICE_EC, GEN3_ID, TOKEN, Gen3Cloud
 from loopback import until
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.internet.protocol import Protocol
+
+from twisted_spark.config import Settings
+from twisted_spark.crypto.ec_keys import ec_public_key_der, load_server_ec_private_key
+from twisted_spark.models import AccessToken, DeviceRecord, User
+from twisted_spark.service import SparkService
+from twisted_spark.sim.gen3 import Gen3VirtualDevice
 
 pytestmark = pytest.mark.usefixtures("clean_reactor")
 
@@ -143,3 +149,58 @@ async def test_ota_v3_through_the_flash_route_with_lost_chunks():
         await cloud.stop()
 
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_device_carries_on_after_a_server_restart(data_dir):
+    """SparkService on SQLite stops and starts again; the device, which never noticed,
+    keeps its DTLS session, subscription and describe: no handshake, no new describe."""
+    service = await start_service(data_dir)
+    device_socket = None
+    try:
+        store = service.store
+        await store.add_user(User("alice", "x"))
+        await store.add_token(AccessToken(TOKEN, "alice", "test", 0.0))
+        await store.put_device(DeviceRecord(GEN3_ID, owner="alice",
+                                            public_key=ec_public_key_der(DEVICE_EC)))
+        server_key = load_server_ec_private_key((data_dir / "server_key_ec.pem").read_bytes())
+        address = ("127.0.0.1", service.udp_port.getHost().port)
+        device = Gen3VirtualDevice(GEN3_ID, DEVICE_EC, server_key.public_key(), address, reactor)
+        device_socket = reactor.listenUDP(0, device, interface="127.0.0.1")
+        await device.connect()
+        assert await device.subscribe("orders")
+        session = await until(lambda: service.cloud.registry.local(GEN3_ID), what="online")
+        await until(lambda: session.functions and session.transport.channel.application
+                    and session.transport.channel.application["s"], what="state kept")
+
+        await service.stopService()
+        service = await start_service(data_dir)
+        device.server_address = ("127.0.0.1", service.udp_port.getHost().port)
+        assert await device.ping()
+        session = await until(lambda: service.cloud.registry.local(GEN3_ID), what="online again")
+        assert session.transport.channel.resumed
+        assert session.subscriptions == [("orders", True, None)]
+        base = f"http://127.0.0.1:{service.api_port.getHost().port}"
+        response = await treq.post(f"{base}/v1/devices/{GEN3_ID}/brew", data={"arg": "tea"},
+                                   headers={"Authorization": f"Bearer {TOKEN}"},
+                                   persistent=False)
+        assert (await response.json())["return_value"] == 3
+        response = await treq.post(f"{base}/v1/devices/events", persistent=False,
+                                   data={"name": "orders/1", "data": "x", "private": "true"},
+                                   headers={"Authorization": f"Bearer {TOKEN}"})
+        assert response.code == 200
+        await response.content()
+        await until(lambda: device.events, what="the event after the restart")
+    finally:
+        if device_socket is not None:
+            await device_socket.stopListening()
+        await service.stopService()
+
+
+async def start_service(data_dir):
+    settings = Settings(data_dir=data_dir, api_endpoint="tcp:0:interface=127.0.0.1",
+                        device_endpoint="tcp:0:interface=127.0.0.1", udp_device="127.0.0.1:0")
+    service = SparkService(settings, reactor)
+    service.startService()
+    await service.ready
+    return service

@@ -33,6 +33,13 @@ class DatagramChannel:
     def address(self):
         return self._connection.address
 
+    @property
+    def application(self):
+        return self._connection.state.application
+
+    def remember(self, data) -> None:
+        self._port.remember(self._connection, data)
+
     def send(self, message: bytes) -> None:
         if len(message) > self.max_message_size:
             raise ValueError(

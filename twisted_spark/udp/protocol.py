@@ -265,6 +265,11 @@ class Gen3DeviceProtocol(DatagramProtocol):
         for data in held:
             session.message_received(data)
 
+    def remember(self, connection: Connection, data) -> None:
+        """Keep the CoAP session's ``data`` with the DTLS session, and save it."""
+        connection.state.application = data
+        self._save(connection, connection.snapshot())
+
     def detach_session(self, connection: Connection, reason: str) -> None:
         """Forget the CoAP session of ``connection`` but keep the DTLS session (resumable)."""
         self._coap.pop(connection, None)

@@ -38,6 +38,7 @@ from twisted_spark.coap.gen3 import Gen3Hello, parse_gen3_hello
 from twisted_spark.coap.kinds import MessageKind
 from twisted_spark.errors import DeviceTimeout
 from twisted_spark.udp.describe import Gen3Describe
+from twisted_spark.udp.kept import KeptState
 
 __all__ = ["HELLO_OTA_V3", "Gen3Session", "HelloFacts"]
 
@@ -47,6 +48,8 @@ CON = MessageType.CON
 HELLO_OTA_V3 = 0x80
 _MAX_WAITING = 16
 _DEFAULT_OTA_CHUNK = 512
+#: Subscriptions one device may hold (Device OS keeps at most a few dozen handlers).
+_MAX_SUBSCRIPTIONS = 64
 
 
 class HelloFacts(NamedTuple):
@@ -71,8 +74,8 @@ class Gen3Session(Gen3Describe):
     :param transport: its :class:`~twisted_spark.udp.transport.ReliableTransport`.
     :param hello: the device's :class:`~twisted_spark.coap.gen3.Gen3Hello`, or None
         for a resumed session that started without one.
-    :param kept: what an earlier session of this device left
-        (:class:`~twisted_spark.udp.sessions.KeptState`), or None.
+    :param kept: what an earlier session of this DTLS session kept
+        (:class:`~twisted_spark.udp.kept.KeptState`), or None.
     The other parameters are :class:`DeviceSession`'s.
     """
 
@@ -158,6 +161,18 @@ class Gen3Session(Gen3Describe):
             self.message_received(message)
         self._arm_idle()
 
+    def remember_state(self) -> None:
+        """Keep describe and subscriptions with the DTLS session (a device will not repeat them)."""
+        if self._closed or not self._ready:
+            return
+        state = KeptState(tuple(self.subscriptions), self._describe).to_json()
+        if state != self.transport.channel.application:
+            self.transport.channel.remember(state)
+
+    def _application_described(self, functions, variables) -> None:
+        super()._application_described(functions, variables)
+        self.remember_state()
+
     # -- incoming ------------------------------------------------------------------
 
     def message_received(self, msg):
@@ -207,8 +222,12 @@ class Gen3Session(Gen3Describe):
         prefix = "/".join(msg.uri_path[1:])
         entry = (prefix, True, None)
         if entry not in self.subscriptions:
+            if len(self.subscriptions) >= _MAX_SUBSCRIPTIONS:
+                self.transport.send_coap(to_device.subscribe_fail(msg.message_id))
+                return
             self.subscriptions.append(entry)
             self._sink.subscription_added(self, entry)
+            self.remember_state()
         if msg.type == CON:
             self.transport.send_coap(to_device.empty_ack(msg.message_id))
 

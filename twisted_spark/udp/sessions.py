@@ -10,35 +10,27 @@ record (its owner) and puts the session online in the registry.
 
 A device that went quiet or said goodbye keeps its DTLS session and, on
 waking, does not repeat what it told the server before (describe,
-subscriptions) unless it changed: so what a session learnt is kept, per
-device and bounded, for the next session of the same DTLS session
-(:class:`KeptState`).  After a server restart the stored describe serves
-instead.
+subscriptions) unless it changed: so a session keeps what it learnt with
+the DTLS session (``channel.remember``, persisted with it), and the next
+session of the same DTLS session starts from it (:class:`KeptState`), after
+a server restart too.
 """
 
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
-from typing import Any, NamedTuple
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_spark.udp.interfaces import IDatagramSessionFactory
+from twisted_spark.udp.kept import KeptState
 from twisted_spark.udp.session import Gen3Session
 from twisted_spark.udp.transport import ReliableTransport
 
 __all__ = ["Gen3SessionFactory", "KeptState"]
 
 log = Logger()
-
-
-class KeptState(NamedTuple):
-    """What a Gen3 device told an earlier session that it will not repeat on resuming."""
-
-    subscriptions: tuple
-    describe: dict[str, Any] | None
 
 
 @implementer(IDatagramSessionFactory)
@@ -51,29 +43,24 @@ class Gen3SessionFactory:
     :param settings: :class:`~twisted_spark.config.Settings`.
     :param clock: ``IReactorTime``.
     :param random_bytes: CSPRNG for the first server message id.
-    :param max_kept: devices whose state is kept between sessions.
     """
 
-    def __init__(self, store, registry, bus, settings, *, clock, random_bytes=os.urandom,
-                 max_kept: int = 100_000) -> None:
+    def __init__(self, store, registry, bus, settings, *, clock, random_bytes=os.urandom) -> None:
         self.store = store
         self.registry = registry
         self.bus = bus
         self.settings = settings
         self.clock = clock
         self.random_bytes = random_bytes
-        self.max_kept = max_kept
         self.started = 0
         self.live: dict[str, ReliableTransport] = {}  # device id -> its session's transport
-        self._kept: OrderedDict[str, KeptState] = OrderedDict()
 
     def session_started(self, channel, hello, first_message) -> ReliableTransport:
         device_id = channel.device_id
-        kept = self._kept.pop(device_id, None)
-        if not channel.resumed:
-            kept = None  # a new handshake: the device tells everything again
-        transport = ReliableTransport(channel, self.clock, on_detached=self._keep,
-                                      on_lost=self._lost)
+        kept = None
+        if channel.resumed and channel.application is not None:
+            kept = KeptState.from_json(channel.application)
+        transport = ReliableTransport(channel, self.clock, on_lost=self._lost)
         session = Gen3Session(
             transport, device_id, hello, clock=self.clock, sink=self.registry, bus=self.bus,
             settings=self.settings, server_mid=int.from_bytes(self.random_bytes(2), "big"),
@@ -90,14 +77,6 @@ class Gen3SessionFactory:
         d.addCallback(session.start)
         d.addErrback(self._load_failed, transport, device_id)
         return transport
-
-    def _keep(self, session: Gen3Session) -> None:
-        self._kept[session.device_id] = KeptState(
-            tuple(session.subscriptions), session.cached_describe
-        )
-        self._kept.move_to_end(session.device_id)
-        while len(self._kept) > self.max_kept:
-            self._kept.popitem(last=False)
 
     def _lost(self, transport: ReliableTransport) -> None:
         if self.live.get(transport.channel.device_id) is transport:

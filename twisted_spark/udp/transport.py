@@ -47,13 +47,11 @@ class ReliableTransport:
     :param layer: the :class:`MessageLayer` (its transmission parameters).
     """
 
-    def __init__(self, channel, clock, layer: MessageLayer | None = None, on_detached=None,
-                 on_lost=None) -> None:
+    def __init__(self, channel, clock, layer: MessageLayer | None = None, on_lost=None) -> None:
         self.channel = channel
         self.clock = clock
         self.layer = layer or MessageLayer(max_outstanding=64)
         self.session: Any = None  # set by the session, which receives what arrives
-        self.on_detached = on_detached  # called with the session after :meth:`detach`
         self.on_lost = on_lost  # called with this transport once its session ended
         self.closed = False
         self.unacknowledged = 0  # our CONs the device never acknowledged
@@ -105,8 +103,6 @@ class ReliableTransport:
                  device_id=self.channel.device_id, ip=self.remote_ip, reason=reason)
         self._stop()
         self.channel.detach(reason)
-        if self.on_detached is not None and self.session is not None:
-            self.on_detached(self.session)  # before the session forgets its subscriptions
         self._lost(reason)
 
     def address_changed(self, address) -> None:

@@ -5,7 +5,8 @@
 takes as ``firmware=``.  Its :meth:`~FirmwareUpdater.flash` compiles sources
 (when no binary was uploaded), stores the image, checks the device is online
 and the image fits, locks the device (``busy``: its other calls fail with
-DeviceBusy), runs a :class:`~twisted_spark.firmware.flasher.Flasher` on the
+DeviceBusy), runs a :class:`~twisted_spark.firmware.flasher.Flasher` (a
+:class:`~twisted_spark.firmware.v3.FlasherV3` for a Gen3 device taking OTA v3) on the
 device's :class:`~twisted_spark.interfaces.IDeviceChannel`, publishes
 ``spark/flash/status`` (started / success / failed) and fires with the
 image's id.  Failures are domain errors (:class:`~twisted_spark.errors.FirmwareError`
@@ -102,7 +103,7 @@ class FirmwareUpdater:
         #: device id -> {"max_binary": int, "ota_chunk_size": int}
         self.hardware: dict[str, dict[str, int]] = {}
         #: device id -> the running Flasher
-        self.active: dict[str, Flasher] = {}
+        self.active: dict[str, Flasher | FlasherV3] = {}
         #: The summary of the last successful transfer (benchmarks, tests).
         self.last_summary = None
         self._subscription = (

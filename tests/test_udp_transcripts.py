@@ -32,7 +32,7 @@ from twisted_spark.store import MemoryStore
 from twisted_spark.udp.port import build_gen3_protocol
 from twisted_spark.udp.sessions import Gen3SessionFactory
 
-TRANSCRIPTS = sorted((Path(__file__).parent / "udp_transcripts").glob("*.json"))
+TRANSCRIPTS = sorted((Path(__file__).parent / "udp_transcripts").glob("vdev-*.json"))
 
 pytestmark = pytest.mark.skipif(
     not backend.ecdsa_deterministic_supported(),

@@ -23,6 +23,7 @@ import os
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_spark.coap.reliability import MessageLayer
 from twisted_spark.udp.interfaces import IDatagramSessionFactory
 from twisted_spark.udp.kept import KeptState
 from twisted_spark.udp.session import Gen3Session
@@ -43,15 +44,19 @@ class Gen3SessionFactory:
     :param settings: :class:`~twisted_spark.config.Settings`.
     :param clock: ``IReactorTime``.
     :param random_bytes: CSPRNG for the first server message id.
+    :param rng: ``() -> float`` in [0, 1) for retransmission jitter (fixed only to
+        record transcripts).
     """
 
-    def __init__(self, store, registry, bus, settings, *, clock, random_bytes=os.urandom) -> None:
+    def __init__(self, store, registry, bus, settings, *, clock, random_bytes=os.urandom,
+                 rng=None) -> None:
         self.store = store
         self.registry = registry
         self.bus = bus
         self.settings = settings
         self.clock = clock
         self.random_bytes = random_bytes
+        self.rng = rng
         self.started = 0
         self.live: dict[str, ReliableTransport] = {}  # device id -> its session's transport
 
@@ -60,7 +65,8 @@ class Gen3SessionFactory:
         kept = None
         if channel.resumed and channel.application is not None:
             kept = KeptState.from_json(channel.application)
-        transport = ReliableTransport(channel, self.clock, on_lost=self._lost)
+        layer = MessageLayer(rng=self.rng, max_outstanding=64)
+        transport = ReliableTransport(channel, self.clock, layer, on_lost=self._lost)
         session = Gen3Session(
             transport, device_id, hello, clock=self.clock, sink=self.registry, bus=self.bus,
             settings=self.settings, server_mid=int.from_bytes(self.random_bytes(2), "big"),

@@ -1,8 +1,9 @@
 """The IStore contract, run against every implementation.
 
-Each test gets a fresh, empty store: ``MemoryStore`` or ``SQLiteStore`` in a
-temporary directory.  Anything one store does that the other does not is a
-bug, so both must pass every test here.
+Each test gets a fresh, empty store: ``MemoryStore``, ``SQLiteStore`` in a
+temporary directory, or ``PostgresStore`` on a database of its own
+(``postgres_url``: skipped, saying why, where no PostgreSQL runs).  Anything
+one store does that another does not is a bug, so all must pass every test.
 """
 
 from dataclasses import replace
@@ -45,12 +46,16 @@ def full_device(device_id=CORE, owner="alice", **overrides):
     return DeviceRecord(**values)
 
 
-@pytest_twisted.async_yield_fixture(params=["memory", "sqlite"])
+@pytest_twisted.async_yield_fixture(params=["memory", "sqlite", "postgresql"])
 async def store(request, tmp_path, reactor):
     if request.param == "memory":
         opened = MemoryStore()
-    else:
+    elif request.param == "sqlite":
         opened = await SQLiteStore.open(tmp_path / "spark.sqlite", reactor=reactor)
+    else:
+        from twisted_spark.store.postgres import PostgresStore
+
+        opened = await PostgresStore.open(request.getfixturevalue("postgres_url"), reactor)
     yield opened
     await opened.close()
 

@@ -21,6 +21,7 @@ from twisted.internet import defer
 from twisted_spark.errors import DuplicateUser, StoreUnavailable
 from twisted_spark.models import AccessToken, DeviceRecord, User
 from twisted_spark.store import ConstraintError, DeviceChanged, NameTaken
+from twisted_spark.store.pg_connections import connect
 from twisted_spark.store.postgres import PostgresStore
 from twisted_spark.store.schema import (
     MIGRATIONS,
@@ -213,6 +214,22 @@ async def test_racing_users_and_tokens_across_nodes(two_nodes):
     assert await second.get_token("t" * 40) == won[0]
 
 
+@pytest_twisted.ensureDeferred
+async def test_text_postgresql_cannot_hold_is_a_constraint_error(postgres_url, reactor):
+    """The API refuses NULs first (test_api_store_errors.py); the store stays sound anyway."""
+    store = await PostgresStore.open(postgres_url, reactor)
+    try:
+        await store.add_user(USERS[0])
+        with pytest.raises(ConstraintError, match="NUL"):
+            await store.add_token(AccessToken("t1", "user0", "cli\x00ent", 1.0))
+        with pytest.raises(ConstraintError, match="NUL"):
+            await store.get_user("user\x000")
+        assert await store.list_tokens("user0") == []
+        assert await store.get_user("user0") == USERS[0]  # the same connection still works
+    finally:
+        await store.close()
+
+
 # -- connections lost and found ------------------------------------------------------
 
 
@@ -234,6 +251,14 @@ async def test_reconnects_after_the_server_terminated_its_connections(postgres_u
         assert store.reachable
     finally:
         await store.close()
+
+
+def test_connections_find_a_silent_server_dead_but_the_url_wins(postgres_url):
+    """Keepalives and a TCP user timeout unless the URL sets them (then its values)."""
+    with connect(postgres_url + "?connect_timeout=3") as connection:
+        parameters = connection.info.get_parameters()
+    assert parameters["connect_timeout"] == "3"
+    assert parameters["tcp_user_timeout"] == "15000" and parameters["keepalives_idle"] == "10"
 
 
 @pytest_twisted.ensureDeferred

@@ -21,20 +21,30 @@ from __future__ import annotations
 import threading
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from twisted_spark.errors import StoreUnavailable
+from twisted_spark.store import ConstraintError
 from twisted_spark.store.url import redact_url
 
-#: Seconds to wait for a new connection before giving up (a libpq setting;
-#: one the URL names wins).
-CONNECT_TIMEOUT = 5
+#: libpq settings given unless the URL names them: 5 s to connect, and a
+#: connection whose server went silent (a network partition, not a refusal)
+#: is found dead within about 15-25 s, so its thread answers 503 instead of
+#: waiting for the kernel's TCP timeout (minutes) with requests queued behind.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": 5,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
 
 
 def connect(url: str) -> psycopg.Connection:
     """Open an autocommit connection to ``url`` (raises psycopg's error)."""
-    if "connect_timeout" in url:
-        return psycopg.connect(url, autocommit=True)
-    return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+    given = conninfo_to_dict(url)
+    defaults = {key: value for key, value in CONNECTION_DEFAULTS.items() if key not in given}
+    return psycopg.connect(make_conninfo(url, **defaults), autocommit=True)
 
 
 def unavailable(url: str, error: BaseException) -> StoreUnavailable:
@@ -89,6 +99,8 @@ class ThreadConnections:
     def run(self, function, args: tuple, write: bool):
         """``function(cursor, *args)``; a write inside one transaction.
 
+        :raises ConstraintError: for a value PostgreSQL cannot store (text
+            with a NUL character), which changes nothing.
         :raises StoreUnavailable: the database could not be reached, or the
             connection broke where repeating the work would not be safe.
         """
@@ -107,6 +119,9 @@ class ThreadConnections:
                 result = function(connection.cursor(), *args)
                 committing = True  # leaving the block sends COMMIT
             return result
+        except psycopg.DataError as error:
+            # A value PostgreSQL cannot hold (the API refuses NULs before this).
+            raise ConstraintError(f"PostgreSQL refused a value: {error}") from error
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             if connection.broken or connection.closed:
                 self.discard(connection)

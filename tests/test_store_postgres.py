@@ -79,6 +79,33 @@ async def test_a_new_database_is_migrated_with_the_shared_migrations(postgres_ur
     await again.close()
 
 
+def test_both_engines_get_the_same_tables_and_columns(postgres_url, tmp_path):
+    """One migration list: a migration that forgets one engine fails here."""
+    import sqlite3
+
+    from twisted_spark.store.schema import migrate
+
+    lite = sqlite3.connect(tmp_path / "spark.sqlite", isolation_level=None)
+    try:
+        migrate(lite)
+        tables = [name for (name,) in lite.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        in_sqlite = {t: sorted(row[1] for row in lite.execute(f"PRAGMA table_info({t})"))
+                     for t in tables}
+    finally:
+        lite.close()
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        migrate_postgres(connection)
+        rows = connection.execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND table_name <> 'schema_version'").fetchall()
+    in_postgres: dict[str, list[str]] = {}
+    for table, column in sorted(rows):
+        if (table, column) != ("access_tokens", "seq"):  # PostgreSQL's stand-in for rowid
+            in_postgres.setdefault(table, []).append(column)
+    assert in_postgres == in_sqlite
+
+
 def test_two_nodes_migrating_at_once_take_turns(postgres_url):
     """The advisory lock: one migrates, the other waits and finds nothing to do."""
     barrier = threading.Barrier(2)

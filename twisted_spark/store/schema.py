@@ -17,7 +17,8 @@ engines take, spell the two types that differ as ``{db.real}`` (a float) and
 A migration runs inside the caller's transaction, so it must use
 ``db.execute`` (not ``executescript``, which would commit half-way).
 ``tests/test_store_postgres.py`` applies every migration to a fresh
-PostgreSQL database, so a statement PostgreSQL refuses fails there.
+PostgreSQL database, so a statement PostgreSQL refuses fails there, and
+checks that both engines end with the same tables and columns.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from twisted.internet.protocol import Protocol
 
 from twisted_spark.config import Settings
 from twisted_spark.crypto.ec_keys import ec_public_key_der, load_server_ec_private_key
+from twisted_spark.firmware.v3 import FlasherV3
 from twisted_spark.models import AccessToken, DeviceRecord, User
 from twisted_spark.service import SparkService
 from twisted_spark.sim.gen3 import Gen3VirtualDevice
@@ -204,3 +205,35 @@ async def start_service(data_dir):
     service.startService()
     await service.ready
     return service
+
+
+@pytest_twisted.ensureDeferred
+async def test_ota_v3_corrupted_on_the_device_fails_with_the_devices_reason():
+    cloud = await Gen3Cloud().start()
+    try:
+        device = await cloud.attach()
+        device.ota_faults.corrupt = {3}
+        code, body = await cloud.request("PUT", f"/v1/devices/{GEN3_ID}",
+                                         files={"file": ("firmware.bin", b"\x01" * 3000)})
+        assert code == 500, body
+        assert body["error_description"] == "The device refused the update finish (4.00)."
+        assert device.firmware is None
+        assert not cloud.registry.local(GEN3_ID).busy  # the lock is released
+    finally:
+        await cloud.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_ota_v3_to_a_device_that_stops_acknowledging_times_out(monkeypatch):
+    monkeypatch.setattr(FlasherV3, "max_quiet_rounds", 1)  # resend everything once, then give up
+    cloud = await Gen3Cloud().start()
+    try:
+        device = await cloud.attach()
+        device.ota_faults.silent = True
+        cloud.cloud.firmware.options.transfer_timeout = 60.0
+        code, body = await cloud.request("PUT", f"/v1/devices/{GEN3_ID}",
+                                         files={"file": ("firmware.bin", b"\x02" * 4000)})
+        assert code == 408, body
+        assert "stopped acknowledging" in body["error_description"]
+    finally:
+        await cloud.stop()

@@ -35,6 +35,7 @@ from twisted.internet import defer
 from twisted_spark.coap.codec import CoapError, CoapMessage, Code, MessageType, decode_uint
 from twisted_spark.coap.encoding import PATH
 from twisted_spark.coap.kinds import MessageKind
+from twisted_spark.errors import DeviceRequestFailed
 from twisted_spark.firmware.plan import FlashError, FlashOptions
 from twisted_spark.firmware.transfer import Stopped, Transfer
 
@@ -175,6 +176,8 @@ class FlasherV3(Transfer):
         while kind == "notify":
             kind, value = await self.wait(tracked)
         if kind == "error":
+            if isinstance(value, DeviceRequestFailed) and getattr(value, "code", None):
+                raise FlashError(f"The device refused the {what} ({value}).")
             raise self.failure(value, what)
         return value
 

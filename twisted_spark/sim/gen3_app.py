@@ -42,10 +42,14 @@ _ACK_DELAY = 0.2
 
 
 class OtaV3Faults:
-    """Misbehaviour for tests: chunk indexes dropped the first time they arrive."""
+    """Misbehaviour for tests: chunk indexes dropped the first time they arrive, chunk
+    indexes stored corrupted (the SHA-256 check at UpdateFinish then fails), and
+    ``silent``: chunks are taken but never acknowledged."""
 
-    def __init__(self, drop_first=()):
+    def __init__(self, drop_first=(), corrupt=(), silent=False):
         self.drop_first = set(drop_first)
+        self.corrupt = set(corrupt)
+        self.silent = silent
 
 
 class _Update:
@@ -171,10 +175,15 @@ class Gen3Application:
         if duplicate:
             self.ota_stats["duplicates"] += 1
         elif index <= update.cumulative + update.window:
-            update.chunks[index] = bytes(message.payload)
+            data = bytes(message.payload)
+            if index in self.ota_faults.corrupt:
+                data = bytes((data[0] ^ 0xFF,)) + data[1:]
+            update.chunks[index] = data
             while update.cumulative + 1 in update.chunks:
                 update.cumulative += 1
         update.unacked += 1
+        if self.ota_faults.silent:
+            return
         gaps = any(i > update.cumulative for i in update.chunks)
         if duplicate or gaps or update.cumulative == update.count or update.unacked >= 2:
             self._send_chunk_ack()

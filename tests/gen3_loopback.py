@@ -61,8 +61,8 @@ class Gen3Cloud:
     def udp_address(self):
         return ("127.0.0.1", self.udp.getHost().port)
 
-    async def attach(self, **options) -> Gen3VirtualDevice:
-        """A Gen3 device online, its describe cached by the server."""
+    async def attach(self, wait_describe=True, **options) -> Gen3VirtualDevice:
+        """A Gen3 device online, its describe cached by the server (unless told not to wait)."""
         device = Gen3VirtualDevice(GEN3_ID, DEVICE_EC, SERVER_EC.public_key(), self.udp_address,
                                    reactor, **options)
         self.sockets.append(reactor.listenUDP(0, device, interface="127.0.0.1"))
@@ -70,7 +70,8 @@ class Gen3Cloud:
         await device.connect()
         await until(lambda: self.registry.local(GEN3_ID) is not None, what="device online")
         session = self.registry.local(GEN3_ID)
-        await until(lambda: session.functions, what="describe cached")
+        if wait_describe:
+            await until(lambda: session.functions, what="describe cached")
         return device
 
     async def request(self, method, path, **kwargs):

@@ -74,6 +74,21 @@ async def test_functions_variables_signal_and_ping_through_the_api():
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_device_that_does_not_describe_itself_is_asked_block_by_block():
+    cloud = await Gen3Cloud().start()
+    try:
+        device = await cloud.attach(wait_describe=False, describe_on_connect=False,
+                                    variables=MANY_VARIABLES)
+        assert cloud.registry.local(GEN3_ID).functions == ()
+        code, body = await cloud.request("GET", f"/v1/devices/{GEN3_ID}/reading_07")
+        assert (code, body.get("result")) == (200, 7), body
+        assert len(device.application_describe()) > 512  # so it came in Block2 blocks
+        assert cloud.registry.local(GEN3_ID).functions == ("brew", "negate")
+    finally:
+        await cloud.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_events_both_ways_with_the_sse_stream_and_subscriptions():
     cloud = await Gen3Cloud().start()
     try:

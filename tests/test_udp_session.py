@@ -12,7 +12,7 @@ import struct
 
 from udp_harness import DEVICE_ID, Device, Port, hello_message
 
-from twisted_spark.coap.blockwise import BLOCK1, Block
+from twisted_spark.coap.blockwise import BLOCK1, BLOCK2, ETAG, Block, block_option
 from twisted_spark.coap.codec import CoapMessage, Code, MessageType, OptionNumber, decode
 from twisted_spark.config import Settings
 from twisted_spark.errors import DeviceTimeout
@@ -85,6 +85,9 @@ def test_a_block_wise_describe_answers_callers_waiting_for_it():
     cloud = Cloud()
     cloud.connect()
     waiting = cloud.session().describe()
+    (ask,) = cloud.take()  # nothing cached: the server asks, and takes whichever comes first
+    assert (ask.type, ask.code, ask.uri_path, ask.option_values(QUERY)) == (
+        CON, Code.GET, ["d"], [b"\x02"])
     body = json.dumps({"f": ["brew", "x" * 40], "v": {"v" * 20: 9} | {f"n{i}": 4
                                                                      for i in range(60)}})
     blob = body.encode()
@@ -189,3 +192,30 @@ def test_a_describe_that_never_comes_times_out():
     cloud.port.advance(6)
     assert waiting.called
     waiting.addErrback(lambda f: f.trap(DeviceTimeout))
+
+
+def test_a_describe_asked_for_comes_back_in_block2_blocks():
+    cloud = Cloud()
+    cloud.connect(flags=0x16)  # no device-initiated describe
+    waiting = cloud.session().read_variable("temp")
+    (ask,) = cloud.take()
+    assert block_option(ask, BLOCK2) is None
+    body = json.dumps({"f": ["brew"], "v": {"temp": 2, **{f"v{i:03d}": 4 for i in range(60)}}})
+    blob = body.encode()
+    cloud.device.send(CoapMessage(ACK, Code.EMPTY, ask.message_id).encode())
+    cloud.device.send(CoapMessage(CON, Code.CONTENT, 20, ask.token,
+                                  ((ETAG, b"\x07"), (BLOCK2, Block(0, True, 5).encode())),
+                                  blob[:512]).encode())
+    ack, again = cloud.take()
+    assert ack == CoapMessage(ACK, Code.EMPTY, 20)
+    assert block_option(again, BLOCK2) == Block(1, False, 5) and again.token != ask.token
+    cloud.device.send(CoapMessage(ACK, Code.EMPTY, again.message_id).encode())
+    cloud.device.send(CoapMessage(CON, Code.CONTENT, 21, again.token,
+                                  ((ETAG, b"\x07"), (BLOCK2, Block(1, False, 5).encode())),
+                                  blob[512:]).encode())
+    ack, read = cloud.take()
+    assert (read.code, read.uri_path) == (Code.GET, ["v", "temp"])
+    assert cloud.session().variables["v059"] == "string"
+    cloud.device.send(CoapMessage(ACK, Code.CONTENT, read.message_id, read.token, (),
+                                  struct.pack(">i", 21)).encode())
+    assert waiting.result == 21

@@ -54,13 +54,16 @@ class Gen3VirtualDevice(Gen3Application, DatagramProtocol):
     :param variables: ``name -> (type, value)`` (default: one of each type).
     :param ota_chunk_size: the chunk size its Hello announces for OTA v3.
     :param rng: DTLS randomness (fixed only to record transcripts).
+    :param describe_on_connect: describe itself after its Hello (Hello flag 0x20); if
+        not, the server has to ask (``GET d``).
     """
 
     log = Logger()
 
     def __init__(self, device_id, device_key, server_public_key, server_address, clock,
                  platform_id=12, functions=None, variables=None, ota_chunk_size=512,
-                 max_message_size=960, rng=os.urandom, product_version=1):
+                 max_message_size=960, rng=os.urandom, product_version=1,
+                 describe_on_connect=True):
         Gen3Application.__init__(self, functions, variables)
         self.device_id = device_id.lower()
         self.device_key = device_key
@@ -72,6 +75,7 @@ class Gen3VirtualDevice(Gen3Application, DatagramProtocol):
         self.max_message_size = max_message_size
         self.product_version = product_version
         self.rng = rng
+        self.describe_on_connect = describe_on_connect
         self.side: Any = None  # a ClientHandshake, then a Connection
         self.layer = MessageLayer()
         self.events: list[tuple[str, str | None, int]] = []
@@ -107,7 +111,8 @@ class Gen3VirtualDevice(Gen3Application, DatagramProtocol):
         hello.addErrback(self._online_failed)
 
     def _went_online(self):
-        self.describe()
+        if self.describe_on_connect:
+            self.describe()
         if not self.online.called:
             self.online.callback(self)
 
@@ -117,7 +122,8 @@ class Gen3VirtualDevice(Gen3Application, DatagramProtocol):
 
     def hello_payload(self) -> bytes:
         return encode_gen3_hello(Gen3Hello(
-            product_id=self.platform_id, product_version=self.product_version, flags=GEN3_FLAGS,
+            product_id=self.platform_id, product_version=self.product_version,
+            flags=GEN3_FLAGS if self.describe_on_connect else GEN3_FLAGS & ~0x20,
             platform_id=self.platform_id, device_id=self.device_id, system_version=6200,
             max_message_size=self.max_message_size, max_binary_size=983040,
             ota_chunk_size=self.ota_chunk_size,

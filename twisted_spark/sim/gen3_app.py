@@ -39,6 +39,8 @@ CHUNK_INDEX, WINDOW_SIZE, FILE_SIZE, FILE_SHA256 = 2049, 2053, 2057, 2061
 CHUNK_SIZE, DISCARD_DATA, CANCEL_UPDATE = 2065, 2069, 2073
 _WINDOW_BYTES = 128 * 1024
 _ACK_DELAY = 0.2
+_DESCRIBE_BLOCK = 512
+ETAG, BLOCK2 = 4, 23
 
 
 class OtaV3Faults:
@@ -103,6 +105,8 @@ class Gen3Application:
             self.answer(message)
         elif code == Code.POST and path == "f":
             self._function(message)
+        elif code == Code.GET and path == "d":
+            self._describe_asked(message)
         elif code == Code.GET and path == "v":
             self._variable(message)
         elif code == Code.PUT and path == "s":
@@ -126,6 +130,22 @@ class Gen3Application:
         value = function(argument) if function is not None else -1
         self.request(CON, Code.CHANGED, "", payload=struct.pack(">i", int(value)),
                      token=message.token)
+
+    def _describe_asked(self, message) -> None:
+        """``GET d?2`` [Block2]: acknowledged, then 2.05 (in 512-byte Block2 blocks with an
+        ETag when longer), as ``description.cpp`` answers."""
+        body = self.application_describe()
+        blocks = message.option_values(BLOCK2)
+        number = decode_uint(blocks[0]) >> 4 if blocks else 0
+        self.answer(message)
+        if len(body) <= _DESCRIBE_BLOCK and not blocks:
+            self.request(CON, Code.CONTENT, "", payload=body, token=message.token)
+            return
+        part = body[number * _DESCRIBE_BLOCK:(number + 1) * _DESCRIBE_BLOCK]
+        more = (number + 1) * _DESCRIBE_BLOCK < len(body)
+        block = (number << 4) | (8 if more else 0) | 5
+        options = ((ETAG, b"\x01"), (BLOCK2, _uint(block)))
+        self.request(CON, Code.CONTENT, "", payload=part, options=options, token=message.token)
 
     def _variable(self, message) -> None:
         name = payloads.parse_variable_request(message)

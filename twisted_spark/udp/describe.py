@@ -10,21 +10,35 @@ block gets the RFC's error code and the device starts again.
 
 The application part is what the API needs (functions, variables): it is
 cached, stored through the registry when it changed, and answers every
-:meth:`Gen3Describe.describe` waiting for it.  Nobody asks the device: a
-caller waits up to the request timeout for the device's own describe.
+:meth:`Gen3Describe.describe` waiting for it.  A caller finding none cached
+(the device had not described itself yet, or resumed with state the
+server no longer has) asks the device: ``CON GET d?2`` with a one-byte
+token; the device acknowledges and answers 2.05 separately, in Block2
+blocks with an ETag when the describe is longer than its block size
+(``communication/src/description.cpp``; the server must ask for the
+following blocks in the device's own block size, which the first block
+gives).  Whichever describe completes first answers the callers.
 :class:`Gen3Describe` is the layer of :class:`~twisted_spark.udp.session.Gen3Session`
 (the layer between it and the TCP session).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from twisted_spark.coap.blockwise import BLOCK1, Block1Assembler, block_option
-from twisted_spark.coap.codec import CoapError, CoapMessage, Code, MessageType
+from twisted_spark.coap.blockwise import (
+    BLOCK1,
+    BLOCK2,
+    Block,
+    Block1Assembler,
+    Block2Collector,
+    block_option,
+)
+from twisted_spark.coap.codec import CoapError, CoapMessage, Code, MessageType, OptionNumber
 from twisted_spark.coap.describe_pb import parse_system_describe
 from twisted_spark.coap.gen3 import (
     DESCRIBE_APPLICATION,
@@ -32,6 +46,7 @@ from twisted_spark.coap.gen3 import (
     describe_kind,
     parse_application_describe,
 )
+from twisted_spark.device.requests import GENERIC
 from twisted_spark.device.session import DeviceSession
 from twisted_spark.errors import DeviceNotConnected, DeviceTimeout
 
@@ -43,7 +58,8 @@ log = Logger()
 class Gen3Describe(DeviceSession):
     """The device-initiated describe of one Gen3 session (a device session layer)."""
 
-    __slots__ = ("system_describe", "_blocks", "_describe_waiters", "_describe_timer")
+    __slots__ = ("system_describe", "_blocks", "_describe_waiters", "_describe_timer",
+                 "_asking")
 
     system_describe: Any
     _blocks: Block1Assembler | None
@@ -54,11 +70,12 @@ class Gen3Describe(DeviceSession):
         self._blocks = None
         self._describe_waiters = []
         self._describe_timer = None
+        self._asking = False
 
     # -- what callers use ------------------------------------------------------------
 
     def describe(self):
-        """Functions and variables: the cached describe, or the device's next one.
+        """Functions and variables: the cached describe, or the next one (asked for).
 
         Fails with DeviceTimeout when none arrives within the request timeout.
         """
@@ -72,7 +89,42 @@ class Gen3Describe(DeviceSession):
             self._describe_timer = self._clock.callLater(
                 self._settings.request_timeout, self._describe_timed_out
             )
+        if not self._asking:
+            self._asking = True
+            asked = defer.ensureDeferred(self._ask_describe())
+            asked.addErrback(self._ask_failed)
         return d
+
+    async def _ask_describe(self) -> None:
+        """``GET d?2``, block by block if the device answers with Block2."""
+        collector: Block2Collector | None = None
+        block: Block | None = None
+        try:
+            while True:
+                answer = await self._request(GENERIC, partial(_describe_request, block))
+                if self._describe is not None and collector is None:
+                    return  # the device's own describe came first
+                first = block_option(answer, BLOCK2)
+                if collector is None:
+                    collector = Block2Collector(first.size if first is not None else 512)
+                body = collector.add(answer)
+                if body is not None:
+                    break
+                block = collector.request_block()
+        finally:
+            self._asking = False
+        app = parse_application_describe(body)
+        self._application_described(app.functions, app.variables)
+
+    def _ask_failed(self, failure) -> None:
+        """The device did not give its describe when asked: its waiters learn why now."""
+        log.info("Gen3 device {device_id}: asking for its describe failed: {why}",
+                 device_id=self.device_id, why=failure.getErrorMessage())
+        if self._describe is None:
+            self._stop_describe_timer()
+            waiters, self._describe_waiters = self._describe_waiters, []
+            for d in waiters:
+                d.errback(failure.value)
 
     def final_describe(self):
         """The same as :meth:`describe`: a Gen3 application part is always whole."""
@@ -160,3 +212,13 @@ class Gen3Describe(DeviceSession):
         if self._describe_timer is not None and self._describe_timer.active():
             self._describe_timer.cancel()
         self._describe_timer = None
+
+
+def _describe_request(block: Block | None, message_id: int, token: int) -> bytes:
+    """``CON GET d?2`` [Block2] with a one-byte token: the application describe, asked for."""
+    options: list[tuple[int, bytes]] = [
+        (OptionNumber.URI_PATH, b"d"), (OptionNumber.URI_QUERY, bytes((DESCRIBE_APPLICATION,)))]
+    if block is not None:
+        options.append((BLOCK2, block.encode()))
+    return CoapMessage(MessageType.CON, Code.GET, message_id, bytes((token,)),
+                       tuple(options)).encode()

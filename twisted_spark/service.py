@@ -25,6 +25,8 @@ from zope.interface import implementer
 from twisted_spark.config import Settings
 from twisted_spark.crypto import keys
 from twisted_spark.datadir import (
+    DataDirBusy,
+    hold_data_dir,
     load_or_create_server_ec_key,
     load_or_create_server_key,
     prepare_data_dir,
@@ -112,6 +114,7 @@ class SparkService(MultiService):
         self.udp_protocol = None
         self.ready: defer.Deferred = defer.Deferred()
         self._starting: defer.Deferred | None = None
+        self._data_dir_lock = None
 
     def startService(self) -> None:
         super().startService()
@@ -122,6 +125,12 @@ class SparkService(MultiService):
         settings, reactor = self.settings, self.reactor
         self.executors.start()
         self.data_dir = prepare_data_dir(settings.data_dir)
+        try:
+            self._data_dir_lock = hold_data_dir(self.data_dir)
+        except DataDirBusy as error:
+            raise RuntimeError(
+                f"data directory {self.data_dir} is being restored (the restore holds "
+                f"{error}); start the server when the restore has finished") from None
         self.server_key = await self.executors.files.run(load_or_create_server_key, self.data_dir)
         self.store = await self._open_store(settings, reactor, self.executors.store)
         udp_address = parse_udp_device(settings.udp_device)
@@ -212,6 +221,9 @@ class SparkService(MultiService):
             if self.store is not None:
                 yield self.store.close()
             self.executors.stop()
+        lock, self._data_dir_lock = self._data_dir_lock, None
+        if lock is not None:
+            lock.close()  # a restore may run now
 
 
 def _describe_port(port) -> str:

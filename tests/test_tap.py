@@ -41,6 +41,9 @@ DEFAULT_OPTIONS = {
     "sse-queue-size": 1000,
     "compile-command": None,
     "compile-timeout": 300.0,
+    "metrics-allow": None,
+    "drain-timeout": 30.0,
+    "log-format": "text",
     "accept-unknown-devices": False,
     "allow-signup": False,
     "no-metrics": False,
@@ -74,8 +77,9 @@ def test_every_option_reaches_settings():
         "--max-event-data", "622", "--token-lifetime", "60", "--allowed-clients", "spark, cli",
         "--login-failures-per-minute", "0", "--cors-origin", "https://example.org",
         "--sse-queue-size", "10", "--compile-command", "make -C {src} OUT={out}",
-        "--compile-timeout", "9", "--accept-unknown-devices", "--allow-signup", "--no-metrics",
-        "--no-console",
+        "--compile-timeout", "9", "--metrics-allow", "10.1.0.0/16, ::1",
+        "--drain-timeout", "0", "--log-format", "json", "--accept-unknown-devices",
+        "--allow-signup", "--no-metrics", "--no-console",
     )
     assert options.settings == Settings(
         data_dir=Path("/tmp/x"), api_endpoint="ssl:8443:privateKey=k.pem",
@@ -89,6 +93,7 @@ def test_every_option_reaches_settings():
         token_lifetime=60, allowed_clients=("spark", "cli"), login_failures_per_minute=0,
         cors_origin="https://example.org", sse_queue_size=10,
         compile_command="make -C {src} OUT={out}", compile_timeout=9.0,
+        metrics_allow=("10.1.0.0/16", "::1/128"), drain_timeout=0.0, log_format="json",
         accept_unknown_devices=True, allow_signup=True, metrics=False,
         console=False,
     )
@@ -104,6 +109,10 @@ def test_every_option_reaches_settings():
     ["--udp-device", "udp:5684"],
     ["--udp-device", "::1:5684"],
     ["--udp-device", "localhost:5684"],
+    ["--metrics-allow", "10.0.0.0/33"],
+    ["--metrics-allow", "everyone"],
+    ["--drain-timeout", "-1"],
+    ["--log-format", "xml"],
 ])
 def test_bad_values_are_usage_errors(argv):
     with pytest.raises(usage.UsageError):

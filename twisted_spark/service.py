@@ -31,7 +31,9 @@ from twisted_spark.datadir import (
     load_or_create_server_key,
     prepare_data_dir,
 )
+from twisted_spark.drain import Drain
 from twisted_spark.executors import Executors
+from twisted_spark.health import NotReady
 from twisted_spark.udp.address import parse_udp_device
 
 log = Logger()
@@ -115,6 +117,8 @@ class SparkService(MultiService):
         self.ready: defer.Deferred = defer.Deferred()
         self._starting: defer.Deferred | None = None
         self._data_dir_lock = None
+        self._listening = False
+        self.drain: Drain | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -155,6 +159,10 @@ class SparkService(MultiService):
             self.udp_port = self._serve_udp(udp_address, cloud.gen3)
         self.device_port = await device_port
         self.api_port = await api_port
+        self.drain = Drain(cloud, reactor, settings.drain_timeout)
+        cloud.readiness.add("ports", self._ports_check)
+        cloud.readiness.add("draining", self.drain.check)
+        self._listening = True
         log.info(
             "twisted-spark ready: data dir {data_dir}; API on {api} ({api_host}); devices on "
             "{device} ({device_host}); server key fingerprint {fingerprint}",
@@ -190,6 +198,11 @@ class SparkService(MultiService):
                  address=str(address), host=_describe_port(port))
         return port
 
+    def _stop_accepting(self) -> defer.Deferred:
+        """Stop the child services: the ports close, the token sweeper stops."""
+        self._listening = False
+        return defer.maybeDeferred(MultiService.stopService, self)
+
     def _sweep_expired_tokens(self):
         """Delete expired tokens so the table does not grow forever (errors logged)."""
         d = self.store.delete_expired(self.reactor.seconds())
@@ -209,12 +222,22 @@ class SparkService(MultiService):
         if stop is not None and getattr(self.reactor, "running", False):
             stop()
 
+    def _ports_check(self) -> str:
+        if not self._listening:
+            raise NotReady("the ports are closed")
+        ports = [("api", self.api_port), ("devices", self.device_port), ("udp", self.udp_port)]
+        return ", ".join(f"{name} {_describe_port(port)}" for name, port in ports if port)
+
     @defer.inlineCallbacks
     def stopService(self):
-        """Stop accepting (the port services), then shut the parts down in order."""
+        """Drain (:mod:`twisted_spark.drain`): stop accepting (the port services),
+        let work in flight finish, then shut the parts down in order."""
         if self._starting is not None and not self._starting.called:
             yield self.ready.addErrback(lambda _: None)
-        yield defer.maybeDeferred(super().stopService)
+        if self.drain is not None:
+            yield defer.ensureDeferred(self.drain.run(self._stop_accepting))
+        else:
+            yield self._stop_accepting()
         if self.cloud is not None:
             yield self.cloud.stop()
         else:
@@ -227,6 +250,7 @@ class SparkService(MultiService):
 
 
 def _describe_port(port) -> str:
+    """``host:port`` of a listening port."""
     host = port.getHost()
     address = getattr(host, "host", None)
     number = getattr(host, "port", None)

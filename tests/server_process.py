@@ -61,6 +61,7 @@ class Server:
         self.process = None
         self.output = Output()
         self.api_port = self.device_port = None
+        self.terminated = False
 
     @property
     def url(self) -> str:
@@ -76,10 +77,12 @@ class Server:
         return self
 
     def terminate(self) -> None:
-        if not self.output.ended.called:
+        """SIGTERM, once (a second one while stopping makes Twisted log a traceback)."""
+        if not self.output.ended.called and not self.terminated:
+            self.terminated = True
             self.process.signalProcess(signal.SIGTERM)
 
     async def stop(self):
-        """SIGTERM, then the exit reason's value."""
+        """SIGTERM (unless sent already), then the exit reason's value."""
         self.terminate()
         return await self.output.ended.addTimeout(90, self.reactor)

@@ -51,7 +51,13 @@ def _serve(reactor, options):
 
     from twisted_spark.tap import makeService
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    if options["log-format"] == "json":
+        from twisted_spark.logs import json_observer
+
+        observer = json_observer(sys.stdout)
+    else:
+        observer = textFileLogObserver(sys.stdout)
+    globalLogBeginner.beginLoggingTo([observer])
     service = makeService(options, reactor=reactor)
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

@@ -205,6 +205,7 @@ class SparkAPI:
             timeout=self.settings.api_idle_timeout,
             logFormatter=redacting_log_formatter,
             reactor=self.clock,
+            structured_log=self.settings.log_format == "json",
         )
         site.displayTracebacks = False
         return site
@@ -252,6 +253,8 @@ class SparkAPI:
                     b"access-control-allow-origin", self.settings.cors_origin.encode()
                 )
                 body, caller = await self._admit(request, policy)
+                if caller is not None:
+                    request.spark_user = caller.username  # for the access log
                 result = await handler(Call(self, request, body, caller), **kwargs)
                 if isinstance(result, EventStream):
                     return None  # the stream wrote and finished the response itself

@@ -6,7 +6,6 @@ import prometheus_client
 import pytest_twisted
 from api_fakes import Harness
 from twisted.internet import defer
-from twisted.internet.task import Clock
 
 from twisted_spark.device.factory import failure_kind
 from twisted_spark.interfaces import IDtlsSessionStore, IStore
@@ -150,12 +149,18 @@ def test_handshake_failure_reasons_are_bounded():
 
 
 def test_sse_and_event_counts_are_read_at_scrape():
-    from twisted_spark.api.streams import StreamRegistry, observe_events
+    from twisted_spark.api.streams import observe_events
     from twisted_spark.events.bus import EventBus
+
+    class Streams(list):
+        opened = dropped = 0
+
+        def streams(self):
+            return list(self)
 
     metrics = Metrics(process=False)
     bus = EventBus()
-    streams = StreamRegistry(bus, Clock())
+    streams = Streams()
     observe_events(metrics, bus, streams)
     bus.published, bus.delivered, bus.failures, streams.dropped = 5, 4, 1, 3
     assert sample(metrics, "spark_events_published_total") == 5

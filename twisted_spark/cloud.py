@@ -142,7 +142,7 @@ def build_cloud(
     if gen3_key is not None:
         gen3 = build_gen3_protocol(
             gen3_key, store, clock=clock, executor=executors.rsa,
-            accept_unknown_devices=settings.accept_unknown_devices,
+            accept_unknown_devices=settings.accept_unknown_devices, metrics=metrics,
         )
     return Cloud(
         settings=settings, clock=clock, executors=executors, store=store, metrics=metrics,

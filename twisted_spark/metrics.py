@@ -138,6 +138,8 @@ class Metrics:
             "http_error, timeout, error), with their duration", ["outcome"],
             buckets=DEVICE_BUCKETS, registry=reg)
         self._api_children: dict[tuple, tuple] = {}
+        self.describe("spark_dtls_handshakes_completed_total",
+                      "DTLS handshakes (Gen3 devices, UDP) completed")
 
     # -- recording ---------------------------------------------------------------
 

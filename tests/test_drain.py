@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import signal
 from pathlib import Path
 
@@ -84,19 +85,27 @@ def test_drain_gives_up_at_the_timeout_and_says_what_was_left():
 
 
 class HeldCalls(VirtualDevice):
-    """A virtual device that answers function calls only when the test says so."""
+    """A virtual device that answers function calls, and the end of a firmware
+    update, only when the test says so."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.held = []
+        self.held_done = []
 
     def _function(self, msg):
         self.held.append(msg)
+
+    def _update_done(self, msg):
+        self.held_done.append(msg)
 
     def answer_held(self):
         held, self.held = self.held, []
         for msg in held:
             super()._function(msg)
+        done, self.held_done = self.held_done, []
+        for msg in done:
+            super()._update_done(msg)
 
 
 async def _prepared(reactor, data_dir):
@@ -120,11 +129,12 @@ async def _refused(reactor, port) -> bool:
 
 
 @pytest_twisted.ensureDeferred
-async def test_sigterm_drains_a_real_server_a_call_in_flight_completes(
+async def test_sigterm_drains_a_real_server_a_call_and_a_flash_in_flight_complete(
         reactor, data_dir, monkeypatch):
-    """SIGTERM while a function call waits for its device: the server stops
-    listening, ends event streams with a ``retry:`` hint, answers the call when
-    the device does, then closes the device's connection and exits."""
+    """SIGTERM while a function call and a firmware update wait for their
+    device: the server stops listening, ends event streams with a ``retry:``
+    hint, answers both when the device does, then closes the device's
+    connection and exits."""
     monkeypatch.setattr(passwords, "ITERATIONS", 1000)  # the hash carries its count
     await _prepared(reactor, data_dir)
     server = await Server(reactor, data_dir, "--drain-timeout", "60").start()
@@ -150,6 +160,12 @@ async def test_sigterm_drains_a_real_server_a_call_in_flight_completes(
         answers = []
         call.addCallback(lambda response: answers.append(response) or response)
         await until(lambda: device.held, timeout=20, what="the call reaching the device")
+        image = bytes(range(256)) * 8
+        flash = treq.put(f"{server.url}/v1/devices/{CORE}", headers=auth, persistent=False,
+                         data={"file_type": "binary"}, files={"file": ("app.bin",
+                                                                  io.BytesIO(image))})
+        flash.addCallback(lambda response: answers.append(response) or response)
+        await until(lambda: device.held_done, timeout=20, what="the whole image sent")
 
         server.terminate()
         await until(lambda: b"Draining:" in server.output.data, timeout=20,
@@ -164,12 +180,17 @@ async def test_sigterm_drains_a_real_server_a_call_in_flight_completes(
         answered = await call
         assert answered.code == 200
         assert (await answered.json())["return_value"] == len(b"coffee")
+        flashed = await flash
+        assert flashed.code == 200
+        assert (await flashed.json())["status"] == "Update finished"
+        assert device.firmware[: len(image)] == image
         await device.closed  # the server closed the device's session after the drain
     finally:
         if device is not None:
             device.answer_held()
         status = await server.stop()
     text = server.output.text()
+    assert "waiting up to 60 s for 2 API requests, 1 firmware transfers" in text, text
     assert "Drained: nothing in flight" in text, text
     assert "Traceback" not in text, text
     assert status.exitCode == 0 or status.signal == signal.SIGTERM, text

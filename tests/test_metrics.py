@@ -169,3 +169,53 @@ def test_sse_and_event_counts_are_read_at_scrape():
     assert sample(metrics, "spark_events_dropped_total", reason="subscriber_error") == 1
     assert sample(metrics, "spark_sse_streams") == 0
     assert sample(metrics, "spark_sse_queued_bytes") == 0
+
+
+def test_a_whole_server_scrape_parses_as_prometheus_text():
+    """What Prometheus (and so Grafana) reads: every family of a server built by
+    the composition root parses, with HELP text and the type the README gives."""
+    from loopback import loopback_cloud
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from twisted_spark.config import Settings
+
+    cloud = loopback_cloud(Settings())
+    cloud.metrics.api_request('/v1/"odd"\\route\n', "GET", 200, 0.01)  # escaped, not broken
+    families = {f.name: f for f in text_string_to_metric_families(cloud.metrics.render())}
+    expected = {
+        "spark_api_request_duration_seconds": "histogram", "spark_api_requests": "counter",
+        "spark_device_call_duration_seconds": "histogram",
+        "spark_device_call_timeouts": "counter", "spark_handshake_duration_seconds": "histogram",
+        "spark_handshake_failures": "counter", "spark_handshakes_completed": "counter",
+        "spark_devices_online": "gauge", "spark_sse_streams": "gauge",
+        "spark_sse_queued_bytes": "gauge", "spark_events_published": "counter",
+        "spark_events_delivered": "counter", "spark_events_dropped": "counter",
+        "spark_ota_duration_seconds": "histogram", "spark_ota_in_progress": "gauge",
+        "spark_store_operation_duration_seconds": "histogram",
+        "spark_webhook_delivery_duration_seconds": "histogram",
+        "process_resident_memory_bytes": "gauge", "process_open_fds": "gauge",
+        "process_cpu_seconds": "counter",
+    }
+    assert {name: families[name].type for name in expected} == expected
+    assert all(families[name].documentation for name in expected)
+    [sample] = [s for s in families["spark_api_requests"].samples
+                if s.name == "spark_api_requests_total"]
+    assert sample.labels["route"] == '/v1/"odd"\\route\n'
+
+
+def test_the_readme_lists_every_server_metric():
+    from conftest import PROJECT_ROOT
+    from loopback import loopback_cloud
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from twisted_spark.config import Settings
+
+    readme = (PROJECT_ROOT / "README.rst").read_text()
+    cloud = loopback_cloud(Settings())
+    cloud.metrics.inc("spark_dtls_handshakes_completed_total")  # made on first use
+    cloud.devices.count_refusal("handshake_queue_full")
+    names = [family.name + ("_total" if family.type == "counter" else "")
+             for family in text_string_to_metric_families(cloud.metrics.render())
+             if family.name.startswith("spark_") and not family.name.endswith("_created")]
+    assert len(names) > 20
+    assert [name for name in names if f"``{name}``" not in readme] == []

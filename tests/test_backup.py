@@ -238,3 +238,26 @@ def test_lock_is_shared_between_servers_and_exclusive_for_restore(tmp_path):
     second.close()
     hold_data_dir(tmp_path, exclusive=True).close()
     assert os.path.exists(tmp_path / ".server.lock")
+
+
+def test_a_server_does_not_start_while_a_restore_holds_its_data_directory(data_dir):
+    from twisted.internet.testing import MemoryReactorClock
+
+    from twisted_spark.config import Settings
+    from twisted_spark.executors import Executors
+    from twisted_spark.service import SparkService
+    from twisted_spark.store.memory import MemoryStore
+
+    restore_lock = hold_data_dir(data_dir, exclusive=True)
+    try:
+        reactor = MemoryReactorClock()
+        service = SparkService(Settings(data_dir=data_dir), reactor,
+                               open_store=lambda *_: defer.succeed(MemoryStore()),
+                               executors=Executors.synchronous())
+        service.startService()
+        failures = []
+        service.ready.addErrback(failures.append)
+        assert failures and "is being restored" in failures[0].getErrorMessage()
+        assert reactor.tcpServers == []
+    finally:
+        restore_lock.close()

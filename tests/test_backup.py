@@ -164,7 +164,14 @@ async def test_backup_command_errors_say_what_to_do(reactor, data_dir, tmp_path)
         await cli_backup.backup(reactor, data, options, out=io.StringIO())
 
     with pytest.raises(CommandError, match="back it up with pg_dump"):
-        await command(str(tmp_path), "--database", "postgresql://spark@db/spark")
+        await command(str(tmp_path), "--database", "postgresql://spark:secret@db/spark")
+    try:
+        await command(str(tmp_path), "--database", "postgresql://spark:secret@db/spark")
+    except CommandError as error:
+        assert "secret" not in str(error)
+    with pytest.raises(CommandError, match="restore it with pg_restore"):
+        await _restore(reactor, tmp_path / "any.tar.gz", data_dir, "--database",
+                       "postgresql://spark@db/spark")
     with pytest.raises(CommandError, match="no database at .*--data-dir"):
         await command(str(tmp_path), data=tmp_path / "nowhere")
     await _populate(reactor, data_dir)

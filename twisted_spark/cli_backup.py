@@ -25,11 +25,9 @@ PG_DUMP_ADVICE = (
 
 class BackupOptions(DataDirOptions):
     synopsis = "<destination directory or file.tar.gz> [--data-dir DIR]"
-    longdesc = ("Copy the database (consistently, while the server runs) and the server "
-                "keys into a dated tar.gz archive (mode 0600).")
-    optParameters = [["database", None, None,
-                      "The server's --database URL, if it is not the data directory's "
-                      "SQLite file (PostgreSQL: use pg_dump)."]]
+    longdesc = ("Copy the SQLite database (consistently, while the server runs) and the "
+                "server keys into a dated tar.gz archive (mode 0600).  With "
+                "--database postgresql://... it says how to use pg_dump instead.")
 
     def parseArgs(self, destination):
         self["destination"] = destination
@@ -46,18 +44,13 @@ class RestoreOptions(DataDirOptions):
         self["archive"] = archive
 
 
-def _is_postgres(url: str | None) -> bool:
-    return url is not None and url.split(":", 1)[0].lower() in ("postgres", "postgresql")
-
-
 async def backup(reactor, data_dir: Path, options, out=sys.stdout) -> None:
     """Write the archive; print its path, its files and its size."""
-    url = options["database"]
-    if url and not _is_postgres(url):
-        raise CommandError(f"unknown --database {url!r}: backup knows SQLite (the default, "
-                           "in --data-dir) and reports what to do for postgresql:// URLs")
-    if _is_postgres(url):
-        raise CommandError(PG_DUMP_ADVICE.format(url=url, data_dir=data_dir))
+    from twisted_spark.store.url import POSTGRESQL, parse_database_url
+
+    database = parse_database_url(options["database"])  # checked when parsed
+    if database.kind == POSTGRESQL:
+        raise CommandError(PG_DUMP_ADVICE.format(url=database.redacted, data_dir=data_dir))
     try:
         result = await in_thread(reactor, make_backup, data_dir, Path(options["destination"]))
     except BackupError as error:
@@ -82,6 +75,11 @@ def _restore_locked(archive: Path, data_dir: Path, force: bool) -> list[str]:
 
 async def restore(reactor, data_dir: Path, options, out=sys.stdout) -> None:
     """Restore the archive into ``data_dir``; print what was restored."""
+    from twisted_spark.store.url import POSTGRESQL, parse_database_url
+
+    if parse_database_url(options["database"]).kind == POSTGRESQL:
+        raise CommandError("the database is PostgreSQL: restore it with pg_restore (see "
+                           "'backup'); 'restore' puts back SQLite backups and their keys")
     archive = Path(options["archive"])
     try:
         restored = await in_thread(reactor, _restore_locked, archive, data_dir,

@@ -16,6 +16,7 @@ from twisted.internet import defer, error
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.web.client import HTTPConnectionPool
 
 from twisted_spark import passwords
 from twisted_spark.crypto.keys import public_key_der
@@ -131,9 +132,10 @@ async def _refused(reactor, port) -> bool:
 @pytest_twisted.ensureDeferred
 async def test_sigterm_drains_a_real_server_a_call_and_a_flash_in_flight_complete(
         reactor, data_dir, monkeypatch):
-    """SIGTERM while a function call and a firmware update wait for their
+    """SIGTERM while function calls and a firmware update wait for their
     device: the server stops listening, ends event streams with a ``retry:``
-    hint, answers both when the device does, then closes the device's
+    hint, answers a new request on an open connection 503, answers every
+    call and the flash when the device does, then closes the device's
     connection and exits."""
     monkeypatch.setattr(passwords, "ITERATIONS", 1000)  # the hash carries its count
     await _prepared(reactor, data_dir)
@@ -155,11 +157,20 @@ async def test_sigterm_drains_a_real_server_a_call_and_a_flash_in_flight_complet
                                 persistent=False)
         chunks = []
         stream_done = treq.collect(stream, chunks.append)
-        call = treq.post(f"{server.url}/v1/devices/{CORE}/brew", headers=auth,
-                         data={"arg": "coffee"}, persistent=False)
+        keep_alive = HTTPConnectionPool(reactor, persistent=True)
+        keep_alive.maxPersistentPerHost = 1
+        warm = await treq.get(server.url + "/healthz", pool=keep_alive)
+        assert warm.code == 200 and (await warm.json())["ok"]
         answers = []
-        call.addCallback(lambda response: answers.append(response) or response)
-        await until(lambda: device.held, timeout=20, what="the call reaching the device")
+        arguments = ["coffee", "tea", "espresso", "mate"]
+        calls = []
+        for argument in arguments:
+            call = treq.post(f"{server.url}/v1/devices/{CORE}/brew", headers=auth,
+                             data={"arg": argument}, persistent=False)
+            call.addCallback(lambda response: answers.append(response) or response)
+            calls.append(call)
+        await until(lambda: len(device.held) == len(arguments), timeout=20,
+                    what="the calls reaching the device")
         image = bytes(range(256)) * 8
         flash = treq.put(f"{server.url}/v1/devices/{CORE}", headers=auth, persistent=False,
                          data={"file_type": "binary"}, files={"file": ("app.bin",
@@ -175,22 +186,27 @@ async def test_sigterm_drains_a_real_server_a_call_and_a_flash_in_flight_complet
         assert await _refused(reactor, server.api_port)
         assert await _refused(reactor, server.device_port)
         assert answers == []  # still waiting for the device: the server waits too
+        late = await treq.get(server.url + "/healthz", pool=keep_alive)  # an open connection
+        assert late.code == 503 and late.headers.getRawHeaders("retry-after") == ["1"]
+        assert (await late.json())["error"] == "shutting_down"
 
         device.answer_held()
-        answered = await call
-        assert answered.code == 200
-        assert (await answered.json())["return_value"] == len(b"coffee")
+        for argument, call in zip(arguments, calls, strict=True):
+            answered = await call
+            assert answered.code == 200
+            assert (await answered.json())["return_value"] == len(argument)
         flashed = await flash
         assert flashed.code == 200
         assert (await flashed.json())["status"] == "Update finished"
         assert device.firmware[: len(image)] == image
         await device.closed  # the server closed the device's session after the drain
+        await keep_alive.closeCachedConnections()
     finally:
         if device is not None:
             device.answer_held()
         status = await server.stop()
     text = server.output.text()
-    assert "waiting up to 60 s for 2 API requests, 1 firmware transfers" in text, text
+    assert "waiting up to 60 s for 5 API requests, 1 firmware transfers" in text, text
     assert "Drained: nothing in flight" in text, text
     assert "Traceback" not in text, text
     assert status.exitCode == 0 or status.signal == signal.SIGTERM, text

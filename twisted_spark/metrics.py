@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -191,14 +192,14 @@ class Metrics:
         found = self.registry.get_sample_value(base + "_total", labels or None)
         return 0 if found is None else found
 
-    def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+    def gauge(self, name: str, help_text: str, read: Callable[[], Any]) -> None:
         """Register ``read() -> number`` as gauge ``name``, read at each scrape.
 
         ``read`` may also return ``{(label_name, label_value): number}``.
         """
         self._readings.readings[name] = (GaugeMetricFamily, help_text, read)
 
-    def counter_reading(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+    def counter_reading(self, name: str, help_text: str, read: Callable[[], Any]) -> None:
         """Register ``read()``, a count a part keeps, as counter ``name`` (``_total``).
 
         ``read`` may also return ``{(label_name, label_value): number}``.

@@ -74,7 +74,8 @@ class Cloud:
         1. end the event streams (their clients see a finished response);
         2. stop following firmware transfers and hardware events;
         3. close every device connection, the ones still in their handshake
-           too (a pending RSA job finds its connection closed and stops);
+           too (a pending RSA job finds its connection closed and stops), and end
+           every Gen3 CoAP session (offline; their DTLS sessions stay saved);
         4. close the store (queued writes are committed first);
         5. stop the executors' threads.
 

@@ -35,6 +35,18 @@ class NameTaken(ConstraintError):
         self.name = name
 
 
+class TooManyWebhooks(SparkError):
+    """The owner already has as many webhooks as the limit allows.
+
+    :ivar limit: that limit.
+    """
+
+    def __init__(self, owner: str, limit: int) -> None:
+        super().__init__(f"{owner!r} already has {limit} webhooks")
+        self.owner = owner
+        self.limit = limit
+
+
 class DeviceChanged(SparkError):
     """A compare-and-set found the device no longer as the caller last saw it.
 

@@ -144,11 +144,33 @@ def _m3_dtls_sessions(cursor: sqlite3.Cursor) -> None:
     cursor.execute("CREATE INDEX dtls_sessions_by_expiry ON dtls_sessions (expires_at)")
 
 
+def _m4_webhooks(cursor: sqlite3.Cursor) -> None:
+    """Webhooks (API.md §6): the searchable fields as columns, the rest as JSON."""
+    cursor.execute(
+        """
+        CREATE TABLE webhooks (
+            hook_id TEXT PRIMARY KEY NOT NULL,
+            owner TEXT NOT NULL REFERENCES users (username) ON DELETE CASCADE,
+            event TEXT NOT NULL,
+            url TEXT NOT NULL,
+            request_type TEXT NOT NULL,
+            device_id TEXT,
+            no_defaults INTEGER NOT NULL DEFAULT 0,
+            reject_unauthorized INTEGER NOT NULL DEFAULT 1,
+            definition TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL
+        )
+        """
+    )
+    cursor.execute("CREATE INDEX webhooks_by_owner ON webhooks (owner, created_at)")
+
+
 #: Every migration ever shipped, oldest first; index + 1 is the version it yields.
 MIGRATIONS: tuple[Callable[[sqlite3.Cursor], None], ...] = (
     _m1_initial,
     _m2_unique_device_names,
     _m3_dtls_sessions,
+    _m4_webhooks,
 )
 
 #: The schema version this code reads and writes.

@@ -14,10 +14,11 @@ import sqlite3
 from dataclasses import replace
 
 from twisted_spark.errors import DuplicateUser
-from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
+from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User, Webhook
 from twisted_spark.store import (
     ConstraintError,
     NameTaken,
+    TooManyWebhooks,
     normalize_device,
     still_as_expected,
 )
@@ -131,6 +132,37 @@ def device_params(record: DeviceRecord) -> tuple:
         json.dumps(dict(record.variables)),
         record.created_at,
     )
+
+
+WEBHOOK_COLUMNS = (
+    "hook_id, owner, event, url, request_type, created_at, device_id, no_defaults,"
+    " reject_unauthorized, definition"
+)
+
+
+def webhook_row(row) -> Webhook:
+    values = list(row)
+    values[7], values[8] = bool(values[7]), bool(values[8])
+    values[9] = json.loads(values[9])
+    return Webhook(*values)
+
+
+def add_webhook(cursor, hook: Webhook, limit: int | None) -> Webhook:
+    if limit is not None:
+        (count,) = cursor.execute(
+            "SELECT count(*) FROM webhooks WHERE owner = ?", (hook.owner,)).fetchone()
+        if count >= limit:
+            raise TooManyWebhooks(hook.owner, limit)
+    try:
+        cursor.execute(
+            f"INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (hook.hook_id, hook.owner, hook.event, hook.url, hook.request_type,
+             hook.created_at, hook.device_id, int(hook.no_defaults),
+             int(hook.reject_unauthorized), json.dumps(hook.definition)),
+        )
+    except sqlite3.IntegrityError as error:
+        raise ConstraintError(str(error)) from error
+    return hook
 
 
 def transaction(connection: sqlite3.Connection, function, *args):

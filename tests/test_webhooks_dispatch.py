@@ -162,7 +162,7 @@ def test_5xx_is_retried_after_1_then_2_seconds_then_fails_once():
 def test_retry_waits_are_jittered_within_half_to_one_and_a_half():
     world = World()
     spans = []
-    world.dispatcher._uniform = lambda a, b: spans.append((a, b)) or b
+    world.dispatcher.uniform = lambda a, b: spans.append((a, b)) or b
     world.start(hook())
     world.publish()
     world.sender.fail(ConnectionFailed("refused"))

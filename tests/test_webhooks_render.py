@@ -96,7 +96,7 @@ def test_json_object_is_merged_over_the_defaults_and_string_must_give_json():
 
 def test_body_is_sent_as_is_without_defaults_or_content_type():
     request = build_request(hook(body="v={{{h}}}"), event())
-    assert request.body == "v=<&'\">".encode()
+    assert request.body == b"v=<&'\">"
     assert "Content-Type" not in request.headers
 
 

@@ -91,12 +91,14 @@ class WebhookDispatcher:
         self.per_hook = per_hook
         self.queue_size = queue_size
         self._metrics = metrics
-        self._uniform = uniform
+        #: ``uniform(a, b)`` drawing the retry jitter.
+        self.uniform = uniform
         self._hooks: dict[str, HookState] = {}
         self._by_owner: dict[str, dict[str, HookState]] = {}
         self._waiting: OrderedDict[str, HookState] = OrderedDict()
         self._in_flight: set[defer.Deferred] = set()
         self._subscription = None
+        self._stopped = False
         self.running = 0
         if metrics is not None:
             metrics.describe("spark_webhook_deliveries_total", "Webhook deliveries by outcome")
@@ -207,15 +209,19 @@ class WebhookDispatcher:
         host = request.host
         for attempt in range(len(RETRY_WAITS) + 1):
             if attempt:
-                wait = RETRY_WAITS[attempt - 1] * self._uniform(0.5, 1.5)
+                wait = RETRY_WAITS[attempt - 1] * self.uniform(0.5, 1.5)
                 await task.deferLater(self._clock, wait, lambda: None)
             try:
                 answer = await self._sender.send(request, hook.reject_unauthorized)
+                if self._stopped:
+                    raise defer.CancelledError()
             except AddressNotAllowed:
                 return f"address not allowed ({host})"
             except AttemptTimedOut:
                 return f"timed out after {self._sender.timeout:g} s ({host})"
             except ConnectionFailed as error:
+                if self._stopped:  # the cancelled request may fail this way
+                    raise defer.CancelledError() from error
                 reason = f"connection failed ({host}): {error}"
                 continue
             if answer.status < 400:
@@ -261,6 +267,7 @@ class WebhookDispatcher:
 
     def stop(self) -> defer.Deferred:
         """Stop following the bus, drop the queues, cancel deliveries in flight."""
+        self._stopped = True
         if self._subscription is not None:
             self._subscription.cancel()
             self._subscription = None

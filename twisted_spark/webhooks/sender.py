@@ -185,18 +185,27 @@ class HttpSender:
         """One attempt. :rtype: Deferred[Answer]; fails with AddressNotAllowed,
         AttemptTimedOut or ConnectionFailed."""
         d = defer.ensureDeferred(self._attempt(request, verify))
-        d.addTimeout(self.timeout, self._reactor)
+        timed_out = []
+
+        def time_out():
+            timed_out.append(True)
+            d.cancel()
+
+        timer = self._reactor.callLater(self.timeout, time_out)
         self._in_flight.add(d)
 
         def done(result):
             self._in_flight.discard(d)
+            if timer.active():
+                timer.cancel()
             return result
 
         def classify(failure):
+            # A cancelled request may surface as ResponseNeverReceived and the like.
+            if timed_out:
+                raise AttemptTimedOut(self.timeout)
             if failure.check(AddressNotAllowed, defer.CancelledError):
                 return failure
-            if failure.check(defer.TimeoutError):
-                raise AttemptTimedOut(self.timeout)
             raise ConnectionFailed(_reason(failure.value))
 
         return d.addBoth(done).addErrback(classify)

@@ -1,0 +1,175 @@
+"""Webhooks end to end on loopback: the real API and device server, a virtual
+device, and a twisted.web receiver on 127.0.0.1 (API.md §6)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+from loopback import until
+from twisted.internet import reactor
+from webhook_fixtures import CORE, HookCloud
+
+from twisted_spark.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.usefixtures("clean_reactor")
+
+
+@pytest_twisted.ensureDeferred
+async def test_device_event_reaches_the_receiver_and_the_answer_reaches_sse():
+    world = await HookCloud().start()
+    try:
+        world.receiver.on("/in", 200, body=b'{"reply": "' + b"r" * 600 + b'"}')
+        await world.create(event="temp", url=world.target + "/in",
+                           json={"t": "{{value}}", "who": "{{{PARTICLE_DEVICE_ID}}}"},
+                           headers={"X-Token": "s3cret"})
+        stream = await world.stream()
+        device = await world.device()
+        device.publish("temperature", json.dumps({"value": 21.5}))
+        await until(lambda: world.receiver.at("/in"), what="hook request")
+        got = world.receiver.at("/in")[0]
+        assert got.method == "POST"
+        assert got.headers["user-agent"].startswith("ParticleBot/")
+        assert got.headers["content-type"] == "application/json"
+        assert got.headers["x-token"] == "s3cret"
+        body = json.loads(got.body)
+        assert body["t"] == "21.5" and body["who"] == CORE and body["event"] == "temperature"
+        assert body["coreid"] == CORE and body["data"] == '{"value": 21.5}'
+        await until(lambda: ("hook-response/temperature/1", None) in
+                    [(n, None) for n, _ in stream.events()], what="response on SSE")
+        events = [e for e in stream.events() if e[0].startswith("hook")]
+        assert events[0] == ("hook-sent/temperature", None)
+        answer = "".join(d for n, d in events[1:])
+        assert answer == '{"reply": "' + "r" * 600 + '"}'
+        assert [n for n, _ in events[1:]] == ["hook-response/temperature/0",
+                                              "hook-response/temperature/1"]
+    finally:
+        await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_api_publish_get_with_query_ownership_and_delete():
+    world = await HookCloud().start()
+    try:
+        hook_id = await world.create(event="door", url=world.target + "/get?x=1",
+                                     requestType="get", query={"q": "{{PARTICLE_EVENT_VALUE}}"},
+                                     name="front door")
+        code, listed = await world.api("GET", "/v1/webhooks")
+        assert code == 200 and [h["id"] for h in listed] == [hook_id]
+        assert listed[0]["query"] == {"q": "{{PARTICLE_EVENT_VALUE}}"}
+        assert listed[0]["name"] == "front door" and listed[0]["requestType"] == "GET"
+        # bob neither sees nor deletes it, and cannot tell it exists
+        assert await world.api("GET", "/v1/webhooks", "bob") == (200, [])
+        for method in ("GET", "DELETE"):
+            code, body = await world.api(method, f"/v1/webhooks/{hook_id}", "bob")
+            assert (code, body["error"]) == (404, "Webhook not found")
+        # bob's API publishes never trigger alice's hook
+        await world.api("POST", "/v1/devices/events", "bob", data={"name": "door", "data": "b"})
+        await world.api("POST", "/v1/devices/events", data={"name": "door/open", "data": "a b"})
+        await until(lambda: world.receiver.at("/get"), what="hook request")
+        got = world.receiver.at("/get")
+        assert len(got) == 1 and got[0].method == "GET" and got[0].body == b""
+        assert got[0].args["x"] == ["1"] and got[0].args["q"] == ["a b"]
+        assert got[0].args["coreid"] == ["api"] and got[0].args["event"] == ["door/open"]
+        code, body = await world.api("DELETE", f"/v1/webhooks/{hook_id}")
+        assert (code, body) == (200, {"ok": True})
+        assert await world.api("GET", "/v1/webhooks") == (200, [])
+        await world.api("POST", "/v1/devices/events", data={"name": "door", "data": "again"})
+        await world.api("GET", "/v1/webhooks")  # a round trip after the publish
+        assert len(world.receiver.at("/get")) == 1
+    finally:
+        await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_creation_errors_and_device_filter():
+    world = await HookCloud().start()
+    try:
+        code, body = await world.api("POST", "/v1/webhooks", json={"event": "t",
+                                     "url": "http://169.254.169.254/latest/meta-data"})
+        assert code == 400 and body["ok"] is False and body["error"] == "Invalid webhook"
+        assert "does not send webhooks to" in body["error_description"]
+        code, body = await world.api("POST", "/v1/webhooks", data={"event": "t"})
+        assert (code, body["errors"]) == (400, ["url is required."])
+        code, body = await world.api("POST", "/v1/webhooks", "bob", json={
+            "event": "t", "url": world.target + "/x", "deviceID": CORE})
+        assert code == 403
+        code, body = await world.api("POST", "/v1/webhooks", data={
+            "event": "t", "url": world.target + "/dev", "deviceid": "kitchen",
+            "headers[X-A]": "1"})
+        assert code == 200 and body["deviceID"] == CORE and body["ok"] is True
+        await world.api("POST", "/v1/devices/events", data={"name": "t"})  # api: no match
+        device = await world.device()
+        device.publish("t1")
+        await until(lambda: world.receiver.at("/dev"), what="hook request")
+        assert [r.args["event"] for r in world.receiver.at("/dev")] == [["t1"]]  # one, no api
+        assert b"event=t1" in world.receiver.at("/dev")[0].body
+        assert world.receiver.at("/dev")[0].headers["x-a"] == "1"
+    finally:
+        await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_500s_are_retried_then_a_hook_error_and_a_slow_target_times_out_alone():
+    world = await HookCloud(webhook_timeout=1.0).start()
+    world.cloud.webhooks.uniform = lambda a, b: 0.05  # waits of 0.05 s and 0.1 s
+    try:
+        world.receiver.on("/broken", 500, 500, 200)
+        world.receiver.on("/down", 503)
+        world.receiver.on("/slow", 200, delay=5.0)
+        await world.create(event="a", url=world.target + "/broken")
+        await world.create(event="a", url=world.target + "/down")
+        await world.create(event="a", url=world.target + "/slow")
+        await world.create(event="a", url=world.target + "/fast")
+        stream = await world.stream()
+        published = reactor.seconds()
+        await world.api("POST", "/v1/devices/events", data={"name": "a"})
+        await until(lambda: world.receiver.at("/fast"), what="fast hook")
+        assert world.receiver.at("/fast")[0].at - published < 0.5
+        await until(lambda: len([e for e in stream.events() if e[0].startswith("hook-error")])
+                    == 2, what="two errors")
+        errors = [d for n, d in stream.events() if n == "hook-error/a/0"]
+        assert sorted(errors) == sorted([
+            "error status 503 from 127.0.0.1", "timed out after 1 s (127.0.0.1)"])
+        assert len(world.receiver.at("/broken")) == 3  # third attempt succeeded
+        assert len(world.receiver.at("/down")) == 3
+        assert len(world.receiver.at("/slow")) == 1  # a timeout is not retried
+    finally:
+        await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_loopback_target_by_name_is_refused_at_delivery_without_allow():
+    world = await HookCloud(webhook_allow=()).start()
+    try:
+        port = world.target_port.getHost().port
+        await world.create(event="x", url=f"http://localhost:{port}/in")
+        stream = await world.stream()
+        await world.api("POST", "/v1/devices/events", data={"name": "x"})
+        await until(lambda: [e for e in stream.events() if e[0] == "hook-error/x/0"])
+        assert ("hook-error/x/0", "address not allowed (localhost)") in stream.events()
+        assert world.receiver.received == []
+    finally:
+        await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hooks_survive_a_restart(tmp_path):
+    store = await SQLiteStore.open(tmp_path / "spark.sqlite", reactor=reactor)
+    world = await HookCloud(store=store).start()
+    try:
+        hook_id = await world.create(event="r", url=world.target + "/kept")
+    finally:
+        await world.stop()  # closes the store
+    store = await SQLiteStore.open(tmp_path / "spark.sqlite", reactor=reactor)
+    world = await HookCloud(store=store).start(with_users=False)
+    try:
+        world.receiver.on("/kept", 200)
+        # the receiver moved to a new port: the hook still names the old one,
+        # so point a fresh hook at it and check the old one was loaded
+        assert [h["id"] for h in (await world.api("GET", "/v1/webhooks"))[1]] == [hook_id]
+        assert world.cloud.webhooks.failures(hook_id) == 0
+        assert hook_id in world.cloud.webhooks._hooks
+    finally:
+        await world.stop()

@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from twisted_spark.interfaces.webhooks import IWebhookSender
 from twisted_spark.webhooks.outgoing import Outgoing
-from twisted_spark.webhooks.policy import NetworkPolicy
+from twisted_spark.webhooks.policy import NetworkPolicy, ip_literal
 
 #: Bytes of a response body read at most.
 MAX_RESPONSE = 100_000
@@ -81,18 +81,27 @@ class _CheckedEndpoint:
         self._tls = uri.scheme == b"https"
         self._verify = verify
 
-    async def _connect(self, protocol_factory):
+    async def _address(self) -> str:
+        """The one address to connect to: the literal, or the first allowed DNS answer."""
+        literal = ip_literal(self._host)
+        if literal is not None:  # no lookup (a thread) for an IP literal
+            if not self._policy.allows(literal):
+                raise AddressNotAllowed(self._host)
+            return str(literal)
         receiver = _Addresses()
         self._reactor.nameResolver.resolveHostName(receiver, self._host, portNumber=self._port)
         found = await receiver.done
         if not found:
             raise error.DNSLookupError(f"no address for {self._host}")
-        allowed = [a for a in found if self._policy.allows(a.host)]
+        allowed = [a.host for a in found if self._policy.allows(a.host)]
         if not allowed:
             raise AddressNotAllowed(self._host)
-        address = allowed[0]
-        kind = TCP6ClientEndpoint if ":" in address.host else TCP4ClientEndpoint
-        endpoint = kind(self._reactor, address.host, address.port, timeout=30)
+        return allowed[0]
+
+    async def _connect(self, protocol_factory):
+        address = await self._address()
+        kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        endpoint = kind(self._reactor, address, self._port, timeout=30)
         if self._tls:
             if self._verify:
                 creator = ssl.optionsForClientTLS(self._host)

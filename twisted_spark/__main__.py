@@ -19,12 +19,14 @@ class MainOptions(usage.Options):
     def __init__(self):
         super().__init__()
         from twisted_spark.cli import KeysOptions, UsersOptions
+        from twisted_spark.cli_webhooks import WebhooksOptions
         from twisted_spark.tap import Options as ServeOptions
 
         self.subCommands = [
             ["serve", None, ServeOptions, "Run the server in the foreground."],
             ["keys", None, KeysOptions, "Register and list device keys; show the server key."],
             ["users", None, UsersOptions, "Create and list users."],
+            ["webhooks", None, WebhooksOptions, "List every user's webhooks."],
             ["simulate", None, usage.Options,
              "Run virtual devices ('simulate --help' for their options)."],
         ]
@@ -36,7 +38,8 @@ class MainOptions(usage.Options):
 
     def postOptions(self):
         if self.subCommand is None:
-            raise usage.UsageError("a command is required: serve, keys, users or simulate")
+            raise usage.UsageError(
+                "a command is required: serve, keys, users, webhooks or simulate")
 
 
 def _serve(reactor, options):
@@ -85,6 +88,10 @@ def main(argv=None) -> None:
         task.react(_serve, [options.subOptions])
     elif options.subCommand == "keys":
         task.react(_admin, [KEYS_COMMANDS, options])
+    elif options.subCommand == "webhooks":
+        from twisted_spark.cli_webhooks import WEBHOOKS_COMMANDS
+
+        task.react(_admin, [WEBHOOKS_COMMANDS, options])
     else:
         task.react(_admin, [USERS_COMMANDS, options])
 

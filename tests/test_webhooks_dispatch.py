@@ -74,6 +74,7 @@ class World:
     def publish(self, name="temp", coreid=CORE, owner="alice", data="1", origin=None):
         self.bus.publish(Event(name, data, 60, self.clock.seconds(), coreid, False, owner,
                                origin))
+        self.clock.advance(0)  # matched hooks are queued on the next turn
 
     def outcomes(self):
         return [(e.name, e.data) for e in self.seen if e.coreid == "particle-internal"]
@@ -260,6 +261,18 @@ def test_deleted_hook_starts_nothing_new():
     world.sender.answer(0)
     world.publish()
     assert len(world.sender.calls) == 1
+
+
+def test_hooks_are_queued_on_the_next_turn_after_every_subscriber_saw_the_event():
+    world = World()
+    world.start(hook())
+    world.bus.publish(Event("temp", None, 60, 0.0, CORE, False, "alice"))
+    assert world.sender.calls == [] and world.outcomes() == []
+    world.clock.advance(0)
+    assert [e.name for e in world.seen] == ["temp", "hook-sent/temp"]
+    world.bus.publish(Event("temp", None, 60, 0.0, CORE, False, "alice"))
+    world.dispatcher.stop()
+    assert world.clock.getDelayedCalls() == []
 
 
 def test_stop_cancels_deliveries_in_flight_and_unsubscribes():

@@ -16,7 +16,9 @@ most ``per_hook`` deliveries running; the whole server runs at most
 failures, 5xx and 429 retried after 1 s then 2 s, each ×0.5–1.5), and
 publishes the response parts or one error event.  After ``max_errors``
 consecutive failed deliveries a hook sleeps ``sleep`` seconds.  All of this
-runs on the reactor: the bus callback only queues.
+runs on the reactor: the bus callback only schedules the matching hooks for
+the next turn (so the triggering event reaches every stream before its
+``hook-sent`` does).
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class WebhookDispatcher:
         self._in_flight: set[defer.Deferred] = set()
         self._subscription = None
         self._stopped = False
+        self._soon: set = set()
         self.running = 0
         if metrics is not None:
             metrics.describe("spark_webhook_deliveries_total", "Webhook deliveries by outcome")
@@ -143,8 +146,18 @@ class WebhookDispatcher:
     # -- events in ---------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        for state in list(self._by_owner.get(event.owner or "", {}).values()):
-            if matches(state.hook, event):
+        found = [s for s in self._by_owner.get(event.owner or "", {}).values()
+                 if matches(s.hook, event)]
+        if found:
+            # On the next turn: the event reaches every other subscriber (streams)
+            # before its hook-sent does.
+            call = self._clock.callLater(0, self._enqueue_all, found, event)
+            self._soon.add(call)
+
+    def _enqueue_all(self, found: list[HookState], event: Event) -> None:
+        self._soon = {c for c in self._soon if c.active()}
+        for state in found:
+            if not state.removed:
                 self._enqueue(state, event)
 
     def _enqueue(self, state: HookState, event: Event) -> None:
@@ -268,6 +281,10 @@ class WebhookDispatcher:
     def stop(self) -> defer.Deferred:
         """Stop following the bus, drop the queues, cancel deliveries in flight."""
         self._stopped = True
+        for call in self._soon:
+            if call.active():
+                call.cancel()
+        self._soon.clear()
         if self._subscription is not None:
             self._subscription.cancel()
             self._subscription = None

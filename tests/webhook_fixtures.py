@@ -181,6 +181,7 @@ class HookCloud:
         await shut_down(self.cloud, self.device_port, self.api_port)
         await defer.DeferredList([s.done for s in self.streams])
         await self.pool.closeCachedConnections()
-        # A client connection is closed just after its response ended: let it go.
+        # Connections close a moment after their last response (both ends): let them go.
         await until(lambda: not [s for s in reactor.getReaders() + reactor.getWriters()
-                                 if isinstance(s, tcp.Client)], what="client sockets closed")
+                                 if isinstance(s, (tcp.Client, tcp.Server))],
+                    what="connections closed")

@@ -6,8 +6,10 @@
 non-blocking ``nameResolver``), keep only the addresses the
 :class:`~twisted_spark.webhooks.policy.NetworkPolicy` allows, and connect
 to that very address, so a DNS answer that changes between a check and the
-connection cannot slip a denied address in.  Connections are not reused
-(every request resolves and checks again) and redirects are not followed.
+connection cannot slip a denied address in.  A connection that stays open
+after its response may carry the next request to the same scheme, host and
+port (its address was checked when it was made; idle ones close after 30 s);
+every new connection resolves and checks again.  Redirects are not followed.
 An attempt has ``timeout`` seconds from connecting to the end of the
 response body, of which at most :data:`MAX_RESPONSE` bytes are read.
 """
@@ -172,7 +174,9 @@ class HttpSender:
     def __init__(self, reactor, policy: NetworkPolicy, timeout: float = 20.0) -> None:
         self._reactor = reactor
         self.timeout = timeout
-        self._pool = HTTPConnectionPool(reactor, persistent=False)
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = 16
+        self._pool.cachedConnectionTimeout = 30
         self._agents = {
             verify: Agent.usingEndpointFactory(reactor, _Endpoints(reactor, policy, verify),
                                                pool=self._pool)

@@ -286,3 +286,39 @@ def test_stop_cancels_deliveries_in_flight_and_unsubscribes():
     assert world.clock.getDelayedCalls() == []
     world.publish()
     assert len(world.sender.calls) == 2
+
+
+def test_hooks_another_node_stores_or_deletes_are_followed_every_reload_interval():
+    world = World(reload_interval=10)
+    world.start(hook("h1", event="one"))
+    world.store.add_webhook(hook("h2", event="two"))  # as another node would
+    world.store.delete_webhook("h1")
+    world.publish("two")
+    assert world.sender.calls == []
+    world.clock.advance(10)
+    world.publish("two")
+    world.publish("one")
+    assert len(world.sender.calls) == 1
+    world.dispatcher.stop()
+    assert world.clock.getDelayedCalls() == []
+
+
+def test_a_reload_keeps_what_changed_while_it_read_the_store():
+    class SlowStore(MemoryStore):
+        pending = None
+
+        def list_webhooks(self, owner=None):
+            self.pending = defer.Deferred()
+            listed = super().list_webhooks(owner).result
+            return self.pending.addCallback(lambda _: listed)
+
+    world = World(reload_interval=0)
+    world.store = world.dispatcher._store = SlowStore()
+    world.store.add_user(User("alice", "x"))
+    world.store.add_webhook(hook("old"))
+    reloading = world.dispatcher.reload()
+    world.dispatcher.hook_added(hook("new"))    # created while the read ran
+    world.dispatcher.hook_removed("old")        # deleted while the read ran
+    world.store.pending.callback(None)
+    assert reloading.called
+    assert sorted(world.dispatcher._hooks) == ["new"]

@@ -76,13 +76,17 @@ class WebhookDispatcher:
     :param store: an :class:`~twisted_spark.interfaces.webhooks.IWebhookStore`.
     :param sender: an :class:`~twisted_spark.interfaces.webhooks.IWebhookSender`.
     :param clock: ``IReactorTime`` for retry waits and sleeps.
+    :param reload_interval: seconds between reloads of the stored hooks
+        (:meth:`reload`; 0: never), so hooks other nodes create or delete in a
+        shared database are followed.
     :param metrics: optional :class:`~twisted_spark.interfaces.IMetrics`.
     :param uniform: ``uniform(a, b)`` for the retry jitter (tests fix it).
     """
 
     def __init__(self, bus, store, sender, clock, *, max_errors: int = 10, sleep: float = 60.0,
                  concurrency: int = 64, per_hook: int = 4, queue_size: int = 100,
-                 metrics=None, uniform=random.uniform) -> None:
+                 reload_interval: float = 10.0, metrics=None,
+                 uniform=random.uniform) -> None:
         self._bus = bus
         self._store = store
         self._sender = sender
@@ -100,6 +104,10 @@ class WebhookDispatcher:
         self._waiting: OrderedDict[str, HookState] = OrderedDict()
         self._in_flight: set[defer.Deferred] = set()
         self._subscription = None
+        self.reload_interval = reload_interval
+        self._reloader: task.LoopingCall | None = None
+        # Hook ids added or removed while a reload reads the store (None: no reload).
+        self._changed: set[str] | None = None
         self._stopped = False
         self._soon: set = set()
         self.running = 0
@@ -113,17 +121,45 @@ class WebhookDispatcher:
     @defer.inlineCallbacks
     def start(self):
         """Load every stored hook, then follow the bus. :rtype: Deferred[None]"""
-        for hook in (yield self._store.list_webhooks()):
-            self.hook_added(hook)
+        yield self.reload()
         if self._subscription is None:
             self._subscription = self._bus.subscribe("", self._on_event, triggers_hooks)
+        if self.reload_interval and self._reloader is None:
+            self._reloader = task.LoopingCall(self._reload_logged)
+            self._reloader.clock = self._clock
+            self._reloader.start(self.reload_interval, now=False)
+
+    @defer.inlineCallbacks
+    def reload(self):
+        """Make the known hooks the stored ones (other nodes of a cluster
+        sharing the database create and delete hooks too).
+
+        A hook added or removed here while the store was being read is left
+        as it is: the read may predate that change.  :rtype: Deferred[None]
+        """
+        self._changed = set()
+        stored = {hook.hook_id: hook for hook in (yield self._store.list_webhooks())}
+        changed, self._changed = self._changed, None
+        for hook_id in [h for h in self._hooks if h not in stored and h not in changed]:
+            self.hook_removed(hook_id)
+        for hook_id, hook in stored.items():
+            if hook_id not in self._hooks and hook_id not in changed:
+                self.hook_added(hook)
+
+    def _reload_logged(self):
+        return self.reload().addErrback(
+            lambda f: log.failure("Could not reload the webhooks from the store", f))
 
     def hook_added(self, hook: Webhook) -> None:
+        if self._changed is not None:
+            self._changed.add(hook.hook_id)
         state = HookState(hook)
         self._hooks[hook.hook_id] = state
         self._by_owner.setdefault(hook.owner, {})[hook.hook_id] = state
 
     def hook_removed(self, hook_id: str) -> None:
+        if self._changed is not None:
+            self._changed.add(hook_id)
         state = self._hooks.pop(hook_id, None)
         if state is None:
             return
@@ -281,6 +317,8 @@ class WebhookDispatcher:
     def stop(self) -> defer.Deferred:
         """Stop following the bus, drop the queues, cancel deliveries in flight."""
         self._stopped = True
+        if self._reloader is not None and self._reloader.running:
+            self._reloader.stop()
         for call in self._soon:
             if call.active():
                 call.cancel()

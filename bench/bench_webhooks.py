@@ -79,13 +79,24 @@ async def phase(reactor, cloud, hooks, rate, seconds, target, slow):
     from twisted_spark.models import Event, Webhook
 
     dispatcher = cloud.webhooks
-    for state in list(dispatcher._hooks):
-        dispatcher.hook_removed(state)
-    for n in range(hooks):
-        dispatcher.hook_added(Webhook(f"{n:024x}", "alice", "bench", f"{target}/fast"))
+    for hook in await cloud.store.list_webhooks():  # the API's way: store, then dispatcher
+        await cloud.store.delete_webhook(hook.hook_id)
+        dispatcher.hook_removed(hook.hook_id)
+    wanted = [Webhook(f"{n:024x}", "alice", "bench", f"{target}/fast") for n in range(hooks)]
     if slow:
-        dispatcher.hook_added(Webhook("f" * 24, "alice", "bench", f"{target}/slow"))
+        wanted.append(Webhook("f" * 24, "alice", "bench", f"{target}/slow"))
+    for hook in wanted:
+        await cloud.store.add_webhook(hook)
+        dispatcher.hook_added(hook)
+    errors: dict[str, int] = {}
+
+    def count_error(event):
+        if event.coreid == "particle-internal" and event.name.startswith("hook-error/"):
+            errors[event.data] = errors.get(event.data, 0) + 1
+
+    watching = cloud.bus.subscribe("hook-error/", count_error)
     count = int(rate * seconds)
+    cpu_before = time.process_time()
     started = time.time()
     for i in range(count):
         at = started + i / rate
@@ -97,6 +108,8 @@ async def phase(reactor, cloud, hooks, rate, seconds, target, slow):
     while time.time() < deadline and any(s.running or s.queue for s in fast_states):
         await task.deferLater(reactor, 0.01, lambda: None)
     elapsed = time.time() - started
+    watching.cancel()
+    cpu = time.process_time() - cpu_before
     stats = json.loads(await (await treq.get(f"{target}/stats")).text())
     fast = stats.get("/fast", [])
     return {
@@ -105,6 +118,8 @@ async def phase(reactor, cloud, hooks, rate, seconds, target, slow):
         "p50_ms": round(statistics.median(fast) * 1000, 2) if fast else None,
         "p99_ms": round(percentile(fast, 0.99) * 1000, 2) if fast else None,
         "max_ms": round(max(fast) * 1000, 2) if fast else None,
+        "server_cpu_ms_per_delivery": round(cpu * 1000 / max(1, len(fast)), 3),
+        "hook_errors": errors,
     }
 
 
@@ -163,6 +178,7 @@ def run(args) -> None:
     from twisted_spark.cloud import build_cloud
     from twisted_spark.config import Settings
     from twisted_spark.executors import Executors
+    from twisted_spark.models import User
     from twisted_spark.store import MemoryStore
 
     async def go(reactor):
@@ -172,6 +188,7 @@ def run(args) -> None:
         cloud = build_cloud(Settings(webhook_allow=("loopback",)), reactor=reactor,
                             store=MemoryStore(), server_key=key,
                             executors=Executors.synchronous())
+        await cloud.store.add_user(User("alice", "x"))
         await cloud.start()
         target = f"http://127.0.0.1:{args.port}"
         for slow in (False, True):

@@ -173,3 +173,57 @@ async def test_hooks_survive_a_restart(tmp_path):
         assert hook_id in world.cloud.webhooks._hooks
     finally:
         await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_form_auth_templates_and_response_template_over_http():
+    world = await HookCloud().start()
+    try:
+        world.receiver.on("/body", 200, body=b'{"temp": {"c": 21}}')
+        world.receiver.on("/form", 201, body=b"")
+        await world.create(event="t", url=world.target + "/body?id={{PARTICLE_DEVICE_ID}}",
+                           requestType="PUT", body="{{{a}}} & {{a}}",
+                           headers={"Content-Type": "text/plain",
+                                    "X-Ev": "{{PARTICLE_EVENT_NAME}}"},
+                           auth={"username": "u{{n}}", "password": "p"},
+                           responseTemplate="C={{temp.c}}", responseTopic="answer/{{n}}")
+        await world.create(event="t", url=world.target + "/form", noDefaults=True,
+                           form={"n": "{{n}}", "flag": "{{flag}}"})
+        stream = await world.stream()
+        await world.api("POST", "/v1/devices/events",
+                        data={"name": "t", "data": json.dumps({"a": "<b>", "n": 7, "flag": True})})
+        await until(lambda: world.receiver.at("/body") and world.receiver.at("/form"))
+        body = world.receiver.at("/body")[0]
+        assert body.method == "PUT" and body.args == {"id": ["api"]}
+        assert body.body == b"<b> & &lt;b&gt;"
+        assert body.headers["content-type"] == "text/plain" and body.headers["x-ev"] == "t"
+        assert body.headers["authorization"] == "Basic dTc6cA=="  # u7:p
+        form = world.receiver.at("/form")[0]
+        assert form.body == b"n=7&flag=true"
+        assert form.headers["content-type"] == "application/x-www-form-urlencoded"
+        await until(lambda: ("answer/7/0", "C=21") in stream.events()
+                    and ("hook-response/t/0", None) in stream.events(), what="responses")
+    finally:
+        await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_hook_sleeps_after_max_errors_and_others_keep_going():
+    world = await HookCloud(webhook_max_errors=2, webhook_sleep=30).start()
+    try:
+        world.receiver.on("/bad", 404)
+        await world.create(event="s", url=world.target + "/bad")
+        await world.create(event="s", url=world.target + "/good")
+        stream = await world.stream()
+        def errors():
+            return [d for name, d in stream.events() if name == "hook-error/s/0"]
+
+        for n in range(1, 4):
+            await world.api("POST", "/v1/devices/events", data={"name": "s", "data": str(n)})
+            await until(lambda n=n: len(world.receiver.at("/good")) == n, what="good hook")
+            await until(lambda n=n: len(errors()) == n, what="an error")
+        assert errors() == ["error status 404 from 127.0.0.1"] * 2 + [
+            "Sleeping, too many errors, please wait and try again"]
+        assert len(world.receiver.at("/bad")) == 2
+    finally:
+        await world.stop()

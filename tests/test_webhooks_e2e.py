@@ -26,6 +26,7 @@ async def test_device_event_reaches_the_receiver_and_the_answer_reaches_sse():
                            headers={"X-Token": "s3cret"})
         stream = await world.stream()
         device = await world.device()
+        assert await device.subscribe("hook-response/temperature")  # firehose scope
         device.publish("temperature", json.dumps({"value": 21.5}))
         await until(lambda: world.receiver.at("/in"), what="hook request")
         got = world.receiver.at("/in")[0]
@@ -44,6 +45,11 @@ async def test_device_event_reaches_the_receiver_and_the_answer_reaches_sse():
         assert answer == '{"reply": "' + "r" * 600 + '"}'
         assert [n for n, _ in events[1:]] == ["hook-response/temperature/0",
                                               "hook-response/temperature/1"]
+        # the device that asked gets the answer too, as on the hosted cloud
+        await until(lambda: len(device.events) == 2, what="answer on the device")
+        assert [e[0] for e in device.events] == ["hook-response/temperature/0",
+                                                 "hook-response/temperature/1"]
+        assert "".join(e[1] for e in device.events) == answer
     finally:
         await world.stop()
 

@@ -1,4 +1,5 @@
-"""The IWebhookStore contract, run against every store implementation."""
+"""The IWebhookStore contract, run against every store implementation (memory,
+SQLite, PostgreSQL: skipped, saying why, where no PostgreSQL runs)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,16 @@ def a_hook(hook_id="a" * 24, owner="alice", created_at=10.0, **definition):
                    reject_unauthorized=False, definition=definition)
 
 
-@pytest_twisted.async_yield_fixture(params=["memory", "sqlite"])
+@pytest_twisted.async_yield_fixture(params=["memory", "sqlite", "postgresql"])
 async def store(request, tmp_path, reactor):
     if request.param == "memory":
         opened = MemoryStore()
-    else:
+    elif request.param == "sqlite":
         opened = await SQLiteStore.open(tmp_path / "spark.sqlite", reactor=reactor)
+    else:
+        from twisted_spark.store.postgres import PostgresStore
+
+        opened = await PostgresStore.open(request.getfixturevalue("postgres_url"), reactor)
     await opened.add_user(ALICE)
     await opened.add_user(BOB)
     yield opened
@@ -81,3 +86,38 @@ async def test_hooks_survive_reopening_the_database(tmp_path, reactor):
         assert await store.list_webhooks() == [a_hook(form={"a": "b"})]
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_user_deletes_their_hooks_in_the_sql_stores(tmp_path, reactor):
+    store = await SQLiteStore.open(tmp_path / "spark.sqlite", reactor=reactor)
+    try:
+        await store.add_user(ALICE)
+        await store.add_webhook(a_hook())
+        await store._write(lambda cursor: cursor.execute("DELETE FROM users"))
+        assert await store.list_webhooks() == []
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_postgresql_stores_racing_stay_within_the_limit(reactor, postgres_url):
+    """Two nodes (two stores, two connection pools) create at once: the count
+    and the insert are atomic per owner, so the limit holds."""
+    from twisted.internet import defer
+
+    from twisted_spark.store.postgres import PostgresStore
+
+    first = await PostgresStore.open(postgres_url, reactor)
+    second = await PostgresStore.open(postgres_url, reactor)
+    try:
+        await first.add_user(ALICE)
+        attempts = [store.add_webhook(a_hook(f"{n:024x}"), limit=5)
+                    for n in range(12) for store in [(first, second)[n % 2]]]
+        results = await defer.DeferredList(attempts, consumeErrors=True)
+        assert sum(ok for ok, _ in results) == 5
+        assert all(r.check(TooManyWebhooks) for ok, r in results if not ok)
+        assert len(await first.list_webhooks("alice")) == 5
+    finally:
+        await first.close()
+        await second.close()

@@ -179,7 +179,7 @@ class MemoryStore:
 
     def list_webhooks(self, owner: str | None = None) -> defer.Deferred:
         hooks = [h for h in self._webhooks.values() if owner is None or h.owner == owner]
-        return defer.succeed(sorted(hooks, key=lambda h: h.created_at))
+        return defer.succeed(sorted(hooks, key=lambda h: (h.created_at, h.hook_id)))
 
     def delete_webhook(self, hook_id: str) -> defer.Deferred:
         return defer.succeed(self._webhooks.pop(hook_id, None) is not None)

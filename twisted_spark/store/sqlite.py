@@ -29,12 +29,11 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_spark.errors import SparkError
 from twisted_spark.executors import ThreadExecutor
 from twisted_spark.interfaces import IDtlsSessionStore, IExecutor, IStore
 from twisted_spark.interfaces.webhooks import IWebhookStore
 from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User, Webhook
-from twisted_spark.store import check_device_changes, normalize_device
+from twisted_spark.store import StoreClosed, check_device_changes, normalize_device
 from twisted_spark.store.sqlite_ops import (
     DTLS_COLUMNS,
     SELECT_DEVICE,
@@ -59,10 +58,6 @@ from twisted_spark.store.sqlite_ops import (
     user_row,
     webhook_row,
 )
-
-
-class StoreClosed(SparkError, RuntimeError):
-    """The store was used after :meth:`SQLiteStore.close`."""
 
 
 @implementer(IStore, IDtlsSessionStore, IWebhookStore)
@@ -297,8 +292,8 @@ class SQLiteStore:
     def list_webhooks(self, owner: str | None = None) -> defer.Deferred:
         query = f"SELECT {WEBHOOK_COLUMNS} FROM webhooks"
         if owner is None:
-            return self._call(get_all, f"{query} ORDER BY created_at, rowid", (), webhook_row)
-        return self._call(get_all, f"{query} WHERE owner = ? ORDER BY created_at, rowid",
+            return self._call(get_all, f"{query} ORDER BY created_at, hook_id", (), webhook_row)
+        return self._call(get_all, f"{query} WHERE owner = ? ORDER BY created_at, hook_id",
                           (owner,), webhook_row)
 
     def delete_webhook(self, hook_id: str) -> defer.Deferred:

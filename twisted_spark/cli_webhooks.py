@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_cli_webhooks -*-
 """``python -m twisted_spark webhooks list``: every user's webhooks, for operators.
 
-It reads the server's database (safe while the server runs).  Failure
+It reads the server's database (``--database``, as the server's; safe while
+the server runs).  Failure
 counts and sleep state live only in the running server (API.md §6: they do
 not persist), which exposes them as the ``spark_webhook_deliveries_total``
 counter of ``/metrics``.
@@ -28,7 +29,8 @@ class WebhooksOptions(usage.Options):
 
 
 async def webhooks_list(reactor, data_dir: Path, options, out=sys.stdout) -> None:
-    hooks = await with_store(reactor, data_dir, lambda store: store.list_webhooks())
+    hooks = await with_store(reactor, data_dir, lambda store: store.list_webhooks(),
+                             database=options.get("database", "sqlite:"))
     if not hooks:
         print("No webhooks. Users create them with POST /v1/webhooks "
               "('particle webhook create <event> <url>').", file=out)

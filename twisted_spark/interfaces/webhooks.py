@@ -64,6 +64,9 @@ class IWebhookDispatcher(Interface):
     def hook_removed(hook_id: str) -> None:
         """A hook was deleted: no new delivery of it starts after this returns."""
 
+    def reload() -> Deferred[None]:
+        """Make the known hooks the stored ones (changes other nodes made)."""
+
     def failures(hook_id: str) -> int:
         """Consecutive failed deliveries of a hook (0 when unknown)."""
 

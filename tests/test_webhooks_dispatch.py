@@ -322,3 +322,18 @@ def test_a_reload_keeps_what_changed_while_it_read_the_store():
     world.store.pending.callback(None)
     assert reloading.called
     assert sorted(world.dispatcher._hooks) == ["new"]
+
+
+def test_outcomes_are_counted_in_the_metrics():
+    from twisted_spark.metrics import Metrics
+
+    metrics = Metrics()
+    world = World(metrics=metrics, per_hook=1, queue_size=0)
+    world.start(hook())
+    world.publish()
+    world.sender.answer()
+    world.publish()
+    world.sender.answer(status=404)
+    assert metrics.value("spark_webhook_deliveries_total", outcome="success") == 1
+    assert metrics.value("spark_webhook_deliveries_total", outcome="failure") == 1
+    assert "spark_webhooks 1" in metrics.render()

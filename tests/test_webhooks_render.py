@@ -153,3 +153,21 @@ def test_error_data_is_at_most_255_bytes():
     event_ = outcome.outcome_event("hook-sent/x", None, "alice", 5.0)
     assert (event_.coreid, event_.public, event_.owner, event_.ttl) == (
         "particle-internal", False, "alice", 60)
+
+
+def test_a_url_that_renders_to_another_host_or_nonsense_is_a_template_error():
+    data = json.dumps({"p": "x]y"})
+    with pytest.raises(TemplateError):
+        build_request(hook(url="http://[::1{{{p}}}/"), event(data=data))
+    # rendered values stay in the path and query of the same host
+    request = build_request(hook(url="http://10.0.0.5/{{{p}}}?q={{{p}}}#f"), event(data=data))
+    assert request.host == "10.0.0.5"
+
+
+def test_long_templates_render_without_being_cached():
+    from twisted_spark.webhooks import templates
+
+    long = "x" * (templates.CACHED_TEMPLATE + 1) + "{{PARTICLE_EVENT_NAME}}"
+    before = templates._cached.cache_info().currsize
+    assert render(long, event_context(event())).endswith("xtemp")
+    assert templates._cached.cache_info().currsize == before

@@ -200,11 +200,11 @@ class WebhookDispatcher:
         if self._asleep(state):
             self._error(state, event, outcome.SLEEPING, counts=False)
             return
-        if len(state.queue) >= self.queue_size:
-            self._error(state, event, outcome.TOO_MANY_PENDING, counts=False)
-            return
         state.queue.append(event)
         self._pump(state)
+        if len(state.queue) > self.queue_size:  # it could not start and the queue is full
+            state.queue.pop()
+            self._error(state, event, outcome.TOO_MANY_PENDING, counts=False)
 
     def _asleep(self, state: HookState) -> bool:
         return self._clock.seconds() < state.asleep_until

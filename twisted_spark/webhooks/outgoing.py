@@ -121,6 +121,12 @@ def build_request(hook: Webhook, event: Event) -> Outgoing:
     """Render ``hook`` for ``event``; see the module docstring."""
     context = event_context(event)
     url = quote(render(hook.url, context), safe=_URL_SAFE)
+    try:
+        same_target = urlsplit(url).netloc == urlsplit(hook.url).netloc
+    except ValueError:
+        same_target = False
+    if not same_target:
+        raise TemplateError("the url did not render to a URL on the hook's host")
     query = _rendered_pairs(hook.get("query"), context)
     headers = _headers(hook, context)
     defaults = {} if hook.no_defaults else default_fields(event, json_null=False)

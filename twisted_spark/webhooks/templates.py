@@ -127,8 +127,19 @@ _RENDERER = pystache.Renderer(
 )
 
 
-@lru_cache(maxsize=4096)
+#: Templates up to this many characters are parsed once and kept (at most
+#: 2048 of them): a cache of 64 KiB bodies would let a few users pin memory.
+CACHED_TEMPLATE = 2048
+
+
+@lru_cache(maxsize=2048)
+def _cached(template: str) -> ParsedTemplate:
+    return pystache.parse(template)
+
+
 def _parsed(template: str) -> ParsedTemplate:
+    if len(template) <= CACHED_TEMPLATE:
+        return _cached(template)
     return pystache.parse(template)
 
 

@@ -246,3 +246,59 @@ async def test_a_failing_hook_sleeps_after_max_errors_and_others_keep_going():
         assert len(world.receiver.at("/bad")) == 2
     finally:
         await world.stop()
+
+
+def self_signed_pem():
+    """A throwaway EC key and self-signed certificate for 127.0.0.1 (PEM)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return (key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+            + cert.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest_twisted.ensureDeferred
+async def test_https_certificates_are_checked_unless_reject_unauthorized_is_false():
+    from twisted.internet import ssl
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+    from twisted.web.server import Site
+
+    world = await HookCloud().start()
+    world.cloud.webhooks.uniform = lambda a, b: 0.05
+    certificate = ssl.PrivateCertificate.loadPEM(self_signed_pem())
+    tls_port = await SSL4ServerEndpoint(reactor, 0, certificate.options(),
+                                        interface="127.0.0.1").listen(Site(world.receiver))
+    try:
+        target = f"https://127.0.0.1:{tls_port.getHost().port}"
+        await world.create(event="open", url=target + "/unchecked", rejectUnauthorized=False)
+        await world.create(event="sealed", url=target + "/checked")
+        stream = await world.stream()
+        # First a delivery without checking, which leaves an idle connection behind...
+        await world.api("POST", "/v1/devices/events", data={"name": "open", "data": "x"})
+        await until(lambda: ("hook-response/open/0", "ok") in stream.events(), what="answer")
+        # ...that the hook checking certificates must not use.
+        await world.api("POST", "/v1/devices/events", data={"name": "sealed", "data": "x"})
+        await until(lambda: [e for e in stream.events() if e[0] == "hook-error/sealed/0"],
+                    what="the checked hook's error")
+        [error] = [d for n, d in stream.events() if n == "hook-error/sealed/0"]
+        assert error.startswith("connection failed (127.0.0.1): ")
+        assert world.receiver.at("/checked") == []
+    finally:
+        await tls_port.stopListening()
+        await world.stop()

@@ -174,12 +174,12 @@ class HttpSender:
     def __init__(self, reactor, policy: NetworkPolicy, timeout: float = 20.0) -> None:
         self._reactor = reactor
         self.timeout = timeout
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = 16
-        self._pool.cachedConnectionTimeout = 30
+        # One pool per certificate policy: a connection made without checking the
+        # certificate must never carry a request of a hook that checks it.
+        self._pools = {verify: _pool(reactor) for verify in (True, False)}
         self._agents = {
             verify: Agent.usingEndpointFactory(reactor, _Endpoints(reactor, policy, verify),
-                                               pool=self._pool)
+                                               pool=self._pools[verify])
             for verify in (True, False)
         }
         self._in_flight: set[defer.Deferred] = set()
@@ -227,7 +227,17 @@ class HttpSender:
         """Cancel every attempt in flight. :rtype: Deferred[None]"""
         for d in list(self._in_flight):
             d.cancel()
-        return self._pool.closeCachedConnections()
+        return defer.gatherResults(
+            [pool.closeCachedConnections() for pool in self._pools.values()]
+        ).addCallback(lambda _: None)
+
+
+def _pool(reactor) -> HTTPConnectionPool:
+    """Idle connections kept 30 s, at most 16 per scheme, host and port."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 16
+    pool.cachedConnectionTimeout = 30
+    return pool
 
 
 def _reason(exc: BaseException) -> str:

@@ -302,3 +302,33 @@ async def test_https_certificates_are_checked_unless_reject_unauthorized_is_fals
     finally:
         await tls_port.stopListening()
         await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_limit_per_user_admin_reads_and_deletes_by_id_and_no_integrations_route():
+    from webhook_fixtures import TOKENS
+
+    from twisted_spark.models import AccessToken, User
+
+    world = await HookCloud(webhook_max_per_user=2).start()
+    TOKENS["root"] = "c" * 40
+    try:
+        await world.store.add_user(User("root", "x", is_admin=True))
+        await world.store.add_token(AccessToken(TOKENS["root"], "root", "spark", 0.0))
+        first = await world.create(event="a", url=world.target + "/a")
+        await world.create(event="b", url=world.target + "/b", name="second")
+        code, body = await world.api("POST", "/v1/webhooks", json={
+            "event": "c", "url": world.target + "/c"})
+        assert (code, body["error"]) == (400, "Too many webhooks")
+        assert await world.api("GET", "/v1/webhooks", "root") == (200, [])  # only their own
+        code, item = await world.api("GET", f"/v1/webhooks/{first.upper()}", "root")
+        assert code == 200 and item["id"] == first and item["url"] == world.target + "/a"
+        assert (await world.api("DELETE", f"/v1/webhooks/{first}", "root")) == (
+            200, {"ok": True})
+        code, listed = await world.api("GET", "/v1/webhooks")
+        assert [h["name"] for h in listed] == ["second"]
+        code, body = await world.api("GET", "/v1/integrations")
+        assert code == 404 and body["ok"] is False
+    finally:
+        del TOKENS["root"]
+        await world.stop()

@@ -337,3 +337,6 @@ def test_outcomes_are_counted_in_the_metrics():
     assert metrics.value("spark_webhook_deliveries_total", outcome="success") == 1
     assert metrics.value("spark_webhook_deliveries_total", outcome="failure") == 1
     assert "spark_webhooks 1" in metrics.render()
+    for outcome in ("ok", "http_error"):
+        assert metrics.registry.get_sample_value(
+            "spark_webhook_delivery_duration_seconds_count", {"outcome": outcome}) == 1

@@ -260,19 +260,24 @@ class WebhookDispatcher:
             if attempt:
                 wait = RETRY_WAITS[attempt - 1] * self.uniform(0.5, 1.5)
                 await task.deferLater(self._clock, wait, lambda: None)
+            started = self._clock.seconds()
             try:
                 answer = await self._sender.send(request, hook.reject_unauthorized)
                 if self._stopped:
                     raise defer.CancelledError()
             except AddressNotAllowed:
+                self._timed("error", started)
                 return f"address not allowed ({host})"
             except AttemptTimedOut:
+                self._timed("timeout", started)
                 return f"timed out after {self._sender.timeout:g} s ({host})"
             except ConnectionFailed as error:
                 if self._stopped:  # the cancelled request may fail this way
                     raise defer.CancelledError() from error
+                self._timed("error", started)
                 reason = f"connection failed ({host}): {error}"
                 continue
+            self._timed("ok" if answer.status < 400 else "http_error", started)
             if answer.status < 400:
                 self._succeeded(request, hook, answer.body)
                 return None
@@ -307,6 +312,12 @@ class WebhookDispatcher:
 
     def _publish(self, name: str, data: str | None, hook: Webhook) -> None:
         self._bus.publish(outcome.outcome_event(name, data, hook.owner, self._clock.seconds()))
+
+    def _timed(self, result: str, started: float) -> None:
+        """One attempt into ``spark_webhook_delivery_duration_seconds``."""
+        histogram = getattr(self._metrics, "webhook_deliveries", None)
+        if histogram is not None:
+            histogram.labels(outcome=result).observe(self._clock.seconds() - started)
 
     def _count(self, result: str) -> None:
         if self._metrics is not None:

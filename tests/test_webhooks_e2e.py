@@ -332,3 +332,19 @@ async def test_limit_per_user_admin_reads_and_deletes_by_id_and_no_integrations_
     finally:
         del TOKENS["root"]
         await world.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_at_most_100000_bytes_of_an_answer_are_read_and_published_in_parts():
+    world = await HookCloud().start()
+    try:
+        world.receiver.on("/big", 200, body=b"z" * 150_000)
+        await world.create(event="big", url=world.target + "/big")
+        stream = await world.stream()
+        await world.api("POST", "/v1/devices/events", data={"name": "big"})
+        last = f"hook-response/big/{100_000 // 512}"
+        await until(lambda: any(name == last for name, _ in stream.events()), what="last part")
+        parts = [d for n, d in stream.events() if n.startswith("hook-response/big/")]
+        assert len(parts) == 196 and "".join(parts) == "z" * 100_000
+    finally:
+        await world.stop()

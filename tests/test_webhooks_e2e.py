@@ -274,15 +274,17 @@ def self_signed_pem():
 
 
 @pytest_twisted.ensureDeferred
-async def test_https_certificates_are_checked_unless_reject_unauthorized_is_false():
+async def test_https_certificates_are_checked_unless_reject_unauthorized_is_false(tmp_path):
     from twisted.internet import ssl
     from twisted.internet.endpoints import SSL4ServerEndpoint
     from twisted.web.server import Site
 
     world = await HookCloud().start()
     world.cloud.webhooks.uniform = lambda a, b: 0.05
-    certificate = ssl.PrivateCertificate.loadPEM(self_signed_pem())
-    tls_port = await SSL4ServerEndpoint(reactor, 0, certificate.options(),
+    pem = tmp_path / "target.pem"
+    pem.write_bytes(self_signed_pem())
+    context = ssl.DefaultOpenSSLContextFactory(str(pem), str(pem))
+    tls_port = await SSL4ServerEndpoint(reactor, 0, context,
                                         interface="127.0.0.1").listen(Site(world.receiver))
     try:
         target = f"https://127.0.0.1:{tls_port.getHost().port}"

@@ -29,6 +29,7 @@ BELOW_THE_API = [
     "twisted_spark.webhooks.outgoing",
     "twisted_spark.webhooks.outcome",
     "twisted_spark.webhooks.policy",
+    "twisted_spark.webhooks.health",
     "twisted_spark.interfaces.webhooks",
 ]
 

@@ -340,3 +340,21 @@ def test_outcomes_are_counted_in_the_metrics():
     for outcome in ("ok", "http_error"):
         assert metrics.registry.get_sample_value(
             "spark_webhook_delivery_duration_seconds_count", {"outcome": outcome}) == 1
+
+
+def test_throttling_goes_through_the_health_seam_a_cluster_may_share():
+    from twisted_spark.interfaces.webhooks import IWebhookHealth
+    from twisted_spark.webhooks.health import LocalHealth
+
+    shared = LocalHealth(Clock(), max_errors=1, sleep=60)
+    assert verifyObject(IWebhookHealth, shared)
+    shared.failed("h1")  # as another node reported
+    world = World(health=shared)
+    world.start(hook())
+    world.publish()
+    assert world.sender.calls == []
+    assert world.outcomes() == [("hook-error/temp/0", "Sleeping, too many errors, "
+                                 "please wait and try again")]
+    assert world.dispatcher.failures("h1") == 1
+    world.dispatcher.hook_removed("h1")
+    assert shared.failures("h1") == 0 and not shared.asleep("h1")

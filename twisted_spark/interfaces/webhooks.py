@@ -52,6 +52,31 @@ class IWebhookSender(Interface):
         """Cancel every attempt in flight."""
 
 
+class IWebhookHealth(Interface):
+    """Consecutive failed deliveries and sleep per hook (API.md §6).
+
+    Called on the reactor thread and answering at once: a shared
+    implementation (a cluster's) keeps a local view and updates it.
+    """
+
+    max_errors = Attribute("int: consecutive failed deliveries that start a sleep")
+
+    def asleep(hook_id: str) -> bool:
+        """Whether the hook sleeps now (an event for it is refused, not sent)."""
+
+    def failed(hook_id: str) -> None:
+        """A delivery failed; the ``max_errors``-th in a row (and each after) starts a sleep."""
+
+    def succeeded(hook_id: str) -> None:
+        """A delivery succeeded: the count starts again from 0."""
+
+    def failures(hook_id: str) -> int:
+        """Consecutive failed deliveries now."""
+
+    def forget(hook_id: str) -> None:
+        """The hook was deleted."""
+
+
 class IWebhookDispatcher(Interface):
     """Delivers events to the hooks it knows; the API tells it of changes."""
 

@@ -7,7 +7,8 @@
 * :mod:`~twisted_spark.webhooks.policy` decides which target addresses are allowed;
 * :mod:`~twisted_spark.webhooks.sender` sends it with treq, DNS resolved and checked once;
 * :mod:`~twisted_spark.webhooks.outcome` turns answers into hook-sent/response/error events;
-* :mod:`~twisted_spark.webhooks.dispatcher` matches events to hooks, queues, retries, throttles.
+* :mod:`~twisted_spark.webhooks.dispatcher` matches events to hooks, queues, retries, throttles;
+* :mod:`~twisted_spark.webhooks.health` counts failures and sleeps per hook.
 
 The hooks themselves are :class:`~twisted_spark.models.Webhook` records kept
 by an :class:`~twisted_spark.interfaces.webhooks.IWebhookStore`.

@@ -15,7 +15,8 @@ most ``per_hook`` deliveries running; the whole server runs at most
 :class:`~twisted_spark.interfaces.webhooks.IWebhookSender` (connection
 failures, 5xx and 429 retried after 1 s then 2 s, each ×0.5–1.5), and
 publishes the response parts or one error event.  After ``max_errors``
-consecutive failed deliveries a hook sleeps ``sleep`` seconds.  All of this
+consecutive failed deliveries a hook sleeps ``sleep`` seconds (counted by an
+:class:`~twisted_spark.interfaces.webhooks.IWebhookHealth`).  All of this
 runs on the reactor: the bus callback only schedules the matching hooks for
 the next turn (so the triggering event reaches every stream before its
 ``hook-sent`` does).
@@ -35,6 +36,7 @@ from twisted_spark.events.visibility import INTERNAL_COREID
 from twisted_spark.interfaces.webhooks import IWebhookDispatcher
 from twisted_spark.models import Event, Webhook
 from twisted_spark.webhooks import outcome
+from twisted_spark.webhooks.health import LocalHealth
 from twisted_spark.webhooks.outgoing import Outgoing, build_request
 from twisted_spark.webhooks.sender import AddressNotAllowed, AttemptTimedOut, ConnectionFailed
 from twisted_spark.webhooks.templates import TemplateError
@@ -50,8 +52,6 @@ class HookState:
     """One hook and what the dispatcher knows of it now (none of it persists)."""
 
     hook: Webhook
-    failures: int = 0
-    asleep_until: float = 0.0
     running: int = 0
     queue: deque = field(default_factory=deque)
     removed: bool = False
@@ -79,20 +79,24 @@ class WebhookDispatcher:
     :param reload_interval: seconds between reloads of the stored hooks
         (:meth:`reload`; 0: never), so hooks other nodes create or delete in a
         shared database are followed.
+    :param max_errors: :param sleep: the throttling of the default ``health``.
+    :param health: the :class:`~twisted_spark.interfaces.webhooks.IWebhookHealth`
+        keeping failure counts and sleeps (default: a
+        :class:`~twisted_spark.webhooks.health.LocalHealth`; a cluster may share one).
     :param metrics: optional :class:`~twisted_spark.interfaces.IMetrics`.
     :param uniform: ``uniform(a, b)`` for the retry jitter (tests fix it).
     """
 
     def __init__(self, bus, store, sender, clock, *, max_errors: int = 10, sleep: float = 60.0,
                  concurrency: int = 64, per_hook: int = 4, queue_size: int = 100,
-                 reload_interval: float = 10.0, metrics=None,
+                 reload_interval: float = 10.0, health=None, metrics=None,
                  uniform=random.uniform) -> None:
         self._bus = bus
         self._store = store
         self._sender = sender
         self._clock = clock
-        self.max_errors = max_errors
-        self.sleep = sleep
+        #: The :class:`~twisted_spark.interfaces.webhooks.IWebhookHealth` in use.
+        self.health = health if health is not None else LocalHealth(clock, max_errors, sleep)
         self.concurrency = concurrency
         self.per_hook = per_hook
         self.queue_size = queue_size
@@ -165,6 +169,7 @@ class WebhookDispatcher:
             return
         state.removed = True
         state.queue.clear()
+        self.health.forget(hook_id)
         self._waiting.pop(hook_id, None)
         owned = self._by_owner.get(state.hook.owner, {})
         owned.pop(hook_id, None)
@@ -172,8 +177,7 @@ class WebhookDispatcher:
             self._by_owner.pop(state.hook.owner, None)
 
     def failures(self, hook_id: str) -> int:
-        state = self._hooks.get(hook_id)
-        return 0 if state is None else state.failures
+        return self.health.failures(hook_id)
 
     def pending(self) -> int:
         """Deliveries queued and not started, over every hook."""
@@ -207,7 +211,7 @@ class WebhookDispatcher:
             self._error(state, event, outcome.TOO_MANY_PENDING, counts=False)
 
     def _asleep(self, state: HookState) -> bool:
-        return self._clock.seconds() < state.asleep_until
+        return self.health.asleep(state.hook.hook_id)
 
     def _pump(self, state: HookState) -> None:
         while state.queue and state.running < self.per_hook and not state.removed:
@@ -287,9 +291,7 @@ class WebhookDispatcher:
         return reason
 
     def _succeeded(self, request: Outgoing, hook: Webhook, body: bytes) -> None:
-        state = self._hooks.get(hook.hook_id)
-        if state is not None:
-            state.failures = 0
+        self.health.succeeded(hook.hook_id)
         self._count("success")
         try:
             text = outcome.response_text(body, hook.get("responseTemplate"), request.context)
@@ -301,9 +303,7 @@ class WebhookDispatcher:
     def _error(self, state: HookState, event: Event, reason: str, *, counts: bool = True,
                topic: str | None = None) -> None:
         if counts:
-            state.failures += 1
-            if state.failures >= self.max_errors:
-                state.asleep_until = self._clock.seconds() + self.sleep
+            self.health.failed(state.hook.hook_id)
             self._count("failure")
         else:
             self._count("refused")

@@ -350,3 +350,60 @@ async def test_at_most_100000_bytes_of_an_answer_are_read_and_published_in_parts
         assert len(parts) == 196 and "".join(parts) == "z" * 100_000
     finally:
         await world.stop()
+
+
+class AnswersResolver:
+    """A name resolver (``IHostnameResolver``) giving fixed answers, in order."""
+
+    def __init__(self, *hosts):
+        self.hosts = hosts
+        self.asked = []
+
+    def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None,
+                        transportSemantics="TCP"):
+        from twisted.internet.address import IPv4Address
+
+        self.asked.append(hostName)
+        receiver.resolutionBegan(None)
+        for host in self.hosts:
+            receiver.addressResolved(IPv4Address("TCP", host, portNumber))
+        receiver.resolutionComplete()
+
+
+class WithResolver:
+    """The global reactor with another ``nameResolver``."""
+
+    def __init__(self, resolver):
+        self.nameResolver = resolver
+
+    def __getattr__(self, name):
+        return getattr(reactor, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_name_is_resolved_once_denied_answers_skipped_and_the_next_address_tried():
+    from twisted_spark.models import Event, Webhook
+    from twisted_spark.webhooks.outgoing import build_request
+    from twisted_spark.webhooks.policy import NetworkPolicy
+    from twisted_spark.webhooks.sender import AddressNotAllowed, HttpSender
+
+    world = await HookCloud().start()
+    # 169.254.169.254 is denied (never tried); nothing listens on 127.0.0.2 (refused).
+    resolver = AnswersResolver("169.254.169.254", "127.0.0.2", "127.0.0.1")
+    sender = HttpSender(WithResolver(resolver), NetworkPolicy(["loopback"]), timeout=10)
+    port = world.target_port.getHost().port
+    event = Event("e", "1", 60, 0.0, "api", False, "alice")
+    try:
+        answer = await sender.send(build_request(
+            Webhook("h", "alice", "e", f"http://target.example:{port}/named"), event))
+        assert answer.status == 200 and resolver.asked == ["target.example"]
+        assert world.receiver.at("/named")[0].headers["host"] == f"target.example:{port}"
+        only_denied = HttpSender(WithResolver(AnswersResolver("169.254.169.254")),
+                                 NetworkPolicy(["loopback"]))
+        with pytest.raises(AddressNotAllowed):
+            await only_denied.send(build_request(
+                Webhook("h", "alice", "e", "http://metadata.example/"), event))
+        await only_denied.close()
+    finally:
+        await sender.close()
+        await world.stop()

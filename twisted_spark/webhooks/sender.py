@@ -5,8 +5,9 @@
 ``Agent`` whose endpoints resolve the host name once (the reactor's
 non-blocking ``nameResolver``), keep only the addresses the
 :class:`~twisted_spark.webhooks.policy.NetworkPolicy` allows, and connect
-to that very address, so a DNS answer that changes between a check and the
-connection cannot slip a denied address in.  A connection that stays open
+to those very addresses (in order, the next when one refuses; at most 4),
+so a DNS answer that changes between a check and the connection cannot slip
+a denied address in.  A connection that stays open
 after its response may carry the next request to the same scheme, host and
 port (its address was checked when it was made; idle ones close after 30 s);
 every new connection resolves and checks again.  Redirects are not followed.
@@ -83,34 +84,41 @@ class _CheckedEndpoint:
         self._tls = uri.scheme == b"https"
         self._verify = verify
 
-    async def _address(self) -> str:
-        """The one address to connect to: the literal, or the first allowed DNS answer."""
+    async def _addresses(self) -> list[str]:
+        """The addresses to try, in order: the literal, or the allowed DNS answers
+        (resolved once; a denied answer is never tried)."""
         literal = ip_literal(self._host)
         if literal is not None:  # no lookup (a thread) for an IP literal
             if not self._policy.allows(literal):
                 raise AddressNotAllowed(self._host)
-            return str(literal)
+            return [str(literal)]
         receiver = _Addresses()
         self._reactor.nameResolver.resolveHostName(receiver, self._host, portNumber=self._port)
         found = await receiver.done
         if not found:
             raise error.DNSLookupError(f"no address for {self._host}")
-        allowed = [a.host for a in found if self._policy.allows(a.host)]
+        allowed = list(dict.fromkeys(a.host for a in found if self._policy.allows(a.host)))
         if not allowed:
             raise AddressNotAllowed(self._host)
-        return allowed[0]
+        return allowed
 
     async def _connect(self, protocol_factory):
-        address = await self._address()
-        kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-        endpoint = kind(self._reactor, address, self._port, timeout=30)
-        if self._tls:
-            if self._verify:
-                creator = ssl.optionsForClientTLS(self._host)
-            else:
-                creator = ssl.CertificateOptions(verify=False)
-            endpoint = wrapClientTLS(creator, endpoint)
-        return await endpoint.connect(protocol_factory)
+        failure: Exception | None = None
+        for address in (await self._addresses())[:4]:
+            kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+            endpoint = kind(self._reactor, address, self._port, timeout=10)
+            if self._tls:
+                if self._verify:
+                    creator = ssl.optionsForClientTLS(self._host)
+                else:
+                    creator = ssl.CertificateOptions(verify=False)
+                endpoint = wrapClientTLS(creator, endpoint)
+            try:
+                return await endpoint.connect(protocol_factory)
+            except error.ConnectError as refused:  # refused, unreachable: the next one
+                failure = refused
+        assert failure is not None
+        raise failure
 
     def connect(self, protocol_factory) -> defer.Deferred:
         return defer.ensureDeferred(self._connect(protocol_factory))

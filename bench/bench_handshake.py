@@ -137,11 +137,13 @@ def rsa_cost(repeat=200):
         decrypt_identity,
         encrypt_identity,
     )
+    from twisted_spark.crypto.keys import openssl_private_key
 
-    server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
+    server_pycryptodome = RSA.import_key((KEYS / "server.pem").read_bytes())
+    server_key = openssl_private_key(server_pycryptodome)  # as the device server holds it
     device_key = RSA.import_key((KEYS / "device-1.pem").read_bytes()).public_key()
     nonce = os.urandom(40)
-    blob = encrypt_identity(server_key.public_key(), nonce, device_id(0))
+    blob = encrypt_identity(server_pycryptodome.public_key(), nonce, device_id(0))
     started = time.process_time()
     for _ in range(repeat):
         decrypt_identity(server_key, blob, nonce)

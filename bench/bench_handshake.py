@@ -10,7 +10,8 @@ SEPARATE process (``--client``), so the two do not share a GIL.  Reports:
 
 Usage::
 
-    PYTHONPATH=. python bench/bench_handshake.py [--count 500] [--threads 2]
+    PYTHONPATH=. python bench/bench_handshake.py [--count 500] [--threads 2] \
+        [--describe] [--store sqlite] [--reconnect]
 """
 
 from __future__ import annotations
@@ -159,6 +160,9 @@ def main():
     parser.add_argument("--describe", action="store_true", help="Describe after each Hello")
     parser.add_argument("--store", choices=("memory", "sqlite"), default="memory",
                         help="where device keys are looked up")
+    parser.add_argument("--reconnect", action="store_true",
+                        help="measure the second burst: devices coming back within a minute, "
+                             "their stored attributes unchanged")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -172,11 +176,8 @@ def main():
 
     from twisted.internet import defer, reactor, task, threads
 
-    async def run(reactor):
-        store = await open_store(reactor, args.store, args.count)
-        cloud, listening = start_server(reactor, args.threads, store, args.describe)
-        factory = cloud.devices
-        port = (await listening).getHost().port
+    async def burst(reactor, factory, port):
+        """One client process connects every device; returns what the server saw."""
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         cpu0 = time.process_time()
         proc = subprocess.Popen(
@@ -205,7 +206,19 @@ def main():
         online = len(factory.registry)
         report = json.loads(await threads.deferToThread(proc.stdout.readline) or "{}")
         await threads.deferToThread(proc.wait)
-        window = done - (first[0] or started)
+        return online, done - (first[0] or started), cpu, report
+
+    async def run(reactor):
+        store = await open_store(reactor, args.store, args.count)
+        cloud, listening = start_server(reactor, args.threads, store, args.describe)
+        factory = cloud.devices
+        port = (await listening).getHost().port
+        if args.reconnect:
+            await burst(reactor, factory, port)
+            while len(factory.registry) or factory.connections:
+                await task.deferLater(reactor, 0.01, lambda: None)
+            print("(first burst done; measuring the devices' reconnection)")
+        online, window, cpu, report = await burst(reactor, factory, port)
         print(f"devices online: {online}/{args.count} (client saw {report.get('online')})")
         print(
             f"burst: {online / window:.0f} handshakes/s over {window:.2f} s "

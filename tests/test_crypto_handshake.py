@@ -7,6 +7,7 @@ import pytest
 import vectors
 from Crypto.Cipher import PKCS1_v1_5
 from Crypto.PublicKey import RSA
+from cryptography.hazmat.primitives import serialization
 
 from twisted_spark.crypto.handshake import (
     HandshakeError,
@@ -216,6 +217,26 @@ def test_photon_identity_round_trip(server_key, device_key):
     assert identity.device_id == DEVICE_ID
     assert identity.public_key_der == der
     assert len(identity.public_key_der) == 162
+
+
+def test_photon_identity_with_pkcs1_key_is_stored_as_spki(server_key, openssl_key, device_key):
+    """A key sent as PKCS#1 DER (not what devices send) still comes out as canonical SPKI."""
+    nonce = make_nonce()
+    pkcs1 = (
+        serialization.load_der_public_key(public_key_der(device_key))
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    )
+    assert pkcs1 != public_key_der(device_key)
+    blob = encrypt_identity(server_key.public_key(), nonce, DEVICE_ID, pkcs1)
+    assert decrypt_identity(openssl_key, blob, nonce).public_key_der == public_key_der(device_key)
+
+
+def test_photon_identity_with_2048_bit_key_is_refused(server_key, openssl_key):
+    nonce = make_nonce()
+    wrong = public_key_der(RSA.import_key(vectors.HS_SERVER_PUBLIC_DER))[:190]
+    blob = encrypt_identity(server_key.public_key(), nonce, DEVICE_ID, wrong)
+    with pytest.raises(HandshakeError, match="malformed public key"):
+        decrypt_identity(openssl_key, blob, nonce)
 
 
 def test_upstream_nonce_and_id(server_key):

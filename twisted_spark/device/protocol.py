@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from twisted_spark.coap import codec, kinds, payloads, to_device
 from twisted_spark.crypto.channel import AesCbcChannel, FrameError, FrameReader
-from twisted_spark.crypto.device_keys import ECC, key_algorithm
+from twisted_spark.crypto.device_keys import ECC
 from twisted_spark.crypto.handshake import (
     IDENTITY_LENGTH,
     HandshakeError,
@@ -203,10 +203,14 @@ class DeviceProtocol:
                 "the key it presented differs from the registered one; if the device was "
                 f"re-keyed, update it with: python -m twisted_spark keys add {device_id} <file>"
             )
-        if key_algorithm(stored) == ECC:
+        algorithm, key = factory.device_key(stored)
+        if algorithm == ECC:
             raise Refused("its registered key is an EC P-256 key (a Gen3 device, which "
                           "connects over UDP/DTLS), not the RSA key this TCP port needs")
-        return record, factory.device_key(stored)
+        if algorithm is None:
+            raise Refused("its registered key cannot be read; register it again with: "
+                          f"python -m twisted_spark keys add {device_id} <file>")
+        return record, key
 
     async def _identified(self, identity):
         if self.state == CLOSED:
@@ -313,7 +317,7 @@ class DeviceProtocol:
         self._timer = factory.clock.callLater(
             factory.settings.device_ping_interval, self._idle_check
         )
-        factory.session_online(session)
+        factory.session_online(session, record)
         self.log.info(
             "Device {device_id} online from {ip} (platform {platform}, product {product}, "
             "firmware {firmware})",

@@ -1,8 +1,9 @@
 """The IStore contract, run against every implementation.
 
 Each test gets a fresh, empty store: ``MemoryStore`` or ``SQLiteStore`` in a
-temporary directory.  Anything one store does that the other does not is a
-bug, so both must pass every test here.
+temporary directory, each also behind the ``CachingStore`` the server uses.
+Anything one store does that another does not is a bug, so all must pass
+every test here.
 """
 
 from dataclasses import replace
@@ -22,6 +23,7 @@ from twisted_spark.store import (
     NameTaken,
     adopt_device_key,
 )
+from twisted_spark.store.cache import CachingStore
 from twisted_spark.store.sqlite import SQLiteStore
 
 ALICE = User("alice", "pbkdf2_sha256$1$c2FsdA==$aGFzaA==", is_admin=True, created_at=100.5)
@@ -51,12 +53,14 @@ def full_device(device_id=CORE, owner="alice", **overrides):
     return DeviceRecord(**values)
 
 
-@pytest_twisted.async_yield_fixture(params=["memory", "sqlite"])
+@pytest_twisted.async_yield_fixture(params=["memory", "sqlite", "cached-memory", "cached-sqlite"])
 async def store(request, tmp_path, reactor):
-    if request.param == "memory":
+    if request.param.endswith("memory"):
         opened = MemoryStore()
     else:
         opened = await SQLiteStore.open(tmp_path / "spark.sqlite", reactor=reactor)
+    if request.param.startswith("cached"):  # what build_cloud hands every part
+        opened = CachingStore(opened, reactor)
     yield opened
     await opened.close()
 

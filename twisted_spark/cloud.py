@@ -30,6 +30,7 @@ from twisted_spark.firmware.updater import FirmwareUpdater
 from twisted_spark.interfaces import IStore
 from twisted_spark.metrics import Metrics
 from twisted_spark.registry import DeviceRegistry
+from twisted_spark.store.cache import CachingStore
 from twisted_spark.udp.port import build_gen3_protocol
 from twisted_spark.udp.protocol import Gen3DeviceProtocol
 
@@ -99,7 +100,9 @@ def build_cloud(
     :param settings: the :class:`~twisted_spark.config.Settings`.
     :param reactor: runs the compile command (``IReactorProcess``) and is the
         clock unless ``clock`` is given.
-    :param store: an open :class:`~twisted_spark.interfaces.IStore`.
+    :param store: an open :class:`~twisted_spark.interfaces.IStore`; the parts
+        share it behind a :class:`~twisted_spark.store.cache.CachingStore`
+        (``Cloud.store``).
     :param server_key: the server's RSA-2048 private key.
     :param executors: the :class:`~twisted_spark.executors.Executors`.
     :param clock: ``IReactorTime`` for every timer (default: ``reactor``).
@@ -112,6 +115,8 @@ def build_cloud(
     :rtype: Cloud
     """
     clock = reactor if clock is None else clock
+    # Every part gets the cache, so every write in this process invalidates it.
+    store = CachingStore(store, clock)
     metrics = Metrics()
     bus = EventBus()
     registry = DeviceRegistry(clock, bus=bus, store=store)

@@ -154,6 +154,17 @@ def test_bounded_oldest_first():
     assert inner.reads == reads + 1
 
 
+def test_expired_entries_go_as_new_ones_come():
+    clock, inner, store = make()
+    for n in range(5):
+        inner._devices[f"{n:024x}"] = DeviceRecord(f"{n:024x}")
+        value(store.get_device(f"{n:024x}"))
+    assert len(store._tables["device"].entries) == 5
+    clock.advance(1.0)
+    value(store.get_device(DEVICE))
+    assert list(store._tables["device"].entries) == [DEVICE]
+
+
 def test_zero_ttl_caches_nothing():
     _, inner, store = make(ttl=0)
     for _ in range(3):

@@ -34,7 +34,8 @@ __all__ = ["DEFAULT_SIZE", "DEFAULT_TTL", "CachingStore"]
 #: Seconds an entry is trusted: short enough that no cross-node invalidation
 #: is needed for a cluster to be safe (README "Performance").
 DEFAULT_TTL = 1.0
-#: Entries per table; the oldest goes first when a table is full.
+#: Entries per table; the oldest goes first when a table is full.  Expired
+#: entries are dropped as new ones come, so an idle server holds few.
 DEFAULT_SIZE = 10_000
 
 
@@ -58,12 +59,16 @@ class _Table:
             return None
         return value
 
-    def put(self, key: str, value: Any, read_at: float, epoch: int) -> None:
+    def put(self, key: str, value: Any, read_at: float, epoch: int, ttl: float) -> None:
         if epoch != self.epoch:  # a write began after this read did: its answer may be old
             return
         entries = self.entries
-        if key not in entries and len(entries) >= self.size:
-            del entries[next(iter(entries))]
+        entries.pop(key, None)  # entries stay in the order they were read
+        while entries:  # so expired ones, and the excess, go from the front
+            oldest = next(iter(entries))
+            if len(entries) < self.size and read_at - entries[oldest][1] < ttl:
+                break
+            del entries[oldest]
         entries[key] = (value, read_at)
 
     def drop(self, key: str | None) -> None:
@@ -130,7 +135,7 @@ class CachingStore:
 
         def keep(result):
             if result is not None and self.ttl > 0:
-                table.put(key, result if copy is None else copy(result), now, epoch)
+                table.put(key, result if copy is None else copy(result), now, epoch, self.ttl)
             return result
 
         return fetch(key).addCallback(keep)

@@ -217,6 +217,8 @@ def main():
             await burst(reactor, factory, port)
             while len(factory.registry) or factory.connections:
                 await task.deferLater(reactor, 0.01, lambda: None)
+            # The store works in order: this read waits for the offline writes.
+            await store.get_device(device_id(0))
             print("(first burst done; measuring the devices' reconnection)")
         online, window, cpu, report = await burst(reactor, factory, port)
         print(f"devices online: {online}/{args.count} (client saw {report.get('online')})")

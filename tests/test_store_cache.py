@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
 
 from twisted_spark.interfaces import IDtlsSessionStore, IStore, IStoreCache
@@ -192,6 +193,21 @@ def test_invalidation_seam():
     value(store.delete_token(TOKEN))
     value(store.delete_expired(0.0))
     assert heard == [("device", DEVICE), ("token", TOKEN), ("token", None)]
+
+
+def test_a_failing_listener_does_not_fail_the_write():
+    _, _, store = make()
+    logged = []
+    store.add_listener(lambda kind, key: 1 / 0)
+    store.add_listener(lambda kind, key: logged.append(kind))
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        assert value(store.update_device(DEVICE, name="x")).name == "x"
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert logged == ["device"]
+    assert any("listener" in e.get("log_format", "") for e in events)
 
 
 def test_everything_else_is_the_wrapped_store():

@@ -24,12 +24,15 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_spark.interfaces import IDtlsSessionStore, IStore, IStoreCache
 from twisted_spark.store import normalize_device
 
 __all__ = ["DEFAULT_SIZE", "DEFAULT_TTL", "CachingStore"]
+
+log = Logger()
 
 #: Seconds an entry is trusted: short enough that no cross-node invalidation
 #: is needed for a cluster to be safe (README "Performance").
@@ -147,7 +150,10 @@ class CachingStore:
         def written(result):
             table.drop(key)
             for listener in list(self._listeners):
-                listener(kind, key)
+                try:
+                    listener(kind, key)
+                except Exception:
+                    log.failure("Cache listener {listener!r} failed", listener=listener)
             return result
 
         return defer.maybeDeferred(write, *args).addBoth(written)

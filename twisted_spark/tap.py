@@ -54,6 +54,17 @@ _udp_device.coerceDoc = (  # type: ignore[attr-defined]
     "[INTERFACE:]PORT, e.g. 5684 or 127.0.0.1:5684, or 'off'.")
 
 
+def _database(value: str) -> str:
+    from twisted_spark.store.url import parse_database_url
+
+    parse_database_url(value)  # ValueError says what is wrong and what is accepted
+    return value.strip()
+
+
+_database.coerceDoc = (  # type: ignore[attr-defined]
+    "'sqlite:' or postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME.")
+
+
 class Options(usage.Options):
     """Options of the twisted-spark server."""
 
@@ -70,6 +81,9 @@ class Options(usage.Options):
          "Directory for the database and server keys (created with mode 0700)."],
         ["api", "a", _DEFAULTS.api_endpoint, "Endpoint of the REST API."],
         ["device", None, _DEFAULTS.device_endpoint, "Endpoint devices connect to."],
+        ["database", None, _DEFAULTS.database,
+         "Where state lives: 'sqlite:' (spark.sqlite in the data dir) or "
+         "postgresql://USER@HOST:PORT/DBNAME (shared by the nodes of a cluster).", _database],
         ["udp-device", None, _DEFAULTS.udp_device,
          "UDP port Gen3 devices (Argon, Boron, P2, ...) connect to: [INTERFACE:]PORT, "
          "or 'off'.", _udp_device],

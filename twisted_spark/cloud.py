@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 from twisted.internet import defer
 
@@ -27,10 +28,12 @@ from twisted_spark.events.device_routing import DeviceRouter
 from twisted_spark.executors import Executors
 from twisted_spark.firmware.flasher import FlashOptions
 from twisted_spark.firmware.updater import FirmwareUpdater
+from twisted_spark.health import Readiness, store_check
 from twisted_spark.interfaces import IStore
 from twisted_spark.metrics import Metrics
 from twisted_spark.registry import DeviceRegistry
 from twisted_spark.store.cache import CachingStore
+from twisted_spark.store.timed import timed_store
 from twisted_spark.udp.port import build_gen3_protocol
 from twisted_spark.udp.protocol import Gen3DeviceProtocol
 
@@ -56,6 +59,8 @@ class Cloud:
     streams: StreamRegistry
     api: SparkAPI
     site: SparkSite
+    #: The checks of ``/readyz`` (the service adds ``ports`` and ``draining``).
+    readiness: Readiness
     #: The UDP device port's protocol for Gen3 devices, if a Gen3 key was given.
     gen3: Gen3DeviceProtocol | None = None
 
@@ -115,9 +120,16 @@ def build_cloud(
     :rtype: Cloud
     """
     clock = reactor if clock is None else clock
-    # Every part gets the cache, so every write in this process invalidates it.
-    store = CachingStore(store, clock)
     metrics = Metrics()
+    store = cast(IStore, timed_store(store, metrics))  # what reaches the database
+    readiness = Readiness(clock)
+    readiness.add("store", store_check(store))
+    # Every part gets the cache, so every write in this process invalidates it.
+    store = cache = CachingStore(store, clock)
+    metrics.counter_reading(
+        "spark_store_cache_reads_total", "Token, user and device reads, by cache answer",
+        lambda: {("answer", "hit"): cache.hits, ("answer", "miss"): cache.misses},
+    )
     bus = EventBus()
     registry = DeviceRegistry(clock, bus=bus, store=store)
     router = DeviceRouter(bus, registry)
@@ -128,21 +140,21 @@ def build_cloud(
     )
     firmware = FirmwareUpdater(
         settings, bus, registry, clock=clock, reactor=reactor, options=flash_options,
-        files=executors.files,
+        files=executors.files, metrics=metrics,
     )
     streams = StreamRegistry.from_settings(bus, clock, settings)
     api = SparkAPI(
         store, registry, settings, clock=clock, bus=bus, firmware=firmware,
-        passwords=executors.passwords, metrics=metrics, streams=streams,
+        passwords=executors.passwords, metrics=metrics, streams=streams, readiness=readiness,
     )
     gen3 = None
     if gen3_key is not None:
         gen3 = build_gen3_protocol(
             gen3_key, store, clock=clock, executor=executors.rsa,
-            accept_unknown_devices=settings.accept_unknown_devices,
+            accept_unknown_devices=settings.accept_unknown_devices, metrics=metrics,
         )
     return Cloud(
         settings=settings, clock=clock, executors=executors, store=store, metrics=metrics,
         bus=bus, registry=registry, router=router, devices=devices, firmware=firmware,
-        streams=streams, api=api, site=api.site(), gen3=gen3,
+        streams=streams, api=api, site=api.site(), readiness=readiness, gen3=gen3,
     )

@@ -189,12 +189,9 @@ class SparkAPI:
         return BodyPlan(policy.limit, keep)
 
     def policy_for(self, method: bytes, uri: bytes) -> RoutePolicy | None:
-        """The :class:`RoutePolicy` of the route Klein will pick, or ``None``.
-
-        Remembered per method and path (a bounded table, like the URL map's).
-        """
-        key = (method, uri.split(b"?", 1)[0])
-        known = self._policy_by_path
+        """The :class:`RoutePolicy` of the route Klein will pick, or ``None``
+        (remembered per method and path in a bounded table, like the URL map's)."""
+        key, known = (method, uri.split(b"?", 1)[0]), self._policy_by_path
         if key not in known:
             if len(known) >= 4096:
                 known.clear()

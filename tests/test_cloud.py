@@ -25,11 +25,15 @@ UNIT_TESTS = {
     "SparkAPI": {"api_fakes.py", "test_api_site.py", "test_api_hostile.py",
                  "test_api_access_log.py", "test_api_races.py"},
     "DeviceRegistry": {"test_registry.py", "device_fixtures.py", "test_events_routing.py",
-                       "test_events_devices.py", "test_interfaces.py", "test_device_channel.py"},
-    "DeviceRouter": {"test_events_routing.py", "test_events_devices.py", "test_interfaces.py"},
+                       "test_events_devices.py", "test_interfaces.py", "test_device_channel.py",
+                       "test_udp_session.py", "test_udp_transcripts.py",
+                       "test_gen3_transcripts.py"},
+    "DeviceRouter": {"test_events_routing.py", "test_events_devices.py", "test_interfaces.py",
+                     "test_gen3_transcripts.py"},
     "FirmwareUpdater": {"test_firmware_updater.py"},
     "StreamRegistry": {"test_api_sse.py", "test_events_devices.py"},
-    "build_gen3_protocol": {"udp_harness.py", "test_udp_transcripts.py"},
+    "build_gen3_protocol": {"udp_harness.py", "test_udp_transcripts.py",
+                            "test_gen3_transcripts.py"},
 }
 
 

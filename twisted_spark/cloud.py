@@ -36,6 +36,7 @@ from twisted_spark.store.cache import CachingStore
 from twisted_spark.store.timed import timed_store
 from twisted_spark.udp.port import build_gen3_protocol
 from twisted_spark.udp.protocol import Gen3DeviceProtocol
+from twisted_spark.udp.sessions import Gen3SessionFactory
 from twisted_spark.webhooks.dispatcher import WebhookDispatcher
 from twisted_spark.webhooks.policy import NetworkPolicy
 from twisted_spark.webhooks.sender import HttpSender
@@ -86,7 +87,8 @@ class Cloud:
            stop delivering webhooks (requests in flight are cancelled);
         2. stop following firmware transfers and hardware events;
         3. close every device connection, the ones still in their handshake
-           too (a pending RSA job finds its connection closed and stops);
+           too (a pending RSA job finds its connection closed and stops), and end
+           every Gen3 CoAP session (offline; their DTLS sessions stay saved);
         4. close the store (queued writes are committed first);
         5. stop the executors' threads.
 
@@ -96,6 +98,8 @@ class Cloud:
         yield self.webhooks.stop()
         self.firmware.close()
         self.devices.close_all("server shutting down")
+        if self.gen3 is not None:
+            self.gen3.sessions.close_all("server shutting down")
         yield self.store.close()
         self.executors.stop()
 
@@ -177,6 +181,9 @@ def build_cloud(
         gen3 = build_gen3_protocol(
             gen3_key, store, clock=clock, executor=executors.rsa,
             accept_unknown_devices=settings.accept_unknown_devices, metrics=metrics,
+            sessions=Gen3SessionFactory(
+                store, registry, bus, settings, clock=clock, random_bytes=random_bytes,
+            ),
         )
     return Cloud(
         settings=settings, clock=clock, executors=executors, store=store, metrics=metrics,

@@ -44,6 +44,9 @@ class Settings:
     device_ping_interval: float = 15.0
     #: Largest encrypted frame accepted from a device, in bytes.
     max_frame_size: int = 4 * KIB
+    #: Seconds a Gen3 (UDP) device may stay silent before the server pings it;
+    #: unanswered, it shows offline (its DTLS session stays resumable).  0 = never.
+    udp_device_idle_timeout: float = 90.0
     #: Threads doing RSA private-key work for handshakes.
     rsa_threads: int = 2
     #: RSA jobs queued or running at which new device connections are refused

@@ -207,8 +207,7 @@ class SparkService(MultiService):
         child.setName("udp-device-port")
         child.setServiceParent(self)  # listens now: this service is running
         port = child.port
-        log.info("Gen3 devices on UDP {address} ({host}); their CoAP session is a probe that "
-                 "acknowledges and logs until the full session lands",
+        log.info("Gen3 devices on UDP {address} ({host})",
                  address=str(address), host=_describe_port(port))
         return port
 

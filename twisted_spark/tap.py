@@ -132,6 +132,9 @@ class Options(usage.Options):
          "Seconds without a frame before a device is marked offline.", _positive_float],
         ["device-ping-interval", None, _DEFAULTS.device_ping_interval,
          "Seconds of device silence before the server pings it.", _positive_float],
+        ["udp-device-idle-timeout", None, _DEFAULTS.udp_device_idle_timeout,
+         "Seconds a Gen3 device may stay silent before the server pings it; "
+         "unanswered, it shows offline (its DTLS session stays resumable).", _positive_float],
         ["max-frame-size", None, _DEFAULTS.max_frame_size,
          "Largest encrypted frame accepted from a device (bytes).", _positive_int],
         ["rsa-threads", None, _DEFAULTS.rsa_threads,

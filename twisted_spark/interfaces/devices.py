@@ -127,6 +127,9 @@ class IDeviceChannel(Interface):
         "calls then fail with DeviceBusy"
     )
     owner = Attribute("str | None")
+    ota_v3 = Attribute("bool: the device takes OTA v3 (a Gen3 device whose Hello says so)")
+    ota_chunk_size = Attribute("int | None: the OTA chunk size the device announced")
+    max_binary_size = Attribute("int | None: the largest image the device announced")
 
     def send_request(
         build: Callable[[int, int], bytes], timeout: float | None = None, token: int | None = None

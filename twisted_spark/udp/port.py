@@ -37,8 +37,9 @@ def build_gen3_protocol(
     :param store: an :class:`~twisted_spark.interfaces.IDeviceStore` that is also an
         :class:`~twisted_spark.interfaces.IDtlsSessionStore` (both stores are).
     :param executor: the :class:`~twisted_spark.interfaces.IExecutor` ECDH/ECDSA runs in.
-    :param sessions: the CoAP session factory; a
-        :class:`~twisted_spark.udp.probe.ProbeSessionFactory` until the real one exists.
+    :param sessions: the CoAP session factory: the composition root gives the real one
+        (:class:`~twisted_spark.udp.sessions.Gen3SessionFactory`); without one, the
+        stand-in :class:`~twisted_spark.udp.probe.ProbeSessionFactory` (acknowledge, log).
     :param rng: the DTLS server's randomness (fixed only to record transcripts).
     :param session_lifetime: seconds a session stays resumable after the device was
         last heard from.

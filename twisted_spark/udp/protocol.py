@@ -279,6 +279,18 @@ class Gen3DeviceProtocol(DatagramProtocol):
         for data in held:
             session.message_received(data)
 
+    def remember(self, connection: Connection, data) -> None:
+        """Keep the CoAP session's ``data`` with the DTLS session, and save it."""
+        connection.state.application = data
+        self._save(connection, connection.snapshot())
+
+    def detach_session(self, connection: Connection, reason: str) -> None:
+        """Forget the CoAP session of ``connection`` but keep the DTLS session (resumable)."""
+        self._coap.pop(connection, None)
+        self._held.pop(connection, None)
+        log.debug("Gen3 device {device_id}: CoAP session ended ({reason}); its DTLS session "
+                  "stays resumable", device_id=connection.state.device_id, reason=reason)
+
     def close_connection(self, connection: Connection, reason: str, notify: bool = True) -> None:
         """Send close_notify and forget the session (here, in the DTLS layer and the store)."""
         self._forget(connection, reason, notify)

@@ -20,9 +20,11 @@ DEFAULT_OPTIONS = {
     "api": "tcp:8080",
     "device": "tcp:5683",
     "udp-device": "5684",
+    "database": "sqlite:",
     "handshake-timeout": 30.0,
     "device-idle-timeout": 30.0,
     "device-ping-interval": 15.0,
+    "udp-device-idle-timeout": 90.0,
     "max-frame-size": 4096,
     "rsa-threads": 2,
     "max-pending-handshakes": 200,
@@ -39,8 +41,18 @@ DEFAULT_OPTIONS = {
     "login-failures-per-minute": 10,
     "cors-origin": "*",
     "sse-queue-size": 1000,
+    "webhook-timeout": 20.0,
+    "webhook-max-errors": 10,
+    "webhook-sleep": 60.0,
+    "webhook-concurrency": 64,
+    "webhook-max-per-user": 20,
+    "webhook-allow": None,
+    "webhook-deny": None,
     "compile-command": None,
     "compile-timeout": 300.0,
+    "metrics-allow": None,
+    "drain-timeout": 30.0,
+    "log-format": "text",
     "accept-unknown-devices": False,
     "allow-signup": False,
     "no-metrics": False,
@@ -64,7 +76,7 @@ def test_defaults_whole_dict():
 def test_every_option_reaches_settings():
     options = parse(
         "--data-dir", "/tmp/x", "--api", "ssl:8443:privateKey=k.pem", "--device", "tcp:15683",
-        "--udp-device", "[::1]:15684",
+        "--udp-device", "[::1]:15684", "--database", "postgres://spark@db.example:5433/spark",
         "--handshake-timeout", "5", "--device-idle-timeout", "12.5",
         "--device-ping-interval", "6", "--max-frame-size", "2048", "--rsa-threads", "4",
         "--max-pending-handshakes", "50",
@@ -74,12 +86,14 @@ def test_every_option_reaches_settings():
         "--max-event-data", "622", "--token-lifetime", "60", "--allowed-clients", "spark, cli",
         "--login-failures-per-minute", "0", "--cors-origin", "https://example.org",
         "--sse-queue-size", "10", "--compile-command", "make -C {src} OUT={out}",
-        "--compile-timeout", "9", "--accept-unknown-devices", "--allow-signup", "--no-metrics",
-        "--no-console",
+        "--compile-timeout", "9", "--metrics-allow", "10.1.0.0/16, ::1",
+        "--drain-timeout", "0", "--log-format", "json", "--accept-unknown-devices",
+        "--allow-signup", "--no-metrics", "--no-console",
     )
     assert options.settings == Settings(
         data_dir=Path("/tmp/x"), api_endpoint="ssl:8443:privateKey=k.pem",
-        device_endpoint="tcp:15683", udp_device="[::1]:15684", handshake_timeout=5.0,
+        device_endpoint="tcp:15683", udp_device="[::1]:15684",
+        database="postgres://spark@db.example:5433/spark", handshake_timeout=5.0,
         device_idle_timeout=12.5,
         device_ping_interval=6.0, max_frame_size=2048, rsa_threads=4,
         max_pending_handshakes=50,
@@ -89,6 +103,7 @@ def test_every_option_reaches_settings():
         token_lifetime=60, allowed_clients=("spark", "cli"), login_failures_per_minute=0,
         cors_origin="https://example.org", sse_queue_size=10,
         compile_command="make -C {src} OUT={out}", compile_timeout=9.0,
+        metrics_allow=("10.1.0.0/16", "::1/128"), drain_timeout=0.0, log_format="json",
         accept_unknown_devices=True, allow_signup=True, metrics=False,
         console=False,
     )
@@ -104,10 +119,26 @@ def test_every_option_reaches_settings():
     ["--udp-device", "udp:5684"],
     ["--udp-device", "::1:5684"],
     ["--udp-device", "localhost:5684"],
+    ["--metrics-allow", "10.0.0.0/33"],
+    ["--metrics-allow", "everyone"],
+    ["--drain-timeout", "-1"],
+    ["--log-format", "xml"],
+    ["--database", "mysql://root@localhost/spark"],
+    ["--database", "postgresql://localhost:port/spark"],
+    ["--database", "postgresql://localhost:5432"],
+    ["--database", "sqlite:/tmp/other.sqlite"],
 ])
 def test_bad_values_are_usage_errors(argv):
     with pytest.raises(usage.UsageError):
         parse(*argv)
+
+
+def test_a_bad_database_url_says_what_is_accepted_and_hides_the_password():
+    with pytest.raises(usage.UsageError) as info:
+        parse("--database", "mysql://root:hunter2@localhost/spark")
+    message = str(info.value)
+    assert "hunter2" not in message and "root:***@localhost" in message
+    assert "'sqlite:'" in message and "postgresql://USER@HOST:PORT/DBNAME" in message
 
 
 def test_plugin_is_discovered():
@@ -238,3 +269,11 @@ def test_stopping_the_service_closes_connections_still_in_their_handshake(data_d
     assert done.called
     assert proto.state == CLOSED and not transport.connected
     assert not device_factory.connections
+
+
+def test_webhook_networks_are_checked_when_parsed():
+    options = parse("--webhook-allow", "loopback, 192.168.1.10/32", "--webhook-deny", "private")
+    assert options.settings.webhook_allow == ("loopback", "192.168.1.10/32")
+    assert options.settings.webhook_deny == ("private",)
+    with pytest.raises(usage.UsageError, match="'intranet' is neither"):
+        parse("--webhook-deny", "intranet")

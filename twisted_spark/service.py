@@ -25,11 +25,16 @@ from zope.interface import implementer
 from twisted_spark.config import Settings
 from twisted_spark.crypto import keys
 from twisted_spark.datadir import (
+    DataDirBusy,
+    hold_data_dir,
     load_or_create_server_ec_key,
     load_or_create_server_key,
     prepare_data_dir,
 )
+from twisted_spark.drain import Drain
 from twisted_spark.executors import Executors
+from twisted_spark.health import NotReady
+from twisted_spark.store.url import POSTGRESQL, parse_database_url
 from twisted_spark.udp.address import parse_udp_device
 
 log = Logger()
@@ -38,7 +43,13 @@ log = Logger()
 TOKEN_SWEEP_INTERVAL = 3600.0
 
 
-def _open_sqlite_store(settings: Settings, reactor, executor):
+def _open_configured_store(settings: Settings, reactor, executor):
+    """The store ``--database`` names: SQLite in the data dir, or PostgreSQL."""
+    database = parse_database_url(settings.database)
+    if database.kind == POSTGRESQL:
+        from twisted_spark.store.postgres import PostgresStore
+
+        return PostgresStore.open(database.url, reactor=reactor, executor=executor)
     from twisted_spark.store.sqlite import SQLiteStore
 
     return SQLiteStore.open(settings.database_path, reactor=reactor, executor=executor)
@@ -89,7 +100,8 @@ class SparkService(MultiService):
     """The whole server as one service: start it, and devices and clients can connect.
 
     :param open_store: ``(settings, reactor, executor) -> Deferred[IStore]``;
-        SQLite by default, given ``executors.store``.
+        by default the store ``settings.database`` names, given
+        ``executors.database`` for PostgreSQL and ``executors.store`` for SQLite.
     :param executors: the :class:`~twisted_spark.executors.Executors`; thread
         pools sized from settings by default (tests pass synchronous ones).
 
@@ -100,7 +112,7 @@ class SparkService(MultiService):
         super().__init__()
         self.settings = settings
         self.reactor = reactor
-        self._open_store = open_store or _open_sqlite_store
+        self._open_store = open_store or _open_configured_store
         self.executors = executors or Executors.threaded(reactor, settings.rsa_threads)
         self.store = None
         self.cloud = None
@@ -112,6 +124,9 @@ class SparkService(MultiService):
         self.udp_protocol = None
         self.ready: defer.Deferred = defer.Deferred()
         self._starting: defer.Deferred | None = None
+        self._data_dir_lock = None
+        self._listening = False
+        self.drain: Drain | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -122,8 +137,17 @@ class SparkService(MultiService):
         settings, reactor = self.settings, self.reactor
         self.executors.start()
         self.data_dir = prepare_data_dir(settings.data_dir)
+        try:
+            self._data_dir_lock = hold_data_dir(self.data_dir)
+        except DataDirBusy as error:
+            raise RuntimeError(
+                f"data directory {self.data_dir} is being restored (the restore holds "
+                f"{error}); start the server when the restore has finished") from None
         self.server_key = await self.executors.files.run(load_or_create_server_key, self.data_dir)
-        self.store = await self._open_store(settings, reactor, self.executors.store)
+        database = parse_database_url(settings.database)
+        executor = (self.executors.database if database.kind == POSTGRESQL
+                    else self.executors.store)
+        self.store = await self._open_store(settings, reactor, executor)
         udp_address = parse_udp_device(settings.udp_device)
         gen3_key = None
         if udp_address is not None:
@@ -135,6 +159,7 @@ class SparkService(MultiService):
             settings, reactor=reactor, store=self.store, server_key=self.server_key,
             executors=self.executors, gen3_key=gen3_key,
         )
+        await cloud.start()
         sweeper = TimerService(TOKEN_SWEEP_INTERVAL, self._sweep_expired_tokens)
         sweeper.clock = reactor
         sweeper.setName("token-sweeper")
@@ -146,10 +171,16 @@ class SparkService(MultiService):
             self.udp_port = self._serve_udp(udp_address, cloud.gen3)
         self.device_port = await device_port
         self.api_port = await api_port
+        self.drain = Drain(cloud, reactor, settings.drain_timeout)
+        cloud.readiness.add("ports", self._ports_check)
+        cloud.readiness.add("draining", self.drain.check)
+        self._listening = True
         log.info(
-            "twisted-spark ready: data dir {data_dir}; API on {api} ({api_host}); devices on "
-            "{device} ({device_host}); server key fingerprint {fingerprint}",
+            "twisted-spark ready: data dir {data_dir}; database {database}; API on {api} "
+            "({api_host}); devices on {device} ({device_host}); server key fingerprint "
+            "{fingerprint}",
             data_dir=str(self.data_dir),
+            database=database.redacted,
             api=settings.api_endpoint,
             api_host=_describe_port(self.api_port),
             device=settings.device_endpoint,
@@ -176,10 +207,14 @@ class SparkService(MultiService):
         child.setName("udp-device-port")
         child.setServiceParent(self)  # listens now: this service is running
         port = child.port
-        log.info("Gen3 devices on UDP {address} ({host}); their CoAP session is a probe that "
-                 "acknowledges and logs until the full session lands",
+        log.info("Gen3 devices on UDP {address} ({host})",
                  address=str(address), host=_describe_port(port))
         return port
+
+    def _stop_accepting(self) -> defer.Deferred:
+        """Stop the child services: the ports close, the token sweeper stops."""
+        self._listening = False
+        return defer.maybeDeferred(MultiService.stopService, self)
 
     def _sweep_expired_tokens(self):
         """Delete expired tokens so the table does not grow forever (errors logged)."""
@@ -200,21 +235,35 @@ class SparkService(MultiService):
         if stop is not None and getattr(self.reactor, "running", False):
             stop()
 
+    def _ports_check(self) -> str:
+        if not self._listening:
+            raise NotReady("the ports are closed")
+        ports = [("api", self.api_port), ("devices", self.device_port), ("udp", self.udp_port)]
+        return ", ".join(f"{name} {_describe_port(port)}" for name, port in ports if port)
+
     @defer.inlineCallbacks
     def stopService(self):
-        """Stop accepting (the port services), then shut the parts down in order."""
+        """Drain (:mod:`twisted_spark.drain`): stop accepting (the port services),
+        let work in flight finish, then shut the parts down in order."""
         if self._starting is not None and not self._starting.called:
             yield self.ready.addErrback(lambda _: None)
-        yield defer.maybeDeferred(super().stopService)
+        if self.drain is not None:
+            yield defer.ensureDeferred(self.drain.run(self._stop_accepting))
+        else:
+            yield self._stop_accepting()
         if self.cloud is not None:
             yield self.cloud.stop()
         else:
             if self.store is not None:
                 yield self.store.close()
             self.executors.stop()
+        lock, self._data_dir_lock = self._data_dir_lock, None
+        if lock is not None:
+            lock.close()  # a restore may run now
 
 
 def _describe_port(port) -> str:
+    """``host:port`` of a listening port."""
     host = port.getHost()
     address = getattr(host, "host", None)
     number = getattr(host, "port", None)

@@ -43,6 +43,32 @@ def _client_list(value: str) -> tuple[str, ...]:
 _client_list.coerceDoc = "Comma-separated; empty means any client id."  # type: ignore[attr-defined]
 
 
+def _networks(value: str) -> tuple[str, ...]:
+    import ipaddress
+
+    networks = []
+    for part in value.split(","):
+        if part.strip():
+            try:
+                networks.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError as error:
+                raise ValueError(f"not a network: {part.strip()!r} ({error})") from None
+    return tuple(networks)
+
+
+_networks.coerceDoc = (  # type: ignore[attr-defined]
+    "Comma-separated networks (CIDR), e.g. 127.0.0.0/8,10.0.0.0/8; empty: nobody.")
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ValueError(f"must be text or json, got {value!r}")
+    return value
+
+
+_log_format.coerceDoc = "text (default) or json."  # type: ignore[attr-defined]
+
+
 def _udp_device(value: str) -> str:
     from twisted_spark.udp.address import parse_udp_device
 
@@ -52,6 +78,30 @@ def _udp_device(value: str) -> str:
 
 _udp_device.coerceDoc = (  # type: ignore[attr-defined]
     "[INTERFACE:]PORT, e.g. 5684 or 127.0.0.1:5684, or 'off'.")
+
+
+def _webhook_networks(kind: str, what: str):
+    def coerce(value: str) -> tuple[str, ...]:
+        from twisted_spark.webhooks.policy import ALLOW_NAMES, DENY_NAMES, parse_networks
+
+        entries = _client_list(value)
+        # ValueError names the bad entry:
+        parse_networks(entries, ALLOW_NAMES if kind == "allow" else DENY_NAMES)
+        return entries
+
+    coerce.coerceDoc = f"Comma-separated CIDRs or {what}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _database(value: str) -> str:
+    from twisted_spark.store.url import parse_database_url
+
+    parse_database_url(value)  # ValueError says what is wrong and what is accepted
+    return value.strip()
+
+
+_database.coerceDoc = (  # type: ignore[attr-defined]
+    "'sqlite:' or postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME.")
 
 
 class Options(usage.Options):
@@ -70,6 +120,9 @@ class Options(usage.Options):
          "Directory for the database and server keys (created with mode 0700)."],
         ["api", "a", _DEFAULTS.api_endpoint, "Endpoint of the REST API."],
         ["device", None, _DEFAULTS.device_endpoint, "Endpoint devices connect to."],
+        ["database", None, _DEFAULTS.database,
+         "Where state lives: 'sqlite:' (spark.sqlite in the data dir) or "
+         "postgresql://USER@HOST:PORT/DBNAME (shared by the nodes of a cluster).", _database],
         ["udp-device", None, _DEFAULTS.udp_device,
          "UDP port Gen3 devices (Argon, Boron, P2, ...) connect to: [INTERFACE:]PORT, "
          "or 'off'.", _udp_device],
@@ -79,6 +132,9 @@ class Options(usage.Options):
          "Seconds without a frame before a device is marked offline.", _positive_float],
         ["device-ping-interval", None, _DEFAULTS.device_ping_interval,
          "Seconds of device silence before the server pings it.", _positive_float],
+        ["udp-device-idle-timeout", None, _DEFAULTS.udp_device_idle_timeout,
+         "Seconds a Gen3 device may stay silent before the server pings it; "
+         "unanswered, it shows offline (its DTLS session stays resumable).", _positive_float],
         ["max-frame-size", None, _DEFAULTS.max_frame_size,
          "Largest encrypted frame accepted from a device (bytes).", _positive_int],
         ["rsa-threads", None, _DEFAULTS.rsa_threads,
@@ -117,11 +173,37 @@ class Options(usage.Options):
         ["sse-queue-size", None, _DEFAULTS.sse_queue_size,
          "Events queued for a slow event-stream client before it is cut off.",
          _positive_int],
+        ["webhook-timeout", None, _DEFAULTS.webhook_timeout,
+         "Seconds one webhook attempt may take (connect to end of body).", _positive_float],
+        ["webhook-max-errors", None, _DEFAULTS.webhook_max_errors,
+         "Consecutive failed deliveries after which a webhook sleeps.", _positive_int],
+        ["webhook-sleep", None, _DEFAULTS.webhook_sleep,
+         "Seconds a webhook sleeps after too many failed deliveries.", _positive_float],
+        ["webhook-concurrency", None, _DEFAULTS.webhook_concurrency,
+         "Webhook requests in flight in the whole server (at most 4 per hook).",
+         _positive_int],
+        ["webhook-max-per-user", None, _DEFAULTS.webhook_max_per_user,
+         "Webhooks one user may create.", _positive_int],
+        ["webhook-allow", None, None,
+         "Webhook target networks allowed although denied by default: 'loopback', "
+         "'link-local' or CIDRs, comma-separated (wins over --webhook-deny).",
+         _webhook_networks("allow", "'loopback', 'link-local'")],
+        ["webhook-deny", None, None,
+         "Webhook target networks denied besides loopback and link-local: 'private' "
+         "or CIDRs, comma-separated.", _webhook_networks("deny", "'private'")],
         ["compile-command", None, None,
          "Command compiling uploaded firmware sources; {src} and {out} are replaced "
          "by the source directory and the output binary path."],
         ["compile-timeout", None, _DEFAULTS.compile_timeout,
          "Seconds the compile command may run.", _positive_float],
+        ["metrics-allow", None, None,
+         "Networks whose clients may read /metrics, others get 403 (default: loopback "
+         "and private ranges).", _networks],
+        ["drain-timeout", None, _DEFAULTS.drain_timeout,
+         "Seconds a stopping server (SIGTERM) waits for calls and flashes in flight.",
+         _non_negative_float],
+        ["log-format", None, _DEFAULTS.log_format,
+         "Log lines as text or json (one object per line, for log shippers).", _log_format],
     ]
 
     optFlags = [

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 from twisted_spark.api.errors import ApiError, bad_request
 from twisted_spark.api.tokens import looks_like_token
 from twisted_spark.models import AccessToken, User
-from twisted_spark.text import is_utf8_text
+from twisted_spark.text import NUL, is_utf8_text
 
 # Each error is built fresh: a shared exception instance would pile up tracebacks.
 
@@ -62,6 +62,8 @@ def query_args(request) -> dict[str, str]:
 
 def uri_query_args(uri: bytes) -> dict[str, str]:
     """The query string of ``uri`` as ``{name: first value}`` (names percent-decoded)."""
+    if b"?" not in uri:  # most API calls: nothing to parse (twice per request)
+        return {}
     query = urlsplit(uri.decode("latin-1")).query
     args: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
@@ -172,9 +174,10 @@ class Authenticator:
         """The user if ``password`` is right, else ``None`` (same cost either way).
 
         Text with an unpaired surrogate (possible in JSON, never in a stored
-        name or password) is simply wrong: no store or hash is asked about it.
+        name or password) or a NUL (possible in HTTP Basic's base64) is simply
+        wrong: no store or hash is asked about it.
         """
-        if not (is_utf8_text(username) and is_utf8_text(password)):
+        if not (is_utf8_text(username) and is_utf8_text(password)) or NUL in username:
             await self._decoy_check("")
             return None
         user = await self.store.get_user(username.strip().lower())

@@ -55,6 +55,25 @@ def bad_request(description, errors=None, error="invalid_request") -> ApiError:
     return ApiError(400, error, description, errors=errors)
 
 
+def target_error(request) -> ApiError | None:
+    """A 400 for a request target Klein cannot route, else None.
+
+    A path or Host that is not UTF-8, or a Host that is no host name: Klein
+    binds werkzeug's URL map to the Host (IDNA-encoded) before any handler
+    runs, and werkzeug's ``BadHost`` would escape it as a 500.
+    """
+    try:
+        b"/".join(request.postpath).decode("utf-8")
+        host = request.getRequestHostname().decode("utf-8")
+    except UnicodeDecodeError:
+        return bad_request("The URL or Host is not UTF-8.")
+    try:
+        host.partition(":")[0].encode("idna")
+    except UnicodeError:
+        return bad_request("The Host header is not a host name.")
+    return None
+
+
 def forbidden(errors=None) -> ApiError:
     """403 for a device the caller may not use, or that does not exist."""
     return ApiError(
@@ -80,7 +99,15 @@ DOMAIN_ERRORS = {
     domain.ArgumentTooLong: (400, "Argument too long", "The function argument is too long."),
     domain.DeviceRequestFailed: (400, "Device request failed", "The device refused the request."),
     domain.DuplicateUser: (400, "Bad request", "That username is already taken"),
+    domain.StoreUnavailable: (
+        503,
+        "service_unavailable",
+        "The server cannot reach its database right now; try again in a few seconds.",
+    ),
 }
+
+#: Seconds a client is told to wait (``Retry-After``) when the database is down.
+RETRY_AFTER = 5
 
 
 def firmware_error(exc: domain.FirmwareError) -> ApiError:
@@ -113,7 +140,8 @@ def api_error_for(exc: BaseException) -> ApiError:
     for kind, (status, error, description) in DOMAIN_ERRORS.items():
         if isinstance(exc, kind):
             errors = [description] if kind is domain.DuplicateUser else None
-            return ApiError(status, error, description, errors=errors)
+            headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
+            return ApiError(status, error, description, errors=errors, headers=headers)
     if isinstance(exc, HTTPException):
         # Unknown route or unknown method on a known route: API.md §1 says 404.
         return ApiError(404, "Not Found", "There is no such API route.")

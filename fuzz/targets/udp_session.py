@@ -9,8 +9,11 @@ restart) and the device resumes the saved session from a new address with
 type-253 records, as a sleeping Gen3 device does, so each input runs from
 the same state without a handshake.  The input's messages (cut at the
 separator) are CoAP plaintexts the device encrypts with its session keys:
-the fuzzer reaches the Hello gate and the CoAP session behind the record
-layer.  The first byte: bit 0 set sends a fresh Hello first.
+the fuzzer reaches the Hello gate and the Gen3 CoAP session behind the
+record layer (as the composition root wires it: events, subscriptions,
+describe, time, OTA answers).  The first byte: bit 0 set sends a fresh
+Hello first; bit 1 set puts the stand-in probe session (``udp/probe.py``)
+behind the gate instead.
 
 Contract: nothing is logged as an internal error, no timer outlives the
 port, and the port sends a bounded amount per datagram.
@@ -23,15 +26,26 @@ from functools import cache
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from fuzz.harness import ContractBroken, FailureLog, FixedRandom, ec_key, split
+from fuzz.harness import (
+    ContractBroken,
+    FailureLog,
+    FixedRandom,
+    constant_random,
+    ec_key,
+    split,
+)
 from twisted_spark.coap.codec import CoapMessage, Code, MessageType, OptionNumber
 from twisted_spark.coap.gen3 import Gen3Hello, encode_gen3_hello
+from twisted_spark.config import Settings
 from twisted_spark.crypto.ec_keys import ec_public_key_der
 from twisted_spark.dtls import ClientConfig, ClientHandshake, resume
 from twisted_spark.dtls.errors import StateError
+from twisted_spark.events.bus import EventBus
 from twisted_spark.models import DeviceRecord
+from twisted_spark.registry import DeviceRegistry
 from twisted_spark.store.memory import MemoryStore
 from twisted_spark.udp.port import build_gen3_protocol
+from twisted_spark.udp.sessions import Gen3SessionFactory
 
 FAILURES = FailureLog().start()
 DEVICE_ID = "12ab34cd56ef7890a1b2c3d4"
@@ -63,9 +77,17 @@ def hello(message_id: int) -> bytes:
                        ((OptionNumber.URI_PATH, b"h"),), payload).encode()
 
 
-def _port(store: MemoryStore, clock: Clock):
+def _port(store: MemoryStore, clock: Clock, probe: bool = False):
+    """The UDP port as the composition root builds it (the Gen3 session behind the
+    Hello gate), or with the stand-in probe session when ``probe``."""
+    sessions = None
+    if not probe:
+        bus = EventBus()
+        registry = DeviceRegistry(clock, bus=bus, store=store)
+        sessions = Gen3SessionFactory(store, registry, bus, Settings(), clock=clock,
+                                      random_bytes=constant_random)
     port = build_gen3_protocol(ec_key("server"), store, clock=clock, executor=_Inline(),
-                               rng=FixedRandom("fuzz/udp"))
+                               rng=FixedRandom("fuzz/udp"), sessions=sessions)
     transport = _Transport()
     port.makeConnection(transport)
     return port, transport
@@ -126,7 +148,7 @@ def one_input(data: bytes) -> None:
     for name, rows in tables.items():
         getattr(store, name).update(rows)
     timers = 0
-    port, transport = _port(store, clock)
+    port, transport = _port(store, clock, probe=bool(data[0] & 2))
     port.startProtocol()
     timers = len(clock.getDelayedCalls())
     device = resume(saved)

@@ -318,6 +318,26 @@ def _udp_session() -> list[bytes]:
             b"\x00" + SEPARATOR.join(blocks[:6]), b"\x00" + GEN3_HELLO]
 
 
+def _webhooks() -> list[bytes]:
+    hooks = [
+        {"event": "temp", "url": "https://hooks.example.com/in", "requestType": "POST",
+         "json": {"t": "{{t}}", "id": "{{PARTICLE_DEVICE_ID}}",
+                  "all": "{{{PARTICLE_EVENT_VALUE}}}"},
+         "responseTemplate": "{{#items}}{{name}};{{/items}}",
+         "responseTopic": "r/{{PARTICLE_DEVICE_ID}}"},
+        {"event": "t", "url": "https://hooks.example.com/q", "requestType": "GET",
+         "query": {"v": "{{v}}"}, "headers": {"X-T": "{{t}}"}, "auth": {"username": "u",
+                                                                       "password": "p"}},
+        {"event": "f", "url": "https://hooks.example.com/f", "form": {"a": "{{a.0}}"},
+         "body": "{{PARTICLE_EVENT_NAME}}={{PARTICLE_EVENT_VALUE}}", "noDefaults": True,
+         "errorResponseTopic": "e/{{PARTICLE_EVENT_NAME}}"},
+    ]
+    data = [b'{"t":21,"v":"x","a":[1,2],"items":[{"name":"n"}]}', b"21.5", b""]
+    answers = [b'{"items":[{"name":"a"},{"name":"b"}]}', b"OK", "é".encode() * 400]
+    return [SEPARATOR.join((json.dumps(hook).encode(), d, a))
+            for hook in hooks for d, a in zip(data, answers, strict=True)]
+
+
 SEEDS = {
     "coap_codec": _coap_messages,
     "spark_messages": _spark_messages,
@@ -334,6 +354,7 @@ SEEDS = {
     "dtls_server": _dtls_server,
     "udp_hello": _udp_hello,
     "udp_session": _udp_session,
+    "webhooks": _webhooks,
 }
 
 

@@ -20,4 +20,5 @@ TARGETS = (
     "dtls_server",
     "udp_hello",
     "udp_session",
+    "webhooks",
 )

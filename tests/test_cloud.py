@@ -92,8 +92,11 @@ def test_the_gen3_port_only_with_its_key_and_on_the_shared_parts():
 
 def test_metrics_of_every_part_in_one_place():
     text = cloud().metrics.render()
-    for name in ("spark_devices_online", "spark_sse_streams", "spark_handshakes_completed"):
+    for name in ("spark_devices_online", "spark_sse_streams", "spark_ota_in_progress"):
         assert f"# TYPE {name} gauge" in text
+    for name in ("spark_handshakes_completed", "spark_events_published", "spark_events_dropped"):
+        assert f"# TYPE {name}_total counter" in text
+    assert "# TYPE spark_store_operation_duration_seconds histogram" in text
 
 
 @pytest_twisted.ensureDeferred

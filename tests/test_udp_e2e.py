@@ -79,6 +79,8 @@ async def test_a_gen3_device_over_real_udp_survives_a_server_restart(reactor, da
         await until(lambda: device.received, what="the Hello's ACK")
         assert device.received == [CoapMessage(MessageType.ACK, Code.EMPTY, 1)]
         await until(lambda: service.cloud.registry.local(DEVICE_ID), what="the device online")
+        metrics = service.cloud.metrics
+        assert metrics.value("spark_dtls_handshakes_completed_total") == 1
 
         await service.stopService()
         service = await start(reactor, data_dir)  # same data dir, same EC key

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 from twisted.internet import defer
 
@@ -27,9 +28,11 @@ from twisted_spark.events.device_routing import DeviceRouter
 from twisted_spark.executors import Executors
 from twisted_spark.firmware.flasher import FlashOptions
 from twisted_spark.firmware.updater import FirmwareUpdater
+from twisted_spark.health import Readiness, store_check
 from twisted_spark.interfaces import IStore
 from twisted_spark.metrics import Metrics
 from twisted_spark.registry import DeviceRegistry
+from twisted_spark.store.timed import timed_store
 from twisted_spark.udp.port import build_gen3_protocol
 from twisted_spark.udp.protocol import Gen3DeviceProtocol
 from twisted_spark.udp.sessions import Gen3SessionFactory
@@ -56,6 +59,8 @@ class Cloud:
     streams: StreamRegistry
     api: SparkAPI
     site: SparkSite
+    #: The checks of ``/readyz`` (the service adds ``ports`` and ``draining``).
+    readiness: Readiness
     #: The UDP device port's protocol for Gen3 devices, if a Gen3 key was given.
     gen3: Gen3DeviceProtocol | None = None
 
@@ -69,7 +74,8 @@ class Cloud:
         1. end the event streams (their clients see a finished response);
         2. stop following firmware transfers and hardware events;
         3. close every device connection, the ones still in their handshake
-           too (a pending RSA job finds its connection closed and stops);
+           too (a pending RSA job finds its connection closed and stops), and end
+           every Gen3 CoAP session (offline; their DTLS sessions stay saved);
         4. close the store (queued writes are committed first);
         5. stop the executors' threads.
 
@@ -116,6 +122,9 @@ def build_cloud(
     """
     clock = reactor if clock is None else clock
     metrics = Metrics()
+    store = cast(IStore, timed_store(store, metrics))
+    readiness = Readiness(clock)
+    readiness.add("store", store_check(store))
     bus = EventBus()
     registry = DeviceRegistry(clock, bus=bus, store=store)
     router = DeviceRouter(bus, registry)
@@ -126,18 +135,18 @@ def build_cloud(
     )
     firmware = FirmwareUpdater(
         settings, bus, registry, clock=clock, reactor=reactor, options=flash_options,
-        files=executors.files,
+        files=executors.files, metrics=metrics,
     )
     streams = StreamRegistry.from_settings(bus, clock, settings)
     api = SparkAPI(
         store, registry, settings, clock=clock, bus=bus, firmware=firmware,
-        passwords=executors.passwords, metrics=metrics, streams=streams,
+        passwords=executors.passwords, metrics=metrics, streams=streams, readiness=readiness,
     )
     gen3 = None
     if gen3_key is not None:
         gen3 = build_gen3_protocol(
             gen3_key, store, clock=clock, executor=executors.rsa,
-            accept_unknown_devices=settings.accept_unknown_devices,
+            accept_unknown_devices=settings.accept_unknown_devices, metrics=metrics,
             sessions=Gen3SessionFactory(
                 store, registry, bus, settings, clock=clock, random_bytes=random_bytes,
             ),
@@ -145,5 +154,5 @@ def build_cloud(
     return Cloud(
         settings=settings, clock=clock, executors=executors, store=store, metrics=metrics,
         bus=bus, registry=registry, router=router, devices=devices, firmware=firmware,
-        streams=streams, api=api, site=api.site(), gen3=gen3,
+        streams=streams, api=api, site=api.site(), readiness=readiness, gen3=gen3,
     )

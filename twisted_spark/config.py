@@ -14,6 +14,9 @@ from pathlib import Path
 
 KIB = 1024
 MIB = 1024 * KIB
+#: Loopback and private ranges: the default ``--metrics-allow``.
+PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
+                    "192.168.0.0/16", "fc00::/7")
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,16 @@ class Settings:
     sse_queue_size: int = 1000
     #: Serve Prometheus text at /metrics.
     metrics: bool = True
+    #: Networks (CIDR) whose clients may read /metrics; others get 403.
+    metrics_allow: tuple[str, ...] = PRIVATE_NETWORKS
     #: Serve the web console at / (static files that use the public API).
     console: bool = True
+
+    # -- operations ----------------------------------------------------------
+    #: Seconds a stopping server waits for calls and flashes in flight (SIGTERM).
+    drain_timeout: float = 30.0
+    #: Log line format of ``python -m twisted_spark serve``: ``text`` or ``json``.
+    log_format: str = "text"
 
     # -- firmware ------------------------------------------------------------
     #: Template of the command compiling uploaded sources; ``{src}`` and ``{out}``

@@ -43,6 +43,32 @@ def _client_list(value: str) -> tuple[str, ...]:
 _client_list.coerceDoc = "Comma-separated; empty means any client id."  # type: ignore[attr-defined]
 
 
+def _networks(value: str) -> tuple[str, ...]:
+    import ipaddress
+
+    networks = []
+    for part in value.split(","):
+        if part.strip():
+            try:
+                networks.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError as error:
+                raise ValueError(f"not a network: {part.strip()!r} ({error})") from None
+    return tuple(networks)
+
+
+_networks.coerceDoc = (  # type: ignore[attr-defined]
+    "Comma-separated networks (CIDR), e.g. 127.0.0.0/8,10.0.0.0/8; empty: nobody.")
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ValueError(f"must be text or json, got {value!r}")
+    return value
+
+
+_log_format.coerceDoc = "text (default) or json."  # type: ignore[attr-defined]
+
+
 def _udp_device(value: str) -> str:
     from twisted_spark.udp.address import parse_udp_device
 
@@ -139,6 +165,14 @@ class Options(usage.Options):
          "by the source directory and the output binary path."],
         ["compile-timeout", None, _DEFAULTS.compile_timeout,
          "Seconds the compile command may run.", _positive_float],
+        ["metrics-allow", None, None,
+         "Networks whose clients may read /metrics, others get 403 (default: loopback "
+         "and private ranges).", _networks],
+        ["drain-timeout", None, _DEFAULTS.drain_timeout,
+         "Seconds a stopping server (SIGTERM) waits for calls and flashes in flight.",
+         _non_negative_float],
+        ["log-format", None, _DEFAULTS.log_format,
+         "Log lines as text or json (one object per line, for log shippers).", _log_format],
     ]
 
     optFlags = [

@@ -21,6 +21,28 @@ REFUSED_METRIC = "spark_device_connections_refused_total"
 QUEUE_FULL = "handshake_queue_full"
 
 
+#: Beginnings of the close reasons of a failed handshake -> its metric label.
+_FAILURE_KINDS = (
+    ("handshake not completed", "timeout"),
+    ("handshake refused: internal error", "internal_error"),
+    ("handshake refused", "refused"),
+    ("server busy", "server_busy"),
+    ("bad frame", "bad_frame"),
+    ("sent ", "protocol_error"),
+    ("first frame", "bad_hello"),
+    ("bad Hello", "bad_hello"),
+    ("unparsable", "bad_hello"),
+)
+
+
+def failure_kind(reason: str) -> str:
+    """The bounded label (``timeout``, ``refused``, ...) of a handshake close reason."""
+    for start, kind in _FAILURE_KINDS:
+        if reason.startswith(start):
+            return kind
+    return "other"
+
+
 @implementer(IProtocolFactory)
 class DeviceServerFactory:
     """Builds a :class:`DeviceProtocol` per accepted device connection.
@@ -66,10 +88,12 @@ class DeviceServerFactory:
         self.metrics = metrics
         if metrics is not None:
             metrics.describe(REFUSED_METRIC, "Device connections refused for load, by reason")
-            metrics.gauge("spark_handshakes_completed", "Device handshakes completed since start",
-                          lambda: self.handshakes_completed)
-            metrics.gauge("spark_handshakes_failed", "Device handshakes refused since start",
-                          lambda: self.handshakes_failed)
+            metrics.counter_reading(
+                "spark_handshakes_completed", "Device handshakes (TCP) completed",
+                lambda: self.handshakes_completed)
+            metrics.counter_reading(
+                "spark_handshakes_failed", "Device handshakes (TCP) that failed",
+                lambda: self.handshakes_failed)
         self.store = store
         self.registry = registry
         self.bus = bus
@@ -130,6 +154,19 @@ class DeviceServerFactory:
         self.refused[reason] += 1
         if self.metrics is not None:
             self.metrics.inc(REFUSED_METRIC, reason=reason)
+
+    def handshake_completed(self, deadline) -> None:
+        """Count a handshake that reached the Hello; ``deadline`` is its timeout's call."""
+        self.handshakes_completed += 1
+        if self.metrics is not None and deadline is not None:
+            started = deadline.getTime() - self.settings.handshake_timeout
+            self.metrics.handshakes.labels("tcp").observe(self.clock.seconds() - started)
+
+    def handshake_failed(self, reason: str) -> None:
+        """Count a connection closed before its Hello, by the kind of ``reason``."""
+        self.handshakes_failed += 1
+        if self.metrics is not None:
+            self.metrics.handshake_failures.labels("tcp", failure_kind(reason)).inc()
 
     def new_session(self, transport, device_id, owner, hello, recv_mid, server_mid):
         """The :class:`~twisted_spark.device.session.DeviceSession` of a device whose

@@ -305,7 +305,7 @@ class DeviceProtocol:
         )
         self.session = session
         self.state = READY
-        self.factory.handshakes_completed += 1
+        self.factory.handshake_completed(self._timer)  # the handshake deadline's timer
         self._record = None
         self.send_coap(to_device.hello(session.next_mid()))
         if self._timer is not None and self._timer.active():
@@ -391,7 +391,7 @@ class DeviceProtocol:
         if self.session is not None:
             self.session.connection_lost(reason)
         elif error:
-            self.factory.handshakes_failed += 1
+            self.factory.handshake_failed(reason)
         self.state = CLOSED
         if self.transport is not None:
             if error:

@@ -78,12 +78,14 @@ class FirmwareUpdater:
         (default: ``<data_dir>/firmware``, its file work in ``files``).
     :param files: the ``IExecutor`` for the image files (``Executors.files``);
         ``None`` runs file work inline.
+    :param metrics: the server's :class:`~twisted_spark.metrics.Metrics`:
+        transfers by outcome, their duration, and those running now.
     """
 
     log = Logger()
 
     def __init__(self, settings, bus, registry, *, clock, reactor, options=None, images=None,
-                 files=None):
+                 files=None, metrics=None):
         self.settings = settings
         self.bus = bus
         self.registry = registry
@@ -110,6 +112,10 @@ class FirmwareUpdater:
             bus.subscribe(HARDWARE, self._hardware_event) if bus is not None else None
         )
         registry.add_observer(self)
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.gauge("spark_ota_in_progress", "Firmware transfers running now",
+                          lambda: len(self.active))
 
     def close(self):
         """Stop listening (server shutdown)."""
@@ -201,9 +207,12 @@ class FirmwareUpdater:
         channel.set_update_handler(flasher.message_received)
         self.active[device_id] = flasher
         self._status(record, channel, "started")
+        started, outcome = self.clock.seconds(), "error"
         try:
             summary = await flasher.run()
+            outcome = "success"
         except FlashError as e:
+            outcome = "failed"
             self._status(record, channel, "failed")
             self.log.warn("Updating {id} failed: {why}", id=device_id, why=e)
             raise UpdateFailed(str(e), image_id, timeout=e.timeout) from None
@@ -211,6 +220,8 @@ class FirmwareUpdater:
             self._status(record, channel, "failed")
             raise
         finally:
+            if self.metrics is not None:
+                self.metrics.ota.labels(outcome).observe(self.clock.seconds() - started)
             channel.busy = False
             channel.set_update_handler(None)
             if self.active.get(device_id) is flasher:

@@ -207,7 +207,11 @@ class IExecutor(Interface):
 
 
 class IMetrics(Interface):
-    """Counters and gauges of the whole server, rendered at ``/metrics``."""
+    """Counters and gauges of the whole server, rendered at ``/metrics``.
+
+    The implementation (:class:`twisted_spark.metrics.Metrics`) also holds
+    the typed instruments (histograms) the parts record into.
+    """
 
     def describe(name: str, help_text: str) -> None:
         """Give counter ``name`` its help line."""
@@ -218,8 +222,11 @@ class IMetrics(Interface):
     def value(name: str, **labels: Any) -> float:
         """The current value of counter ``name`` with ``labels`` (0 if never counted)."""
 
-    def gauge(name: str, help_text: str, read: Callable[[], float]) -> None:
+    def gauge(name: str, help_text: str, read: Callable[[], Any]) -> None:
         """Register gauge ``name``, whose value is ``read()`` at each scrape."""
+
+    def counter_reading(name: str, help_text: str, read: Callable[[], Any]) -> None:
+        """Register counter ``name``: a count a part keeps, ``read()`` at each scrape."""
 
     def render() -> str:
         """Every counter and gauge as Prometheus text."""

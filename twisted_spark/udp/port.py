@@ -30,6 +30,7 @@ def build_gen3_protocol(
     max_sessions: int = 100_000,
     session_lifetime: float = 7 * 24 * 3600.0,
     max_handshakes: int = 1024,
+    metrics=None,
 ) -> Gen3DeviceProtocol:
     """The protocol for ``reactor.listenUDP``.
 
@@ -42,6 +43,7 @@ def build_gen3_protocol(
     :param rng: the DTLS server's randomness (fixed only to record transcripts).
     :param session_lifetime: seconds a session stays resumable after the device was
         last heard from.
+    :param metrics: the server's :class:`~twisted_spark.metrics.Metrics` (handshakes).
     """
     server = DtlsServer(
         ServerConfig(server_key, rng=rng),
@@ -56,4 +58,5 @@ def build_gen3_protocol(
         sessions=sessions if sessions is not None else ProbeSessionFactory(clock),
         limiter=LogLimiter(clock),
         persistence=SessionPersistence(store, store, idle_timeout=session_lifetime),
+        metrics=metrics,
     )

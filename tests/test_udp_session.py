@@ -18,6 +18,7 @@ from twisted_spark.config import Settings
 from twisted_spark.errors import DeviceTimeout
 from twisted_spark.events.bus import EventBus
 from twisted_spark.registry import DeviceRegistry
+from twisted_spark.udp.kept import KeptState
 from twisted_spark.udp.sessions import Gen3SessionFactory
 
 CON, NON, ACK, RST = MessageType.CON, MessageType.NON, MessageType.ACK, MessageType.RST
@@ -185,6 +186,27 @@ def test_goodbye_takes_the_device_offline_at_once():
     assert cloud.session().functions == ("brew",)  # not described again
 
 
+def test_a_device_resuming_without_a_hello_keeps_what_its_first_hello_said():
+    """Device OS skips the Hello on a resumed session ("Skipping HELLO message"), as its
+    Linux build did against this server: OTA v3, the chunk size and the largest message
+    still hold, so they are kept with the DTLS session (as describe and subscriptions are)."""
+    cloud = Cloud()
+    cloud.connect(flags=0x80 | 0x20, max_message_size=1152, ota_chunk_size=1024,
+                  max_binary_size=983040)
+    first = cloud.session()
+    cloud.device.send(request(CON, Code.POST, 9, "x", payload=b"\x04\x90\x1c"))
+    cloud.take()
+    cloud.device.sleep_and_resume(new_address=("198.51.100.8", 5684))
+    cloud.device.send(CoapMessage(CON, Code.EMPTY, 10).encode())
+    assert cloud.take() == [CoapMessage(ACK, Code.EMPTY, 10)]
+    resumed = cloud.session()
+    assert resumed is not first and resumed.transport.channel.resumed
+    assert resumed.hello == first.hello and resumed.platform_id == 12
+    assert (resumed.ota_v3, resumed.ota_chunk_size, resumed.max_binary_size) == (
+        True, 1024, 983040)
+    assert resumed.transport.channel.max_message_size == 1152  # not the 960 of no Hello
+
+
 def test_a_describe_that_never_comes_times_out():
     cloud = Cloud(request_timeout=5)
     cloud.connect()
@@ -219,3 +241,10 @@ def test_a_describe_asked_for_comes_back_in_block2_blocks():
     cloud.device.send(CoapMessage(ACK, Code.CONTENT, read.message_id, read.token, (),
                                   struct.pack(">i", 21)).encode())
     assert waiting.result == 21
+
+
+def test_state_kept_before_hellos_were_kept_still_loads_and_a_bad_hello_is_ignored():
+    old = {"s": [["particle", True, None]], "d": None}
+    assert KeptState.from_json(old) == KeptState((("particle", True, None),), None, None)
+    bad = dict(old, h={"device_id": DEVICE_ID, "flags": "x"})
+    assert KeptState.from_json(bad).hello is None

@@ -151,6 +151,7 @@ class Gen3Session(Gen3Describe):
             self._describe = {"functions": tuple(record.functions),
                               "variables": dict(record.variables)}
         self._ready = True
+        self.remember_state()  # the Hello at least: a resumed session will not repeat it
         self._sink.register(self)
         for entry in self.subscriptions:
             self._sink.subscription_added(self, entry)
@@ -165,7 +166,7 @@ class Gen3Session(Gen3Describe):
         """Keep describe and subscriptions with the DTLS session (a device will not repeat them)."""
         if self._closed or not self._ready:
             return
-        state = KeptState(tuple(self.subscriptions), self._describe).to_json()
+        state = KeptState(tuple(self.subscriptions), self._describe, self.hello).to_json()
         if state != self.transport.channel.application:
             self.transport.channel.remember(state)
 
@@ -203,6 +204,8 @@ class Gen3Session(Gen3Describe):
             self.platform_id = hello.platform_id
             self.product_id = hello.product_id
             self.firmware_version = hello.product_version
+            self.transport.channel.hello_known(hello)
+            self.remember_state()
         if msg.type == CON:
             self.transport.send_coap(to_device.empty_ack(msg.message_id))
 

@@ -15,7 +15,7 @@ from udp_harness import DEVICE_ID, Device, Port, hello_message
 from twisted_spark.coap.blockwise import BLOCK1, BLOCK2, ETAG, Block, block_option
 from twisted_spark.coap.codec import CoapMessage, Code, MessageType, OptionNumber, decode
 from twisted_spark.config import Settings
-from twisted_spark.errors import DeviceTimeout
+from twisted_spark.errors import ArgumentTooLong, DeviceTimeout
 from twisted_spark.events.bus import EventBus
 from twisted_spark.registry import DeviceRegistry
 from twisted_spark.udp.kept import KeptState
@@ -128,6 +128,31 @@ def test_a_function_call_is_retransmitted_until_acknowledged_and_answered_once()
     assert result.result == 42
     cloud.device.send(answer)  # the device did not get our ACK: it is answered again
     assert cloud.take() == [CoapMessage(ACK, Code.EMPTY, 3)]
+
+
+def test_function_arguments_go_up_to_device_os_6s_1024_bytes_within_the_hellos_size():
+    """Device OS 6 takes 1024-byte arguments (its Linux build returned the length of a
+    1000-byte one); the call must also fit the largest message its Hello announced, or
+    be refused at once: the channel would refuse to send it and the call would hang."""
+    cloud = Cloud()
+    cloud.connect(max_message_size=1152)
+    describe_app(cloud, 2)
+    session = cloud.session()
+    assert session.argument_limit("brew") == 1024
+    session.call_function("brew", b"x" * 1024)
+    (call,) = cloud.take()
+    assert call.uri_path == ["f", "brew"] and len(call.encode()) <= 1152
+    small = Cloud()
+    small.connect(max_message_size=600)
+    describe_app(small, 2)
+    limit = small.session().argument_limit("brew")
+    assert limit == 600 - len(CoapMessage(CON, Code.POST, 0, b"\x00", (
+        (PATH, b"f"), (PATH, b"brew"), (QUERY, b"x" * limit))).encode()) + limit
+    failure = small.session().call_function("brew", b"x" * (limit + 1))
+    assert isinstance(failure.result.value, ArgumentTooLong) and small.take() == []
+    failure.addErrback(lambda _: None)
+    small.session().call_function("brew", b"x" * limit)
+    assert len(small.take()[0].encode()) == 600
 
 
 def test_a_duplicate_event_is_published_once_and_acknowledged_twice():

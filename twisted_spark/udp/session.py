@@ -48,6 +48,8 @@ CON = MessageType.CON
 HELLO_OTA_V3 = 0x80
 _MAX_WAITING = 16
 _DEFAULT_OTA_CHUNK = 512
+#: Device OS 6's longest function argument (``MAX_FUNCTION_ARG_LENGTH``, protocol_defs.h).
+GEN3_ARGUMENT_LIMIT = 1024
 #: Subscriptions one device may hold (Device OS keeps at most a few dozen handlers).
 _MAX_SUBSCRIPTIONS = 64
 
@@ -123,6 +125,14 @@ class Gen3Session(Gen3Describe):
     def ota_chunk_size(self) -> int:  # type: ignore[override]
         size = self.hello.ota_chunk_size if self.hello is not None else None
         return size or _DEFAULT_OTA_CHUNK
+
+    def argument_limit(self, name):
+        """Device OS 6 takes 1024-byte arguments (``--max-function-argument`` may say
+        otherwise), in one message no longer than the largest its Hello announced."""
+        limit = self._settings.max_function_argument or GEN3_ARGUMENT_LIMIT
+        # the Uri-Query option's header grows by 2 bytes for a long argument
+        room = self.buffer_size - len(to_device.function_call(0, 0, name)) - 2
+        return max(0, min(limit, room))
 
     @property
     def max_binary_size(self) -> int | None:  # type: ignore[override]

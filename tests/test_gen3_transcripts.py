@@ -10,8 +10,9 @@ stimulus (so timers fired as they do), every randomness fixed (DTLS, the
 server's first message id, retransmission jitter).  Stimuli: a datagram,
 the clock reaching a time where a timer was due (``tick``), an API call on
 the device's session (``api``: its result recorded) and an event published
-on the bus (``publish``), and a binary given to the flash route's
-updater (``flash``: the image ids fixed).  The replay feeds the same
+on the bus (``publish``), a binary given to the flash route's updater
+(``flash``: the image ids fixed) and a server restart on the same store
+(``restart``: its randomness labelled anew).  The replay feeds the same
 stimuli at the same readings and compares every datagram the port sends, the calls' results
 and the events the device published.
 """
@@ -68,8 +69,8 @@ class FixedImages:
 
 class SessionReplay:
     def __init__(self, transcript):
-        label = transcript["rng_label"]
         self.device_id = transcript["device_id"]
+        self.server_key = key(transcript["server_key_label"])
         self.clock = Clock()
         self.clock.rightNow = T0
         self.store = MemoryStore()
@@ -80,19 +81,30 @@ class SessionReplay:
         self.bus = EventBus()
         self.events = []
         self.bus.subscribe("", self.events.append)
+        self.results = []
+        self.start(transcript["rng_label"])
+
+    def start(self, label):
+        """The server's device side as ``build_cloud`` wires it, randomness fixed by ``label``."""
         self.registry = DeviceRegistry(self.clock, bus=self.bus, store=self.store)
         DeviceRouter(self.bus, self.registry)
-        sessions = Gen3SessionFactory(self.store, self.registry, self.bus, Settings(),
-                                      clock=self.clock, random_bytes=FixedRandom(label + "/coap"),
-                                      rng=Jitter(label + "/jitter"))
+        self.sessions = Gen3SessionFactory(
+            self.store, self.registry, self.bus, Settings(), clock=self.clock,
+            random_bytes=FixedRandom(label + "/coap"), rng=Jitter(label + "/jitter"))
         self.protocol = build_gen3_protocol(
-            key(transcript["server_key_label"]), self.store, clock=self.clock,
-            executor=InlineExecutor(), rng=FixedRandom(label), sessions=sessions)
+            self.server_key, self.store, clock=self.clock,
+            executor=InlineExecutor(), rng=FixedRandom(label), sessions=self.sessions)
         self.transport = FakeUdpTransport()
         self.protocol.makeConnection(self.transport)
         self.updater = FirmwareUpdater(Settings(), self.bus, self.registry, clock=self.clock,
                                        reactor=None, images=FixedImages())
-        self.results = []
+
+    def restart(self, label):
+        """The server stops (as ``Cloud.stop`` does) and a new one starts on the same store."""
+        self.updater.close()
+        self.protocol.stopProtocol()
+        self.sessions.close_all("server shutting down")
+        self.start(label)
 
     def step(self, step):
         self.transport.sent = []
@@ -113,6 +125,8 @@ class SessionReplay:
             self.results.append(outcome)
             self.updater.flash(record, bytes.fromhex(step["flash"])).addBoth(
                 lambda r: outcome.append(repr(r)))
+        elif "restart" in step:
+            self.restart(step["restart"])
         elif "publish" in step:
             p = step["publish"]
             self.bus.publish(Event(p["name"], p["data"], 60, self.clock.seconds(), p["coreid"],
@@ -163,3 +177,25 @@ def test_a_device_without_ota_v3_is_flashed_with_the_classic_transfer_and_comes_
     assert names.index("spark/flash/status") < names.index("spark/status", 1)
     assert ["spark/flash/status", "success"] in transcript["events"]
     assert second.connected and transcript["events"][-1] == ["vdev/brewed", "ota"]
+
+
+def test_after_a_restart_the_resumed_session_keeps_the_hello_and_takes_1000_byte_arguments():
+    """The device carried on after the restart without a handshake or a Hello: the new
+    process kept the Hello's limits with the DTLS session, so the 1000-byte call that
+    fit its 1152-byte messages before the restart fits after it."""
+    transcript = load("session-restart-resume")
+    replay = SessionReplay(transcript)
+    sessions = []
+    for step in transcript["steps"]:
+        replay.step(step)
+        session = replay.registry.local(replay.device_id)
+        if session is not None and session not in sessions:
+            sessions.append(session)
+    first, resumed = sessions
+    restart = next(i for i, step in enumerate(transcript["steps"]) if "restart" in step)
+    after = [bytes.fromhex(s["data"])[0] for s in transcript["steps"][restart:] if "data" in s]
+    assert after and 22 not in after  # no handshake record after the restart
+    assert resumed.transport.channel.resumed and resumed.hello == first.hello
+    assert resumed.transport.channel.max_message_size == 1152
+    assert resumed.argument_limit("brew") == 1024 and not resumed.ota_v3
+    assert replay.results == [["1000"], ["1000"], ["2"]]  # brew twice (its length), counter

@@ -52,6 +52,7 @@ class Gen3Cloud:
             await self.store.add_token(AccessToken(TOKEN, "alice", "test", 0.0))
             await self.store.put_device(DeviceRecord(
                 GEN3_ID, owner="alice", public_key=ec_public_key_der(DEVICE_EC)))
+        await self.cloud.start()
         self.device_port, self.api_port = await listen(self.cloud)
         self.udp = reactor.listenUDP(0, self.cloud.gen3, interface="127.0.0.1")
         self.base = f"http://127.0.0.1:{self.api_port.getHost().port}"

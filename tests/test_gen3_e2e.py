@@ -16,8 +16,11 @@ import pytest_twisted
 import treq
 from gen3_loopback import DEVICE_EC, GEN3_ID, TOKEN, Gen3Cloud
 from loopback import until
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, tcp
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Protocol
+from twisted.web.server import Site
+from webhook_fixtures import Receiver
 
 from twisted_spark.config import Settings
 from twisted_spark.crypto.ec_keys import ec_public_key_der, load_server_ec_private_key
@@ -252,3 +255,32 @@ async def test_ota_v3_to_a_device_that_stops_acknowledging_times_out(monkeypatch
         assert "stopped acknowledging" in body["error_description"]
     finally:
         await cloud.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_gen3_event_fires_a_webhook_whose_answer_reaches_the_device():
+    cloud = await Gen3Cloud(webhook_allow=("loopback",)).start()
+    receiver = Receiver()
+    target = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(receiver))
+    try:
+        receiver.on("/in", 200, body=b"noted")
+        url = f"http://127.0.0.1:{target.getHost().port}/in"
+        code, body = await cloud.request("POST", "/v1/webhooks",
+                                         json={"event": "temp", "url": url})
+        assert code == 200, body
+        device = await cloud.attach()
+        assert await device.subscribe("hook-response/temp")
+        await device.publish("temp", "21.5")
+        await until(lambda: receiver.at("/in"), what="the webhook request")
+        sent = receiver.at("/in")[0]
+        assert b"21.5" in sent.body and GEN3_ID.encode() in sent.body
+        await until(lambda: device.events, what="the hook response at the device")
+        assert device.events == [("hook-response/temp/0", "noted", 60)]
+    finally:
+        receiver.cancel_pending()
+        await target.stopListening()
+        await cloud.stop()
+        # the webhook sender's connection closes a moment after its last response
+        await until(lambda: not [s for s in reactor.getReaders() + reactor.getWriters()
+                                 if isinstance(s, (tcp.Client, tcp.Server))],
+                    what="connections closed")

@@ -41,6 +41,13 @@ DEFAULT_OPTIONS = {
     "login-failures-per-minute": 10,
     "cors-origin": "*",
     "sse-queue-size": 1000,
+    "webhook-timeout": 20.0,
+    "webhook-max-errors": 10,
+    "webhook-sleep": 60.0,
+    "webhook-concurrency": 64,
+    "webhook-max-per-user": 20,
+    "webhook-allow": None,
+    "webhook-deny": None,
     "compile-command": None,
     "compile-timeout": 300.0,
     "metrics-allow": None,
@@ -262,3 +269,11 @@ def test_stopping_the_service_closes_connections_still_in_their_handshake(data_d
     assert done.called
     assert proto.state == CLOSED and not transport.connected
     assert not device_factory.connections
+
+
+def test_webhook_networks_are_checked_when_parsed():
+    options = parse("--webhook-allow", "loopback, 192.168.1.10/32", "--webhook-deny", "private")
+    assert options.settings.webhook_allow == ("loopback", "192.168.1.10/32")
+    assert options.settings.webhook_deny == ("private",)
+    with pytest.raises(usage.UsageError, match="'intranet' is neither"):
+        parse("--webhook-deny", "intranet")

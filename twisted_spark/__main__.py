@@ -20,12 +20,14 @@ class MainOptions(usage.Options):
         super().__init__()
         from twisted_spark.cli import KeysOptions, UsersOptions
         from twisted_spark.cli_backup import BackupOptions, RestoreOptions
+        from twisted_spark.cli_webhooks import WebhooksOptions
         from twisted_spark.tap import Options as ServeOptions
 
         self.subCommands = [
             ["serve", None, ServeOptions, "Run the server in the foreground."],
             ["keys", None, KeysOptions, "Register and list device keys; show the server key."],
             ["users", None, UsersOptions, "Create and list users."],
+            ["webhooks", None, WebhooksOptions, "List every user's webhooks."],
             ["backup", None, BackupOptions,
              "Archive the database and server keys (safe while the server runs)."],
             ["restore", None, RestoreOptions,
@@ -42,7 +44,8 @@ class MainOptions(usage.Options):
     def postOptions(self):
         if self.subCommand is None:
             raise usage.UsageError(
-                "a command is required: serve, keys, users, backup, restore or simulate")
+                "a command is required: serve, keys, users, webhooks, backup, restore or "
+                "simulate")
 
 
 def _serve(reactor, options):
@@ -116,6 +119,10 @@ def main(argv=None) -> None:
         task.react(_backup, [options])
     elif options.subCommand == "keys":
         task.react(_admin, [KEYS_COMMANDS, options])
+    elif options.subCommand == "webhooks":
+        from twisted_spark.cli_webhooks import WEBHOOKS_COMMANDS
+
+        task.react(_admin, [WEBHOOKS_COMMANDS, options])
     else:
         task.react(_admin, [USERS_COMMANDS, options])
 

@@ -36,6 +36,9 @@ from twisted_spark.store.timed import timed_store
 from twisted_spark.udp.port import build_gen3_protocol
 from twisted_spark.udp.protocol import Gen3DeviceProtocol
 from twisted_spark.udp.sessions import Gen3SessionFactory
+from twisted_spark.webhooks.dispatcher import WebhookDispatcher
+from twisted_spark.webhooks.policy import NetworkPolicy
+from twisted_spark.webhooks.sender import HttpSender
 
 
 @dataclass
@@ -59,10 +62,18 @@ class Cloud:
     streams: StreamRegistry
     api: SparkAPI
     site: SparkSite
+    webhooks: WebhookDispatcher
     #: The checks of ``/readyz`` (the service adds ``ports`` and ``draining``).
     readiness: Readiness
     #: The UDP device port's protocol for Gen3 devices, if a Gen3 key was given.
     gen3: Gen3DeviceProtocol | None = None
+
+    def start(self):
+        """Load what must be known before serving (the stored webhooks).
+
+        :rtype: Deferred[None]
+        """
+        return self.webhooks.start()
 
     @defer.inlineCallbacks
     def stop(self):
@@ -71,7 +82,8 @@ class Cloud:
         still on their way, and its DTLS sessions are deliberately left open,
         saved, so Gen3 devices resume them after a restart):
 
-        1. end the event streams (their clients see a finished response);
+        1. end the event streams (their clients see a finished response),
+           stop delivering webhooks (requests in flight are cancelled);
         2. stop following firmware transfers and hardware events;
         3. close every device connection, the ones still in their handshake
            too (a pending RSA job finds its connection closed and stops), and end
@@ -82,6 +94,7 @@ class Cloud:
         :rtype: Deferred[None]
         """
         self.streams.close_all("server stopping")
+        yield self.webhooks.stop()
         self.firmware.close()
         self.devices.close_all("server shutting down")
         if self.gen3 is not None:
@@ -102,6 +115,7 @@ def build_cloud(
     describe_on_connect: bool = True,
     flash_options: FlashOptions | None = None,
     gen3_key=None,
+    webhook_sender=None,
 ) -> Cloud:
     """Build every part of a server and connect them.
 
@@ -118,6 +132,8 @@ def build_cloud(
     :param gen3_key: the server's EC P-256 private key; given, the cloud has
         a UDP device port protocol for Gen3 devices (``Cloud.gen3``), whose
         ECDH/ECDSA runs in the ``rsa`` executor.
+    :param webhook_sender: the :class:`~twisted_spark.interfaces.webhooks.IWebhookSender`
+        (default: :class:`~twisted_spark.webhooks.sender.HttpSender` on ``reactor``).
     :rtype: Cloud
     """
     clock = reactor if clock is None else clock
@@ -138,9 +154,18 @@ def build_cloud(
         files=executors.files, metrics=metrics,
     )
     streams = StreamRegistry.from_settings(bus, clock, settings)
+    if webhook_sender is None:
+        policy = NetworkPolicy(settings.webhook_allow, settings.webhook_deny)
+        webhook_sender = HttpSender(reactor, policy, settings.webhook_timeout)
+    webhooks = WebhookDispatcher(
+        bus, store, webhook_sender, clock, max_errors=settings.webhook_max_errors,
+        sleep=settings.webhook_sleep, concurrency=settings.webhook_concurrency,
+        metrics=metrics,
+    )
     api = SparkAPI(
         store, registry, settings, clock=clock, bus=bus, firmware=firmware,
-        passwords=executors.passwords, metrics=metrics, streams=streams, readiness=readiness,
+        passwords=executors.passwords, metrics=metrics, streams=streams, webhooks=webhooks,
+        readiness=readiness,
     )
     gen3 = None
     if gen3_key is not None:
@@ -154,5 +179,6 @@ def build_cloud(
     return Cloud(
         settings=settings, clock=clock, executors=executors, store=store, metrics=metrics,
         bus=bus, registry=registry, router=router, devices=devices, firmware=firmware,
-        streams=streams, api=api, site=api.site(), readiness=readiness, gen3=gen3,
+        streams=streams, api=api, site=api.site(), webhooks=webhooks, readiness=readiness,
+        gen3=gen3,
     )

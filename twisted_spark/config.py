@@ -95,6 +95,23 @@ class Settings:
     #: Serve the web console at / (static files that use the public API).
     console: bool = True
 
+    # -- webhooks (API.md §6) -------------------------------------------------
+    #: Seconds one webhook attempt may take, connecting to the end of the body.
+    webhook_timeout: float = 20.0
+    #: Consecutive failed deliveries after which a hook sleeps.
+    webhook_max_errors: int = 10
+    #: Seconds a hook sleeps after too many failed deliveries.
+    webhook_sleep: float = 60.0
+    #: Webhook requests in flight in the whole server (4 per hook at most).
+    webhook_concurrency: int = 64
+    #: Webhooks one user may have.
+    webhook_max_per_user: int = 20
+    #: Target networks allowed although denied by default (``loopback``,
+    #: ``link-local``, CIDRs); an allow entry wins over a deny entry.
+    webhook_allow: tuple[str, ...] = ()
+    #: Target networks denied besides the defaults (``private``, CIDRs).
+    webhook_deny: tuple[str, ...] = ()
+
     # -- operations ----------------------------------------------------------
     #: Seconds a stopping server waits for calls and flashes in flight (SIGTERM).
     drain_timeout: float = 30.0

@@ -131,7 +131,7 @@ class Metrics:
             "spark_store_operation_duration_seconds", "Store operations by operation (the "
             "store method) and outcome (ok, error)", ["operation", "outcome"],
             buckets=FAST_BUCKETS, registry=reg)
-        # Webhooks: the webhook sender records each delivery attempt here with
+        # Webhooks: the dispatcher records each delivery attempt here with
         # ``metrics.webhook_deliveries.labels(outcome=...).observe(seconds)``;
         # outcome is "ok", "http_error", "timeout" or "error" (never the URL).
         self.webhook_deliveries = Histogram(

@@ -159,6 +159,7 @@ class SparkService(MultiService):
             settings, reactor=reactor, store=self.store, server_key=self.server_key,
             executors=self.executors, gen3_key=gen3_key,
         )
+        await cloud.start()
         sweeper = TimerService(TOKEN_SWEEP_INTERVAL, self._sweep_expired_tokens)
         sweeper.clock = reactor
         sweeper.setName("token-sweeper")

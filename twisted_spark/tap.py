@@ -80,6 +80,19 @@ _udp_device.coerceDoc = (  # type: ignore[attr-defined]
     "[INTERFACE:]PORT, e.g. 5684 or 127.0.0.1:5684, or 'off'.")
 
 
+def _webhook_networks(kind: str, what: str):
+    def coerce(value: str) -> tuple[str, ...]:
+        from twisted_spark.webhooks.policy import ALLOW_NAMES, DENY_NAMES, parse_networks
+
+        entries = _client_list(value)
+        # ValueError names the bad entry:
+        parse_networks(entries, ALLOW_NAMES if kind == "allow" else DENY_NAMES)
+        return entries
+
+    coerce.coerceDoc = f"Comma-separated CIDRs or {what}."  # type: ignore[attr-defined]
+    return coerce
+
+
 def _database(value: str) -> str:
     from twisted_spark.store.url import parse_database_url
 
@@ -160,6 +173,24 @@ class Options(usage.Options):
         ["sse-queue-size", None, _DEFAULTS.sse_queue_size,
          "Events queued for a slow event-stream client before it is cut off.",
          _positive_int],
+        ["webhook-timeout", None, _DEFAULTS.webhook_timeout,
+         "Seconds one webhook attempt may take (connect to end of body).", _positive_float],
+        ["webhook-max-errors", None, _DEFAULTS.webhook_max_errors,
+         "Consecutive failed deliveries after which a webhook sleeps.", _positive_int],
+        ["webhook-sleep", None, _DEFAULTS.webhook_sleep,
+         "Seconds a webhook sleeps after too many failed deliveries.", _positive_float],
+        ["webhook-concurrency", None, _DEFAULTS.webhook_concurrency,
+         "Webhook requests in flight in the whole server (at most 4 per hook).",
+         _positive_int],
+        ["webhook-max-per-user", None, _DEFAULTS.webhook_max_per_user,
+         "Webhooks one user may create.", _positive_int],
+        ["webhook-allow", None, None,
+         "Webhook target networks allowed although denied by default: 'loopback', "
+         "'link-local' or CIDRs, comma-separated (wins over --webhook-deny).",
+         _webhook_networks("allow", "'loopback', 'link-local'")],
+        ["webhook-deny", None, None,
+         "Webhook target networks denied besides loopback and link-local: 'private' "
+         "or CIDRs, comma-separated.", _webhook_networks("deny", "'private'")],
         ["compile-command", None, None,
          "Command compiling uploaded firmware sources; {src} and {out} are replaced "
          "by the source directory and the output binary path."],

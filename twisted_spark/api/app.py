@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
 from twisted_spark.api import accounts, console, devices, events, ops
+from twisted_spark.api import webhooks as webhooks_routes
 from twisted_spark.api.auth import Authenticator, head_tokens, missing_token, two_carriers
 from twisted_spark.api.bodies import (
     SMALL_BODY_LIMIT,
@@ -55,6 +56,7 @@ from twisted_spark.executors import SynchronousExecutor
 from twisted_spark.health import Readiness
 from twisted_spark.metrics import Metrics
 from twisted_spark.passwords import hash_password_async, verify_password_async
+from twisted_spark.webhooks.policy import NetworkPolicy
 
 #: Methods whose body is read (and may carry the token).
 BODY_METHODS = {b"POST", b"PUT", b"DELETE", b"PATCH"}
@@ -83,13 +85,16 @@ class SparkAPI:
     :param metrics: the server's :class:`~twisted_spark.metrics.Metrics` (a new one by default).
     :param streams: the :class:`~twisted_spark.api.streams.StreamRegistry` of
         event streams; by default one on ``bus`` (no event routes without a bus).
+    :param webhooks: the :class:`~twisted_spark.interfaces.webhooks.IWebhookDispatcher`
+        told of hook changes; without one there are no webhook routes.  The store
+        must then also be an ``IWebhookStore``.
     :param readiness: the server's :class:`~twisted_spark.health.Readiness`
         (``/readyz``); a new one, with no checks, by default.
     """
 
     def __init__(
         self, store, registry, settings=None, clock=None, bus=None, *, firmware=None,
-        passwords=None, metrics=None, streams=None, readiness=None,
+        passwords=None, metrics=None, streams=None, webhooks=None, readiness=None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -99,6 +104,10 @@ class SparkAPI:
         self.clock = clock
         self.bus = bus
         self.firmware = firmware
+        self.webhooks = webhooks
+        #: Judges IP-literal webhook hosts at creation (API.md §6, Targets).
+        self.webhook_policy = NetworkPolicy(self.settings.webhook_allow,
+                                            self.settings.webhook_deny)
         self.metrics = metrics if metrics is not None else Metrics()
         self.metrics.gauge(
             "spark_devices_online", "Devices connected now", lambda: len(registry.online_ids())
@@ -136,6 +145,8 @@ class SparkAPI:
         routes = (accounts, events, devices, ops) if bus is not None else (accounts, devices, ops)
         for module in routes:
             self.add_routes(module.register)
+        if webhooks is not None:
+            self.add_routes(webhooks_routes.register)
         if self.settings.console:
             self.add_routes(console.register)
 

@@ -37,6 +37,16 @@ class NameTaken(ConstraintError):
         self.name = name
 
 
+class TooManyWebhooks(SparkError):
+    """The owner already has as many webhooks as the limit allows.
+
+    :ivar limit: that limit.
+    """
+
+    def __init__(self, owner: str, limit: int) -> None:
+        super().__init__(f"{owner!r} already has {limit} webhooks")
+        self.owner = owner
+        self.limit = limit
 class StoreClosed(SparkError, RuntimeError):
     """The store was used after its ``close()``."""
 

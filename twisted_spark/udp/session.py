@@ -11,8 +11,8 @@ retransmission, duplicates) and differing where Device OS does over DTLS
 * there is no message counter to check, and the server sends no Hello of its
   own: the device's Hello is only acknowledged;
 * describe is device-initiated (``POST d``, block-wise, system part in
-  protobuf and application part in JSON, :class:`Gen3Describe`); callers
-  wait for it rather than ask;
+  protobuf and application part in JSON, :class:`Gen3Describe`); a caller
+  finding none cached asks for it (``GET d``, Block2);
 * separate responses arrive confirmable and are acknowledged;
 * ``POST x`` is Goodbye: the device sleeps or resets, and goes offline
   with its DTLS session kept for it to resume;
@@ -63,6 +63,11 @@ class HelloFacts(NamedTuple):
 
 
 def hello_facts(hello: Gen3Hello | None, record) -> HelloFacts:
+    """Platform, product and firmware version: from the Hello, else from the stored record.
+
+    :param hello: the session's Gen3 Hello, or None (resumed without one).
+    :param record: the device's :class:`~twisted_spark.models.DeviceRecord`, or None.
+    """
     if hello is not None:
         return HelloFacts(hello.platform_id, hello.product_id, hello.product_version)
     if record is None:

@@ -143,6 +143,22 @@ class Gen3Session(Gen3Describe):
     def max_binary_size(self) -> int | None:  # type: ignore[override]
         return self.hello.max_binary_size if self.hello is not None else None
 
+    def send_message(self, build) -> None:
+        """Send ``build(mid)``, which nothing waits for, non-confirmable.
+
+        Device OS acknowledges no fast-OTA chunk (``chunked_transfer.cpp``:
+        only a regular chunk gets an ACK): sent confirmable, every chunk was
+        resent until 64 filled the retransmission table, and the flow-control
+        ping after them went untracked, so its answer was dropped and a
+        transfer of more than 64 chunks failed ("did not answer the ping"),
+        as it did with Device OS's Linux virtual device.  OTA v3 chunks are
+        non-confirmable already.
+        """
+        message = bytearray(build(self.next_mid()))
+        if message and (message[0] >> 4) & 3 == MessageType.CON:
+            message[0] = (message[0] & 0xCF) | (MessageType.NON << 4)
+        self.transport.send_coap(bytes(message))
+
     # -- starting ------------------------------------------------------------------
 
     def start(self, record) -> None:

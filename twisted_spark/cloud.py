@@ -32,6 +32,7 @@ from twisted_spark.health import Readiness, store_check
 from twisted_spark.interfaces import IStore
 from twisted_spark.metrics import Metrics
 from twisted_spark.registry import DeviceRegistry
+from twisted_spark.store.cache import CachingStore
 from twisted_spark.store.timed import timed_store
 from twisted_spark.udp.port import build_gen3_protocol
 from twisted_spark.udp.protocol import Gen3DeviceProtocol
@@ -122,7 +123,9 @@ def build_cloud(
     :param settings: the :class:`~twisted_spark.config.Settings`.
     :param reactor: runs the compile command (``IReactorProcess``) and is the
         clock unless ``clock`` is given.
-    :param store: an open :class:`~twisted_spark.interfaces.IStore`.
+    :param store: an open :class:`~twisted_spark.interfaces.IStore`; the parts
+        share it behind a :class:`~twisted_spark.store.cache.CachingStore`
+        (``Cloud.store``).
     :param server_key: the server's RSA-2048 private key.
     :param executors: the :class:`~twisted_spark.executors.Executors`.
     :param clock: ``IReactorTime`` for every timer (default: ``reactor``).
@@ -138,9 +141,15 @@ def build_cloud(
     """
     clock = reactor if clock is None else clock
     metrics = Metrics()
-    store = cast(IStore, timed_store(store, metrics))
+    store = cast(IStore, timed_store(store, metrics))  # what reaches the database
     readiness = Readiness(clock)
     readiness.add("store", store_check(store))
+    # Every part gets the cache, so every write in this process invalidates it.
+    store = cache = CachingStore(store, clock)
+    metrics.counter_reading(
+        "spark_store_cache_reads_total", "Token, user and device reads, by cache answer",
+        lambda: {("answer", "hit"): cache.hits, ("answer", "miss"): cache.misses},
+    )
     bus = EventBus()
     registry = DeviceRegistry(clock, bus=bus, store=store)
     router = DeviceRouter(bus, registry)

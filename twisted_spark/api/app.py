@@ -47,6 +47,7 @@ from twisted_spark.api.errors import (
     set_status,
     write_error,
 )
+from twisted_spark.api.routing import use_match_cache
 from twisted_spark.api.site import NO_BODY, BodyPlan, SparkSite, request_factory
 from twisted_spark.api.sse import EventStream
 from twisted_spark.api.streams import StreamRegistry, observe_events
@@ -130,6 +131,8 @@ class SparkAPI:
         #: ``callback(token_string)`` run when a token is deleted (SSE streams close).
         self.token_revoked_observers: list = []
         self.app = Klein()
+        use_match_cache(self.app)  # every request with a body is matched twice
+        self._policy_by_path: dict[tuple[bytes, bytes], RoutePolicy | None] = {}
         #: Klein endpoint name -> :class:`RoutePolicy`, filled by :meth:`route`.
         self.policies: dict[str, RoutePolicy] = {}
         install_error_handler(self.app, self.settings.cors_origin)
@@ -186,8 +189,16 @@ class SparkAPI:
         return BodyPlan(policy.limit, keep)
 
     def policy_for(self, method: bytes, uri: bytes) -> RoutePolicy | None:
-        """The :class:`RoutePolicy` of the route Klein will pick, or ``None``."""
-        path = uri.split(b"?", 1)[0]
+        """The :class:`RoutePolicy` of the route Klein will pick, or ``None``
+        (remembered per method and path in a bounded table, like the URL map's)."""
+        key, known = (method, uri.split(b"?", 1)[0]), self._policy_by_path
+        if key not in known:
+            if len(known) >= 4096:
+                known.clear()
+            known[key] = self._find_policy(method, key[1])
+        return known[key]
+
+    def _find_policy(self, method: bytes, path: bytes) -> RoutePolicy | None:
         # twisted.web unquotes each segment; Klein joins them again.
         path_info = b"/".join(unquote_to_bytes(s) for s in path[1:].split(b"/"))
         if not path_info.startswith(b"/"):
@@ -275,6 +286,7 @@ class SparkAPI:
             endpoint.__name__ = handler.__name__
             name = f"{path} {'/'.join(methods)}"
             self.policies[name] = policy
+            self._policy_by_path.clear()
             self.app.route(path, methods=list(methods), endpoint=name)(endpoint)
             return handler
 

@@ -86,6 +86,8 @@ def still_as_expected(device_id: str, record: DeviceRecord | None, expected: dic
     A missing record counts as ``DeviceRecord(device_id)``: every field at
     its default (no owner, no name, no key).
     """
+    if not expected:
+        return
     seen = normalize_device(record or DeviceRecord(device_id))
     for field_name, value in expected.items():
         if getattr(seen, field_name) != value:

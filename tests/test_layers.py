@@ -25,6 +25,8 @@ BELOW_THE_API = [
     "twisted_spark.udp.port",
     "twisted_spark.service",
     "twisted_spark.tap",
+    "twisted_spark.cluster.node",
+    "twisted_spark.cluster.firmware",
 ]
 
 PROBE = """

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet import defer
 
@@ -57,6 +58,9 @@ class Cloud:
     site: SparkSite
     #: The UDP device port's protocol for Gen3 devices, if a Gen3 key was given.
     gen3: Gen3DeviceProtocol | None = None
+    #: The :class:`~twisted_spark.cluster.node.Cluster` with ``--redis``
+    #: (``await cluster.start()`` before serving), else None.
+    cluster: Any = None
 
     @defer.inlineCallbacks
     def stop(self):
@@ -69,14 +73,17 @@ class Cloud:
         2. stop following firmware transfers and hardware events;
         3. close every device connection, the ones still in their handshake
            too (a pending RSA job finds its connection closed and stops);
-        4. close the store (queued writes are committed first);
-        5. stop the executors' threads.
+        4. in a cluster, publish the last presence changes and leave;
+        5. close the store (queued writes are committed first);
+        6. stop the executors' threads.
 
         :rtype: Deferred[None]
         """
         self.streams.close_all("server stopping")
         self.firmware.close()
         self.devices.close_all("server shutting down")
+        if self.cluster is not None:
+            yield defer.ensureDeferred(self.cluster.stop())
         yield self.store.close()
         self.executors.stop()
 
@@ -114,7 +121,15 @@ def build_cloud(
     clock = reactor if clock is None else clock
     metrics = Metrics()
     bus = EventBus()
-    registry = DeviceRegistry(clock, bus=bus, store=store)
+    cluster = None
+    registry: DeviceRegistry
+    if settings.redis_url:
+        from twisted_spark.cluster.node import Cluster
+
+        cluster = Cluster(settings, reactor=reactor, clock=clock, bus=bus, store=store)
+        registry = cluster.registry
+    else:
+        registry = DeviceRegistry(clock, bus=bus, store=store)
     router = DeviceRouter(bus, registry)
     devices = DeviceServerFactory(
         server_key, store, registry, bus, settings,
@@ -125,9 +140,14 @@ def build_cloud(
         settings, bus, registry, clock=clock, reactor=reactor, options=flash_options,
         files=executors.files,
     )
+    api_firmware: Any = firmware
+    if cluster is not None:
+        from twisted_spark.cluster.firmware import ClusterFirmware
+
+        api_firmware = ClusterFirmware(firmware, registry, cluster.calls, store)
     streams = StreamRegistry.from_settings(bus, clock, settings)
     api = SparkAPI(
-        store, registry, settings, clock=clock, bus=bus, firmware=firmware,
+        store, registry, settings, clock=clock, bus=bus, firmware=api_firmware,
         passwords=executors.passwords, metrics=metrics, streams=streams,
     )
     gen3 = None
@@ -139,5 +159,5 @@ def build_cloud(
     return Cloud(
         settings=settings, clock=clock, executors=executors, store=store, metrics=metrics,
         bus=bus, registry=registry, router=router, devices=devices, firmware=firmware,
-        streams=streams, api=api, site=api.site(), gen3=gen3,
+        streams=streams, api=api, site=api.site(), gen3=gen3, cluster=cluster,
     )

@@ -135,6 +135,8 @@ class SparkService(MultiService):
             settings, reactor=reactor, store=self.store, server_key=self.server_key,
             executors=self.executors, gen3_key=gen3_key,
         )
+        if cloud.cluster is not None:
+            await cloud.cluster.start()
         sweeper = TimerService(TOKEN_SWEEP_INTERVAL, self._sweep_expired_tokens)
         sweeper.clock = reactor
         sweeper.setName("token-sweeper")
@@ -182,7 +184,17 @@ class SparkService(MultiService):
         return port
 
     def _sweep_expired_tokens(self):
-        """Delete expired tokens so the table does not grow forever (errors logged)."""
+        """Delete expired tokens so the table does not grow forever (errors
+        logged); in a cluster, one node per interval does it."""
+        cluster = self.cloud.cluster if self.cloud is not None else None
+        if cluster is None:
+            return self._delete_expired_tokens()
+        d = cluster.once("token-sweep", TOKEN_SWEEP_INTERVAL * 0.9)
+        d.addCallback(lambda mine: self._delete_expired_tokens() if mine else None)
+        d.addErrback(lambda f: log.failure("Could not take the token sweep lock", f))
+        return d
+
+    def _delete_expired_tokens(self):
         d = self.store.delete_expired(self.reactor.seconds())
         d.addCallback(lambda count: count and log.info(
             "Deleted {count} expired access token(s)", count=count))

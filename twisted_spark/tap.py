@@ -54,6 +54,17 @@ _udp_device.coerceDoc = (  # type: ignore[attr-defined]
     "[INTERFACE:]PORT, e.g. 5684 or 127.0.0.1:5684, or 'off'.")
 
 
+def _redis_url(value: str) -> str:
+    from twisted_spark.cluster.address import RedisAddress
+
+    RedisAddress.parse(value.strip())  # ValueError says what is wrong
+    return value.strip()
+
+
+_redis_url.coerceDoc = (  # type: ignore[attr-defined]
+    "redis://HOST[:PORT][/DB], with [USER]:PASSWORD@ before HOST if Redis wants one.")
+
+
 class Options(usage.Options):
     """Options of the twisted-spark server."""
 
@@ -122,6 +133,19 @@ class Options(usage.Options):
          "by the source directory and the output binary path."],
         ["compile-timeout", None, _DEFAULTS.compile_timeout,
          "Seconds the compile command may run.", _positive_float],
+        ["firmware-dir", None, None,
+         "Directory of firmware images (default: DATA_DIR/firmware); cluster nodes "
+         "share one to flash devices held by another node."],
+        ["redis", None, None,
+         "redis://HOST[:PORT][/DB]: run as one node of a cluster sharing this Redis "
+         "(and the database); default: a single node.", _redis_url],
+        ["redis-namespace", None, _DEFAULTS.redis_namespace,
+         "Prefix of the cluster's Redis keys and channels."],
+        ["node-id", None, None,
+         "This node's id in the cluster (default: host name and a random suffix)."],
+        ["presence-ttl", None, _DEFAULTS.presence_ttl,
+         "Seconds a cluster node's presence lives unrenewed; a dead node's devices "
+         "show offline within 4/3 of it.", _positive_float],
     ]
 
     optFlags = [

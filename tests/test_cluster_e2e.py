@@ -1,0 +1,200 @@
+"""Cluster end to end: two or three nodes in one reactor, real Redis, real sockets.
+
+The nodes share one SQLite file (WAL lets several connections use it) and
+one Redis namespace of their own; devices are virtual devices over TCP and
+the API is called over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+import treq
+from cluster_harness import Node, namespace, require_redis, wipe
+from device_fixtures import DEVICE_KEYS, SERVER_PUBLIC
+from loopback import until
+from twisted.internet import reactor
+
+from twisted_spark.crypto.keys import public_key_der
+from twisted_spark.models import AccessToken, DeviceRecord, User
+from twisted_spark.sim.device import VirtualDevice
+
+CORE = "53ff73065067544816300187"
+TOKEN = "c" * 40
+
+
+@pytest.fixture
+def space():
+    require_redis()
+    return namespace()
+
+
+async def nodes(space, tmp_path, count, **settings):
+    database = tmp_path / "spark.sqlite"
+    started = []
+    for index in range(count):
+        started.append(await Node(space, database, f"node-{'abc'[index]}", **settings).start())
+    store = started[0].store
+    await store.add_user(User("alice", "x"))
+    await store.add_token(AccessToken(TOKEN, "alice", "spark", 0.0))
+    await store.put_device(DeviceRecord(CORE, owner="alice",
+                                        public_key=public_key_der(DEVICE_KEYS[0])))
+    return started
+
+
+def device():
+    return VirtualDevice(CORE, DEVICE_KEYS[0], SERVER_PUBLIC, platform="core", clock=reactor)
+
+
+async def stop_all(space, running):
+    for node in running:
+        if node.ports or node.cloud.cluster.link.redis is not None:
+            await node.stop()
+    await wipe(space)
+
+
+class Stream:
+    """An SSE client: the events it received, as (name, parsed data)."""
+
+    def __init__(self):
+        self.text = b""
+
+    async def open(self, node, path):
+        self.response = await treq.get(node.base + path, pool=node.pool, unbuffered=True,
+                                       headers={"Authorization": f"Bearer {TOKEN}"})
+        self.response.deliverBody(self)
+        return self
+
+    # IProtocol, the few methods deliverBody uses
+    def makeConnection(self, transport):
+        self.transport = transport
+
+    def dataReceived(self, data):
+        self.text += data
+
+    def connectionLost(self, reason):
+        pass
+
+    def events(self):
+        found = []
+        for block in self.text.decode().split("\n\n"):
+            lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+            if "event" in lines:
+                found.append((lines["event"], json.loads(lines["data"])))
+        return found
+
+    def close(self):
+        self.transport.stopProducing()
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_list_and_offline_across_nodes(space, tmp_path):
+    """Device on A, API on B: list, info, function, variable, ping, signal; then 404."""
+    a, b = running = await nodes(space, tmp_path, 2)
+    try:
+        sim = await a.attach(device())
+        await until(lambda: b.registry.get(CORE) is not None, what="presence on B")
+        status, listed = await b.request("GET", "/v1/devices", TOKEN)
+        assert status == 200 and listed[0]["connected"] is True
+        status, body = await b.request("POST", f"/v1/devices/{CORE}/brew", TOKEN,
+                                       data={"arg": "hello"})
+        assert (status, body["return_value"]) == (200, 5)
+        status, body = await b.request("GET", f"/v1/devices/{CORE}/temperature", TOKEN)
+        assert (status, body["result"]) == (200, -98765)
+        status, body = await b.request("PUT", f"/v1/devices/{CORE}/ping", TOKEN)
+        assert body["online"] is True
+        status, body = await b.request("PUT", f"/v1/devices/{CORE}", TOKEN,
+                                       data={"signal": "1"})
+        assert (status, body["signaling"]) == (200, True)
+        status, body = await b.request("POST", f"/v1/devices/{CORE}/nosuch", TOKEN)
+        assert status == 400
+        assert b.cloud.cluster.calls.served == 0 and a.cloud.cluster.calls.served >= 4
+
+        sim.disconnect()
+        await until(lambda: b.registry.get(CORE) is None, what="offline on B")
+        status, body = await b.request("POST", f"/v1/devices/{CORE}/brew", TOKEN,
+                                       data={"arg": "x"})
+        assert status == 404
+    finally:
+        await stop_all(space, running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_both_ways_once_in_order(space, tmp_path):
+    """A device's events reach SSE on B, in order, once; API events on B reach
+    the device subscribed on A; relayed events carry their node as origin."""
+    a, b = running = await nodes(space, tmp_path, 2)
+    seen_on_b = []
+    b.cloud.bus.subscribe("", seen_on_b.append)
+    try:
+        sim = await a.attach(device())
+        assert await sim.subscribe("cmd", my_devices=True)
+        stream = await Stream().open(b, "/v1/devices/events/temp")
+        await until(lambda: len(b.cloud.streams.streams()) == 1)
+        for value in range(20):
+            sim.publish("temp", str(value))
+        await until(lambda: len(stream.events()) == 20, what="20 events on B")
+        assert [data["data"] for _, data in stream.events()] == [str(v) for v in range(20)]
+        relayed = [e for e in seen_on_b if e.name == "temp"]
+        assert {e.origin for e in relayed} == {"node-a"}
+
+        status, _ = await b.request("POST", "/v1/devices/events", TOKEN,
+                                    data={"name": "cmd/go", "data": "now", "private": "true"})
+        assert status == 200
+        await until(lambda: any(name == "cmd/go" for name, *_ in sim.events),
+                    what="event at the device on A")
+        await until(lambda: len(stream.events()) == 20)  # nothing echoed or doubled
+        assert len([e for e in seen_on_b if e.name == "cmd/go"]) == 1
+        stream.close()
+    finally:
+        await stop_all(space, running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_takeover_newest_wins_without_offline(space, tmp_path):
+    """The device reconnects to B while A still holds it: A closes its session,
+    and every node sees online, online: never offline in between."""
+    a, b, c = running = await nodes(space, tmp_path, 3)
+    statuses = []
+    c.cloud.bus.subscribe("spark/status", lambda e: statuses.append(e.data))
+    try:
+        first = await a.attach(device())
+        await until(lambda: statuses == ["online"])
+        await b.attach(device())
+        await until(lambda: a.registry.local(CORE) is None, what="A closed its session")
+        await first.closed
+        await until(lambda: c.registry.get(CORE) is not None
+                    and c.registry.get(CORE).node == "node-b")
+        status, body = await c.request("POST", f"/v1/devices/{CORE}/brew", TOKEN,
+                                       data={"arg": "abc"})
+        assert (status, body["return_value"]) == (200, 3)
+        assert statuses == ["online", "online"]
+        assert a.registry.get(CORE).node == "node-b"
+    finally:
+        await stop_all(space, running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_loss_offline_once_then_reconnect(space, tmp_path):
+    """A dies silently: its device shows offline on B and C within the presence
+    TTL, ``offline`` is published once, and the device comes back on B."""
+    a, b, c = running = await nodes(space, tmp_path, 3, presence_ttl=1.5)
+    statuses = {"b": [], "c": []}
+    b.cloud.bus.subscribe("spark/status", lambda e: statuses["b"].append(e.data))
+    c.cloud.bus.subscribe("spark/status", lambda e: statuses["c"].append(e.data))
+    try:
+        await a.attach(device())
+        await until(lambda: statuses["b"] == ["online"] and statuses["c"] == ["online"])
+        await a.crash()
+        started = reactor.seconds()
+        await until(lambda: b.registry.get(CORE) is None and c.registry.get(CORE) is None,
+                    timeout=15, what="offline everywhere")
+        assert reactor.seconds() - started <= 1.5 * 4 / 3 + 1.0
+        await until(lambda: statuses["b"] == statuses["c"] == ["online", "offline"])
+        assert len(b.cloud.cluster.swept + c.cloud.cluster.swept) == 1
+        await b.attach(device())
+        await until(lambda: statuses["c"] == ["online", "offline", "online"])
+    finally:
+        await stop_all(space, running[1:])

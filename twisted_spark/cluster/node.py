@@ -1,0 +1,139 @@
+# -*- test-case-name: tests.test_cluster_e2e -*-
+"""One node of a cluster: its Redis link, relay, presence, registry and call router.
+
+:func:`~twisted_spark.cloud.build_cloud` makes a :class:`Cluster` when
+``--redis`` is given and uses its registry; nothing of this package is
+loaded otherwise.  :meth:`Cluster.start` connects (the service awaits it
+before opening the ports) and then, every third of the presence TTL,
+renews this node's heartbeat and device keys and looks for dead nodes: the
+devices of a node whose heartbeat expired vanish from every node's table at
+once, and the one node that wins ``sweep:<node>`` publishes their
+``spark/status offline``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from twisted_spark.cluster.calls import MARGIN, CallRouter
+from twisted_spark.cluster.link import RedisAddress, RedisLink
+from twisted_spark.cluster.presence import Presence
+from twisted_spark.cluster.registry import ClusterRegistry
+from twisted_spark.cluster.relay import EventRelay
+from twisted_spark.models import Event
+
+log = Logger()
+
+
+def default_node_id() -> str:
+    """``<host name>-<6 random hex digits>``: unique for every start of a node."""
+    return f"{socket.gethostname()}-{os.urandom(3).hex()}"
+
+
+class Cluster:
+    """The cluster side of one node (see the module docstring).
+
+    :param settings: :class:`~twisted_spark.config.Settings` (``redis_url``,
+        ``redis_namespace``, ``node_id``, ``presence_ttl``, ``request_timeout``).
+    :param reactor: connects to Redis.
+    :param clock: ``IReactorTime`` for timers and timestamps.
+    :param bus: the local event bus.
+    :param store: the (shared) store.
+    """
+
+    def __init__(self, settings, *, reactor, clock, bus, store) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = store
+        self.node_id = settings.node_id or default_node_id()
+        self.link = RedisLink(RedisAddress.parse(settings.redis_url), settings.redis_namespace,
+                              reactor)
+        self.presence = Presence(self.link, self.node_id, settings.presence_ttl)
+        self.relay = EventRelay(bus, self.link, self.node_id)
+        self.registry = ClusterRegistry(clock, bus=bus, store=store, presence=self.presence,
+                                        relay=self.relay)
+        self.calls = CallRouter(self.link, self.node_id, self.registry, clock,
+                                settings.request_timeout + MARGIN)
+        self.registry.router = self.calls
+        self.interval = settings.presence_ttl / 3
+        self.last_tick: float | None = None
+        self.swept: list[str] = []
+        self._loop: task.LoopingCall | None = None
+
+    async def start(self) -> None:
+        """Connect, load the other nodes' devices, join, and keep presence fresh."""
+        await self.link.connect({
+            self.relay.channel: self.relay.received,
+            self.presence.channel: self.registry.presence_message,
+            self.calls.inbox: self.calls.received,
+        })
+        self.relay.start()
+        self.registry.load(await self.presence.snapshot())
+        await self.tick()
+        self._loop = task.LoopingCall(self._tick_logged)
+        self._loop.clock = self.clock
+        self._loop.start(self.interval, now=False)
+        log.info("Node {node} joined the cluster at {redis} (namespace {namespace}); "
+                 "{count} device(s) online on other nodes", node=self.node_id,
+                 redis=str(self.link.address), namespace=self.link.namespace,
+                 count=len(self.registry.remote))
+
+    def healthy(self) -> bool:
+        """Connected to Redis, and presence renewed within the last two intervals."""
+        return (self.link.connected and self.last_tick is not None
+                and self.clock.seconds() - self.last_tick <= 2 * self.interval)
+
+    def _tick_logged(self):
+        d = defer.ensureDeferred(self.tick())
+        d.addErrback(lambda f: log.failure("Renewing presence in Redis failed; retrying in "
+                                           "{seconds:g} s", f, seconds=self.interval))
+        return d
+
+    async def tick(self) -> None:
+        """Renew this node's keys, and sweep dead nodes."""
+        lost = await self.presence.refresh(list(self.registry._sessions))
+        for device_id in lost:
+            entry = self.registry.remote.get(device_id)
+            self.registry.evict(device_id, entry.node if entry else "another node")
+        self.last_tick = self.clock.seconds()
+        for node in await self.presence.dead_nodes():
+            gone = self.registry.node_lost(node)
+            released = await self.presence.sweep(node, self._offline_event)
+            if released is None:
+                continue
+            for event in released:
+                self.relay.publish_locally(event)
+            log.info("Node {node} stopped renewing its presence; {count} of its device(s) "
+                     "marked offline ({known} were known here)", node=node,
+                     count=len(released), known=len(gone))
+            self.swept.append(node)
+
+    async def _offline_event(self, device_id: str) -> Event:
+        record = await self.store.get_device(device_id)
+        return Event(name="spark/status", data="offline", ttl=60,
+                     published_at=self.clock.seconds(), coreid=device_id, public=False,
+                     owner=record.owner if record is not None else None)
+
+    def once(self, name: str, seconds: float) -> defer.Deferred[bool]:
+        """Whether this node runs the cluster-wide job ``name`` now: True for
+        one node per ``seconds`` (a Redis lock nobody releases early)."""
+        d = self.link.redis.set(self.link.key("once", name), self.node_id,
+                                pexpire=int(seconds * 1000), only_if_not_exists=True)
+        return d.addCallback(bool)
+
+    async def stop(self) -> None:
+        """Leave: wait for the last presence updates, remove this node's keys, disconnect."""
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        await self.registry.settle()
+        self.calls.close()
+        self.relay.stop()
+        try:
+            await self.presence.leave()
+        except Exception:
+            log.failure("Could not remove this node's keys from Redis")
+        await self.link.close()

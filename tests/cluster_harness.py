@@ -61,8 +61,9 @@ class Node:
     """One node: build_cloud with ``--redis``, listening on ephemeral ports."""
 
     def __init__(self, space, database, node_id, **settings) -> None:
+        settings.setdefault("login_failures_per_minute", 0)
         self.settings = Settings(redis_url=REDIS, redis_namespace=space, node_id=node_id,
-                                 login_failures_per_minute=0, **settings)
+                                 **settings)
         self.database = database
         self.node_id = node_id
         self.ports = []

@@ -7,6 +7,7 @@ the API is called over HTTP.
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -17,12 +18,19 @@ from device_fixtures import DEVICE_KEYS, SERVER_PUBLIC
 from loopback import until
 from twisted.internet import reactor
 
+from twisted_spark import passwords
 from twisted_spark.crypto.keys import public_key_der
 from twisted_spark.models import AccessToken, DeviceRecord, User
 from twisted_spark.sim.device import VirtualDevice
 
 CORE = "53ff73065067544816300187"
 TOKEN = "c" * 40
+PASSWORD = "cluster password"
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(monkeypatch):
+    monkeypatch.setattr(passwords, "ITERATIONS", 1000)
 
 
 @pytest.fixture
@@ -37,7 +45,7 @@ async def nodes(space, tmp_path, count, **settings):
     for index in range(count):
         started.append(await Node(space, database, f"node-{'abc'[index]}", **settings).start())
     store = started[0].store
-    await store.add_user(User("alice", "x"))
+    await store.add_user(User("alice", passwords.hash_password(PASSWORD)))
     await store.add_token(AccessToken(TOKEN, "alice", "spark", 0.0))
     await store.put_device(DeviceRecord(CORE, owner="alice",
                                         public_key=public_key_der(DEVICE_KEYS[0])))
@@ -198,3 +206,59 @@ async def test_node_loss_offline_once_then_reconnect(space, tmp_path):
         await until(lambda: statuses["c"] == ["online", "offline", "online"])
     finally:
         await stop_all(space, running[1:])
+
+
+@pytest_twisted.ensureDeferred
+async def test_flash_at_the_holder_by_reference(space, tmp_path):
+    """An upload on B flashes the device on A: the image goes through the shared
+    firmware directory, never through Redis."""
+    a, b = running = await nodes(space, tmp_path, 2, firmware_dir=tmp_path / "firmware")
+    try:
+        sim = await a.attach(device())
+        await until(lambda: b.registry.get(CORE) is not None)
+        image = bytes(range(256)) * 8
+        files = {"file": ("app.bin", "application/octet-stream", io.BytesIO(image))}
+        response = await treq.put(f"{b.base}/v1/devices/{CORE}", pool=b.pool,
+                                  headers={"Authorization": f"Bearer {TOKEN}"},
+                                  data={"file_type": "binary"}, files=files)
+        body = await response.json()
+        assert response.code == 200, body
+        assert sim.firmware.startswith(image)
+        assert a.cloud.firmware.last_summary["device_id"] == CORE
+    finally:
+        await stop_all(space, running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_logins_are_counted_across_nodes(space, tmp_path):
+    """Three wrong passwords spread over two nodes use up the address's minute:
+    the fourth attempt is 429 on either node, the right password too."""
+    a, b = running = await nodes(space, tmp_path, 2, login_failures_per_minute=3)
+
+    async def login(node, password):
+        response = await treq.post(node.base + "/oauth/token", auth=("spark", "spark"),
+                                   pool=node.pool, data={"grant_type": "password",
+                                                         "username": "alice",
+                                                         "password": password})
+        await response.content()
+        return response.code
+
+    try:
+        assert await login(a, PASSWORD) == 200  # refunded: costs nothing
+        assert [await login(node, "wrong") for node in (a, b, a)] == [400, 400, 400]
+        assert await login(b, PASSWORD) == 429
+        assert await login(a, "wrong") == 429
+    finally:
+        await stop_all(space, running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cluster_wide_jobs_run_on_one_node(space, tmp_path):
+    """``once`` (the token sweep's lock) says yes to one node per period."""
+    running = await nodes(space, tmp_path, 3)
+    try:
+        answers = [await node.cloud.cluster.once("token-sweep", 30) for node in running]
+        assert sorted(answers) == [False, False, True]
+        assert all(node.cloud.cluster.healthy() for node in running)
+    finally:
+        await stop_all(space, running)

@@ -150,6 +150,11 @@ def build_cloud(
         store, registry, settings, clock=clock, bus=bus, firmware=api_firmware,
         passwords=executors.passwords, metrics=metrics, streams=streams,
     )
+    if cluster is not None:
+        from twisted_spark.api.shared_throttle import SharedLoginThrottle
+
+        api.throttle = SharedLoginThrottle(cluster.link, cluster.node_id, clock,
+                                           settings.login_failures_per_minute)
     gen3 = None
     if gen3_key is not None:
         gen3 = build_gen3_protocol(

@@ -17,6 +17,7 @@ later events/webhooks/firmware) each have a ``register(api)`` function;
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
@@ -99,7 +100,8 @@ class SparkAPI:
         self.metrics.gauge(
             "spark_devices_online", "Devices connected now", lambda: len(registry.online_ids())
         )
-        self.throttle = LoginThrottle(clock, self.settings.login_failures_per_minute)
+        #: LoginThrottle, or in a cluster its shared twin (methods return Deferreds).
+        self.throttle: Any = LoginThrottle(clock, self.settings.login_failures_per_minute)
         if passwords is None:
             passwords = SynchronousExecutor("passwords")
         self.auth = Authenticator(

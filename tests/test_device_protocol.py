@@ -8,6 +8,7 @@ import itertools
 import pytest
 from conftest import KEYS_DIR
 from device_fixtures import CORE_ID, DEVICE_KEYS, PHOTON_ID, SERVER_PUBLIC, Server
+from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
@@ -247,6 +248,19 @@ def test_accept_unknown_devices_stores_presented_key():
     assert w.proto.state == READY
     assert s.store._devices[PHOTON_ID].public_key == public_key_der(DEVICE_KEYS[1])
     assert (s.factory.handshakes_failed, s.factory.handshakes_completed) == (0, 1)
+
+
+def test_accept_unknown_refuses_a_second_key_that_lost_the_race(logs):
+    """Another connection stored its key between our lookup and our write: we are refused."""
+    s = Server(Settings(accept_unknown_devices=True))
+    s.store._devices[PHOTON_ID] = DeviceRecord(
+        device_id=PHOTON_ID, public_key=public_key_der(DEVICE_KEYS[0]))
+    s.store.get_device = lambda device_id: defer.succeed(None)  # the lookup saw no key
+    w = Wire(s, PHOTON_ID, DEVICE_KEYS[1], photon=True)
+    w.feed(w.identity())
+    assert w.tr.disconnecting
+    assert s.store._devices[PHOTON_ID].public_key == public_key_der(DEVICE_KEYS[0])
+    assert any("registered a different key for it first" in line for line in logs)
 
 
 def test_accept_unknown_still_refuses_core_without_key():

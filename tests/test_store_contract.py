@@ -15,7 +15,13 @@ from zope.interface.verify import verifyObject
 from twisted_spark.errors import DuplicateUser
 from twisted_spark.interfaces import IDtlsSessionStore, IStore
 from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
-from twisted_spark.store import ConstraintError, DeviceChanged, MemoryStore, NameTaken
+from twisted_spark.store import (
+    ConstraintError,
+    DeviceChanged,
+    MemoryStore,
+    NameTaken,
+    adopt_device_key,
+)
 from twisted_spark.store.sqlite import SQLiteStore
 
 ALICE = User("alice", "pbkdf2_sha256$1$c2FsdA==$aGFzaA==", is_admin=True, created_at=100.5)
@@ -429,6 +435,18 @@ async def test_update_device_if_sees_a_missing_device_as_a_blank_record(store):
                                        owner="bob", public_key=b"k")
     assert got == DeviceRecord(CORE, owner="bob", public_key=b"k")
     assert await store.get_device(CORE) == got
+
+
+@pytest_twisted.ensureDeferred
+async def test_adopt_device_key_keeps_the_first_key_of_two_racing(store):
+    """--accept-unknown-devices: of two first keys written at once, one wins for both."""
+    first, second = adopt_device_key(store, CORE, b"key one"), adopt_device_key(
+        store, CORE, b"key two")
+    got = await defer.gatherResults([defer.ensureDeferred(first), defer.ensureDeferred(second)])
+    assert got[0].public_key == got[1].public_key == b"key one"
+    assert (await store.get_device(CORE)).public_key == b"key one"
+    again = await adopt_device_key(store, CORE, b"key one")
+    assert again.public_key == b"key one"
 
 
 @pytest_twisted.ensureDeferred

@@ -40,6 +40,7 @@ from twisted_spark.crypto.handshake import (
     make_nonce,
 )
 from twisted_spark.interfaces import ISessionTransport
+from twisted_spark.store import adopt_device_key
 
 NONCE, WORKING, HELLO, READY, CLOSED = range(5)
 STATE_NAMES = (
@@ -188,8 +189,9 @@ class DeviceProtocol:
                     device_id=device_id,
                     ip=self.remote_ip,
                 )
-                record = await factory.store.update_device(device_id, public_key=presented)
-                stored = presented
+                record = await adopt_device_key(factory.store, device_id, presented)
+                if (stored := record.public_key) != presented:
+                    raise Refused("another connection registered a different key for it first")
             else:
                 hint = "" if presented is not None else " (it sent no key: a Core)"
                 raise Refused(

@@ -101,9 +101,32 @@ def normalize_device(record: DeviceRecord) -> DeviceRecord:
     return replace(record, functions=tuple(record.functions), variables=dict(record.variables))
 
 
+async def adopt_device_key(devices, device_id: str, public_key: bytes) -> DeviceRecord:
+    """Store ``public_key`` for a device that has none yet, atomically.
+
+    ``--accept-unknown-devices`` trusts the first key a device presents; two
+    connections racing with different keys must not both be admitted, so the
+    key is written only if the device still has no key.
+
+    :param devices: an :class:`~twisted_spark.interfaces.IDeviceStore`.
+    :return: the device's record afterwards; its ``public_key`` is
+        ``public_key`` if this call stored it, or the key another writer
+        stored first (the caller compares it with what it was shown).
+    """
+    try:
+        return await devices.update_device_if(
+            device_id, {"public_key": None}, public_key=public_key
+        )
+    except DeviceChanged as changed:
+        if changed.current is None:  # deleted in between: nothing to compare with
+            raise
+        return changed.current
+
+
 from twisted_spark.store.memory import MemoryStore  # noqa: E402  (needs the helpers above)
 
 __all__ = [
+    "adopt_device_key",
     "DEVICE_FIELDS",
     "ConstraintError",
     "DeviceChanged",

@@ -16,6 +16,7 @@ from twisted.internet import defer
 
 from twisted_spark.coap.codec import CoapError, MessageType, decode
 from twisted_spark.coap.gen3 import Gen3Hello, is_hello, parse_gen3_hello
+from twisted_spark.store import adopt_device_key
 
 __all__ = ["Admission", "HelloGate", "read_hello"]
 
@@ -71,8 +72,9 @@ class HelloGate:
                     f"python -m twisted_spark keys add {device_id} <file>",
                     device_id=device_id,
                 )
-            await self.devices.update_device(device_id, public_key=peer_public_key)
-        elif stored != peer_public_key:
+            record = await adopt_device_key(self.devices, device_id, peer_public_key)
+            stored = record.public_key
+        if stored != peer_public_key:
             return Admission(
                 refused="the key of its DTLS handshake differs from the registered one; "
                 f"if the device was re-keyed: python -m twisted_spark keys add {device_id} <file>",

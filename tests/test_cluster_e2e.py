@@ -262,3 +262,48 @@ async def test_cluster_wide_jobs_run_on_one_node(space, tmp_path):
         assert all(node.cloud.cluster.healthy() for node in running)
     finally:
         await stop_all(space, running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_taken_for_dead_claims_its_devices_again(space, tmp_path):
+    """A stalls past the TTL and is swept (offline on B); when it renews again
+    its live device is online again everywhere."""
+    a, b = running = await nodes(space, tmp_path, 2, presence_ttl=1.0)
+    statuses = []
+    b.cloud.bus.subscribe("spark/status", lambda e: statuses.append(e.data))
+    try:
+        await a.attach(device())
+        await until(lambda: statuses == ["online"])
+        a.cloud.cluster._loop.stop()  # A stalls
+        await until(lambda: statuses == ["online", "offline"], timeout=10)
+        assert b.registry.get(CORE) is None and b.cloud.cluster.swept == ["node-a"]
+        await a.cloud.cluster.tick()
+        await until(lambda: statuses == ["online", "offline", "online"])
+        await until(lambda: b.registry.get(CORE) is not None)
+        status, body = await b.request("POST", f"/v1/devices/{CORE}/brew", TOKEN,
+                                       data={"arg": "ab"})
+        assert (status, body["return_value"]) == (200, 2)
+    finally:
+        await stop_all(space, running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_presence_reloaded_after_the_subscriber_reconnects(space, tmp_path):
+    """B's subscriber connection drops while A's device leaves: B misses the
+    message, and reloads presence from Redis once it is back."""
+    a, b = running = await nodes(space, tmp_path, 2)
+    try:
+        sim = await a.attach(device())
+        await until(lambda: b.registry.get(CORE) is not None)
+        link = b.cloud.cluster.link
+        old = link._subscriber
+        old.transport.abortConnection()
+        await until(lambda: link._subscriber is None)
+        sim.disconnect()
+        await until(lambda: a.registry.get(CORE) is None)
+        assert b.registry.get(CORE) is not None  # missed the news
+        await until(lambda: link._subscriber not in (None, old), timeout=15)
+        await until(lambda: b.registry.get(CORE) is None, what="reloaded presence")
+        assert b.cloud.cluster.healthy()
+    finally:
+        await stop_all(space, running)

@@ -64,6 +64,8 @@ class RedisLink:
         self._handlers: dict[str, Callable[[str], None]] = {}
         self._subscriber = None
         self._first: defer.Deferred | None = None
+        #: Called after the subscriber reconnected (messages in between are lost).
+        self.on_reconnect: Callable[[], None] | None = None
 
     def key(self, *parts: str) -> str:
         """The namespaced name ``namespace:part:part``."""
@@ -118,6 +120,8 @@ class RedisLink:
             self._first.callback(None)
         else:
             log.info("Reconnected to Redis at {address}", address=str(self.address))
+            if self.on_reconnect is not None:
+                self.on_reconnect()
 
     def _lost(self, protocol) -> None:
         if self._subscriber is protocol:

@@ -73,6 +73,7 @@ class Cluster:
         })
         self.relay.start()
         self.registry.load(await self.presence.snapshot())
+        self.link.on_reconnect = self._resync
         await self.tick()
         self._loop = task.LoopingCall(self._tick_logged)
         self._loop.clock = self.clock
@@ -81,6 +82,12 @@ class Cluster:
                  "{count} device(s) online on other nodes", node=self.node_id,
                  redis=str(self.link.address), namespace=self.link.namespace,
                  count=len(self.registry.remote))
+
+    def _resync(self) -> None:
+        """Presence messages sent while the subscriber was away are lost: reload."""
+        d = defer.ensureDeferred(self.presence.snapshot())
+        d.addCallback(self.registry.load, replace=True)
+        d.addErrback(lambda f: log.failure("Reloading the cluster's presence failed", f))
 
     def healthy(self) -> bool:
         """Connected to Redis, and presence renewed within the last two intervals."""
@@ -95,10 +102,17 @@ class Cluster:
 
     async def tick(self) -> None:
         """Renew this node's keys, and sweep dead nodes."""
-        lost = await self.presence.refresh(list(self.registry._sessions))
+        alive = await self.presence.heartbeat()
+        if not alive and self.last_tick is not None:
+            log.warn("Node {node} was taken for dead (presence not renewed for {ttl:g} s); "
+                     "claiming its devices again", node=self.node_id,
+                     ttl=self.settings.presence_ttl)
+        lost, missing = await self.presence.refresh(list(self.registry._sessions))
         for device_id in lost:
             entry = self.registry.remote.get(device_id)
             self.registry.evict(device_id, entry.node if entry else "another node")
+        for device_id in missing:
+            self.registry.reclaim(device_id, online=not alive)
         self.last_tick = self.clock.seconds()
         for node in await self.presence.dead_nodes():
             gone = self.registry.node_lost(node)

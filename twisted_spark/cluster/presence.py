@@ -54,19 +54,26 @@ return 0
 """
 
 REFRESH = """
-local lost = {}
+local lost, missing = {}, {}
 local prefix = ARGV[1] .. '\\n'
 for i, key in ipairs(KEYS) do
   local value = redis.call('GET', key)
   if not value then
-    redis.call('SET', key, prefix .. '0\\n{}', 'PX', ARGV[2])
+    table.insert(missing, i)
   elseif string.sub(value, 1, string.len(prefix)) == prefix then
     redis.call('PEXPIRE', key, ARGV[2])
   else
     table.insert(lost, i)
   end
 end
-return lost
+return {lost, missing}
+"""
+
+HEARTBEAT = """
+local alive = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+return alive
 """
 
 DEAD_NODES = """
@@ -140,19 +147,27 @@ class Presence:
         message = dumps({"op": "info", "node": self.node_id, "id": device_id, "info": info})
         return self.link.publish(self.channel, message)
 
-    async def refresh(self, device_ids: list[str]) -> list[str]:
-        """Renew the heartbeat and the keys of ``device_ids``; the ids another
-        node holds now (this node missed their takeover)."""
-        redis = self.link.redis
-        await redis.set(self.link.key("node", self.node_id), "1", pexpire=int(self.ttl_ms))
-        await redis.sadd(self.link.key("nodes"), self.node_id)
+    async def heartbeat(self) -> bool:
+        """Renew this node's heartbeat; whether it was still alive (False on the
+        first beat, and after the node was taken for dead and swept)."""
+        alive = await self.link.redis.eval(
+            HEARTBEAT, [self.link.key("node", self.node_id), self.link.key("nodes")],
+            [self.ttl_ms, self.node_id])
+        return bool(int(alive))
+
+    async def refresh(self, device_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Renew the keys of ``device_ids``: ``(lost, missing)``, the ids
+        another node holds now (this node missed their takeover) and those
+        whose key expired (to claim again)."""
         lost: list[str] = []
+        missing: list[str] = []
         for start in range(0, len(device_ids), REFRESH_BATCH):
             batch = device_ids[start:start + REFRESH_BATCH]
-            gone = await redis.eval(REFRESH, [self._dev(i) for i in batch],
-                                    [self.node_id, self.ttl_ms])
+            gone, expired = await self.link.redis.eval(
+                REFRESH, [self._dev(i) for i in batch], [self.node_id, self.ttl_ms])
             lost.extend(batch[int(i) - 1] for i in gone or ())
-        return lost
+            missing.extend(batch[int(i) - 1] for i in expired or ())
+        return lost, missing
 
     async def dead_nodes(self) -> list[str]:
         """The nodes that joined and whose heartbeat expired (not this one)."""

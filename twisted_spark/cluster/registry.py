@@ -112,9 +112,7 @@ class ClusterRegistry(DeviceRegistry):
     def _publish_status(self, session, status):
         if self.bus is None or session is self._quiet:
             return
-        event = Event(name="spark/status", data=status, ttl=60,
-                      published_at=self.clock.seconds(), coreid=session.device_id,
-                      public=False, owner=session.owner)
+        event = self._status_event(session, status)
         device_id = session.device_id
         if status == "online":
             self._claims[device_id] = None
@@ -127,6 +125,11 @@ class ClusterRegistry(DeviceRegistry):
             d = self.presence.release(device_id, event)
             d.addCallback(lambda released: released and self.relay.publish_locally(event))
         self._track(d, device_id)
+
+    def _status_event(self, session, status: str) -> Event:
+        return Event(name="spark/status", data=status, ttl=60,
+                     published_at=self.clock.seconds(), coreid=session.device_id,
+                     public=False, owner=session.owner)
 
     def _track(self, d, device_id):
         self._pending.add(d)
@@ -144,6 +147,20 @@ class ClusterRegistry(DeviceRegistry):
             self.evict(device_id, entry.node)
         elif entry is not None:
             del self.remote[device_id]
+
+    def reclaim(self, device_id: str, online: bool) -> None:
+        """The key of a device held here expired: claim it again, announcing
+        ``online`` when the other nodes took it for offline (this node was swept)."""
+        session = self._sessions.get(device_id)
+        if session is None:
+            return
+        event = None
+        if online:
+            event = self._status_event(session, "online")
+            self.relay.publish_locally(event)
+        self._claims[device_id] = None
+        d = self.presence.claim(device_id, facts(session), event)
+        self._track(d.addCallback(self._claimed, session), device_id)
 
     def evict(self, device_id: str, node: str) -> None:
         """Another node took ``device_id`` over: close the local session quietly."""
@@ -187,8 +204,12 @@ class ClusterRegistry(DeviceRegistry):
         elif op == "owner" and node != self.presence.node_id:
             self._apply_owner(device_id, note.get("owner"))
 
-    def load(self, snapshot) -> None:
-        """Take the devices other nodes hold from a presence snapshot."""
+    def load(self, snapshot, replace: bool = False) -> None:
+        """Take the devices other nodes hold from a presence snapshot (with
+        ``replace``, forget those it no longer lists)."""
+        if replace:
+            for device_id in set(self.remote) - set(snapshot):
+                del self.remote[device_id]
         for device_id, (node, seq, info) in snapshot.items():
             if node != self.presence.node_id and device_id not in self._sessions:
                 entry = self.remote.get(device_id)

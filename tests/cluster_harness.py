@@ -98,12 +98,13 @@ class Node:
         return response.code, await response.json()
 
     async def stop(self):
-        for device in self.devices:
-            device.disconnect()
+        """What the service does: stop accepting, then drain and close."""
         for port in self.ports:
             await port.stopListening()
         self.ports = []
         await self.cloud.stop()
+        for device in self.devices:
+            device.disconnect()
         await self.pool.closeCachedConnections()
 
     async def crash(self):

@@ -24,6 +24,8 @@ from twisted_spark.models import AccessToken, DeviceRecord, User
 from twisted_spark.sim.device import VirtualDevice
 
 CORE = "53ff73065067544816300187"
+pytestmark = pytest.mark.usefixtures("clean_reactor")
+
 TOKEN = "c" * 40
 PASSWORD = "cluster password"
 
@@ -307,3 +309,29 @@ async def test_presence_reloaded_after_the_subscriber_reconnects(space, tmp_path
         assert b.cloud.cluster.healthy()
     finally:
         await stop_all(space, running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stopping_node_hands_its_devices_over_without_offline(space, tmp_path):
+    """A stops (a drain): its device reconnects to B at once and shows online,
+    online; another device that does not come back gets one offline, from the
+    sweep of A."""
+    a, b, c = running = await nodes(space, tmp_path, 3, presence_ttl=1.5)
+    other = "53ff73065067544816300188"
+    await a.store.put_device(DeviceRecord(other, owner="alice",
+                                          public_key=public_key_der(DEVICE_KEYS[1])))
+    statuses = []
+    c.cloud.bus.subscribe("spark/status", lambda e: statuses.append((e.coreid, e.data)))
+    try:
+        await a.attach(device())
+        await a.attach(VirtualDevice(other, DEVICE_KEYS[1], SERVER_PUBLIC, clock=reactor))
+        await until(lambda: len(statuses) == 2)
+        await a.stop()
+        await b.attach(device())
+        await until(lambda: (other, "offline") in statuses, timeout=10)
+        await until(lambda: c.registry.get(CORE) is not None)
+        assert [s for d, s in statuses if d == CORE] == ["online", "online"]
+        assert [s for d, s in statuses if d == other] == ["online", "offline"]
+        assert c.registry.get(other) is None
+    finally:
+        await stop_all(space, running[1:])

@@ -73,7 +73,9 @@ class Cloud:
         2. stop following firmware transfers and hardware events;
         3. close every device connection, the ones still in their handshake
            too (a pending RSA job finds its connection closed and stops);
-        4. in a cluster, publish the last presence changes and leave;
+        4. in a cluster, leave (the devices closed in 3 get no status events
+           here: another node's sweep publishes ``offline`` for those that
+           did not reconnect elsewhere);
         5. close the store (queued writes are committed first);
         6. stop the executors' threads.
 
@@ -81,6 +83,8 @@ class Cloud:
         """
         self.streams.close_all("server stopping")
         self.firmware.close()
+        if self.cluster is not None:
+            self.cluster.drain()
         self.devices.close_all("server shutting down")
         if self.cluster is not None:
             yield defer.ensureDeferred(self.cluster.stop())

@@ -8,7 +8,9 @@ before opening the ports) and then, every third of the presence TTL,
 renews this node's heartbeat and device keys and looks for dead nodes: the
 devices of a node whose heartbeat expired vanish from every node's table at
 once, and the one node that wins ``sweep:<node>`` publishes their
-``spark/status offline``.
+``spark/status offline``.  A node that stops does the same to itself: it
+closes its device connections without status events and ends its heartbeat,
+so devices that reconnect elsewhere meanwhile never show offline.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class Cluster:
             self.calls.inbox: self.calls.received,
         })
         self.relay.start()
+        for event in await self.presence.release_all(self.node_id, self._offline_event):
+            self.relay.publish_locally(event)  # left over from an earlier run with this id
         self.registry.load(await self.presence.snapshot())
         self.link.on_reconnect = self._resync
         await self.tick()
@@ -139,15 +143,22 @@ class Cluster:
                                 pexpire=int(seconds * 1000), only_if_not_exists=True)
         return d.addCallback(bool)
 
-    async def stop(self) -> None:
-        """Leave: wait for the last presence updates, remove this node's keys, disconnect."""
+    def drain(self) -> None:
+        """The node is about to close its device connections: no status events
+        for them (their devices reconnect to other nodes, which take them over
+        without an ``offline``; the sweep of this node covers the rest)."""
+        self.registry.draining = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+
+    async def stop(self) -> None:
+        """Leave: wait for the last presence updates, end the heartbeat, disconnect."""
+        self.drain()
         await self.registry.settle()
         self.calls.close()
         self.relay.stop()
         try:
             await self.presence.leave()
         except Exception:
-            log.failure("Could not remove this node's keys from Redis")
+            log.failure("Could not remove this node's heartbeat from Redis")
         await self.link.close()

@@ -179,18 +179,23 @@ class Presence:
         """Release every device of dead ``node`` with ``await offline_event(device_id)``
         (its Event), if this node wins the sweep lock; the events published,
         or None when another node sweeps it."""
-        redis = self.link.redis
-        won = await redis.set(self.link.key("sweep", node), self.node_id, only_if_not_exists=True,
-                              pexpire=60_000)
+        won = await self.link.redis.set(self.link.key("sweep", node), self.node_id,
+                                        only_if_not_exists=True,
+                                        pexpire=max(5000, 2 * int(self.ttl_ms)))
         if not won:
             return None
+        released = await self.release_all(node, offline_event)
+        await self.link.redis.srem(self.link.key("nodes"), node)
+        return released
+
+    async def release_all(self, node: str, offline_event) -> list:
+        """Release every device ``node`` still holds (see :meth:`sweep`)."""
         released = []
-        for device_id in await redis.smembers(self._held(node)):
+        for device_id in await self.link.redis.smembers(self._held(node)):
             event = await offline_event(device_id)
             if await self.release(device_id, event, node=node):
                 released.append(event)
-        await redis.srem(self.link.key("nodes"), node)
-        await redis.delete(self._held(node))
+        await self.link.redis.delete(self._held(node))
         return released
 
     async def snapshot(self) -> dict[str, tuple[str, int, dict[str, Any]]]:
@@ -208,8 +213,7 @@ class Presence:
         return found
 
     async def leave(self) -> None:
-        """This node stops: its heartbeat goes, and it leaves the node set."""
-        redis = self.link.redis
-        await redis.delete(self.link.key("node", self.node_id))
-        await redis.srem(self.link.key("nodes"), self.node_id)
-        await redis.delete(self._held(self.node_id))
+        """This node stops: its heartbeat goes now, so the next sweep (within a
+        third of the TTL) publishes ``offline`` for the devices that did not
+        reconnect to another node meanwhile, and only for those."""
+        await self.link.redis.delete(self.link.key("node", self.node_id))

@@ -70,6 +70,9 @@ class ClusterRegistry(DeviceRegistry):
         #: device id -> the claim number of the local session (None: on its way).
         self._claims: dict[str, int | None] = {}
         self._quiet: object = None
+        #: Set when the node stops: sessions then close without any status
+        #: event; the sweep of this node publishes the ``offline`` ones.
+        self.draining = False
         self._pending: set[defer.Deferred] = set()
 
     # -- cluster-wide views --------------------------------------------------------
@@ -110,7 +113,7 @@ class ClusterRegistry(DeviceRegistry):
         return d
 
     def _publish_status(self, session, status):
-        if self.bus is None or session is self._quiet:
+        if self.bus is None or session is self._quiet or self.draining:
             return
         event = self._status_event(session, status)
         device_id = session.device_id

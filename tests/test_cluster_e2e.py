@@ -13,12 +13,14 @@ import json
 import pytest
 import pytest_twisted
 import treq
+import txredisapi
 from cluster_harness import Node, namespace, require_redis, wipe
 from device_fixtures import DEVICE_KEYS, SERVER_PUBLIC
 from loopback import until
 from twisted.internet import reactor
 
 from twisted_spark import passwords
+from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
 from twisted_spark.models import AccessToken, DeviceRecord, User
 from twisted_spark.sim.device import VirtualDevice
@@ -316,7 +318,7 @@ async def test_a_stopping_node_hands_its_devices_over_without_offline(space, tmp
     """A stops (a drain): its device reconnects to B at once and shows online,
     online; another device that does not come back gets one offline, from the
     sweep of A."""
-    a, b, c = running = await nodes(space, tmp_path, 3, presence_ttl=1.5)
+    a, b, c = running = await nodes(space, tmp_path, 3, presence_ttl=6)
     other = "53ff73065067544816300188"
     await a.store.put_device(DeviceRecord(other, owner="alice",
                                           public_key=public_key_der(DEVICE_KEYS[1])))
@@ -328,10 +330,56 @@ async def test_a_stopping_node_hands_its_devices_over_without_offline(space, tmp
         await until(lambda: len(statuses) == 2)
         await a.stop()
         await b.attach(device())
-        await until(lambda: (other, "offline") in statuses, timeout=10)
+        await until(lambda: (other, "offline") in statuses, timeout=15)
         await until(lambda: c.registry.get(CORE) is not None)
         assert [s for d, s in statuses if d == CORE] == ["online", "online"]
         assert [s for d, s in statuses if d == other] == ["online", "offline"]
         assert c.registry.get(other) is None
     finally:
         await stop_all(space, running[1:])
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_service_joins_before_serving_and_sweeps_tokens_once(space, data_dir):
+    """SparkService with --redis: the node is in the cluster when the ports
+    open; the token sweep runs only under the cluster's lock; stopping ends
+    the heartbeat."""
+    from cluster_harness import REDIS
+
+    from twisted_spark.service import SparkService, _open_sqlite_store
+
+    sweeps = []
+
+    async def open_store(settings, reactor, executor):
+        store = await _open_sqlite_store(settings, reactor, executor)
+        delete_expired = store.delete_expired
+        store.delete_expired = lambda now: sweeps.append(now) or delete_expired(now)
+        return store
+
+    settings = Settings(data_dir=data_dir, api_endpoint="tcp:0:interface=127.0.0.1",
+                        device_endpoint="tcp:0:interface=127.0.0.1", udp_device="off",
+                        redis_url=REDIS, redis_namespace=space, node_id="svc")
+    service = SparkService(settings, reactor, open_store=open_store)
+    service.startService()
+    try:
+        await service.ready
+        cluster = service.cloud.cluster
+        assert cluster.healthy()
+        await until(lambda: len(sweeps) == 1, what="the sweep at start")
+        await service._sweep_expired_tokens()  # the start's sweep holds the lock
+        assert len(sweeps) == 1
+        await cluster.link.redis.delete(cluster.link.key("once", "token-sweep"))
+        await service._sweep_expired_tokens()
+        assert len(sweeps) == 2
+        redis = cluster.link.redis
+        assert await redis.exists(cluster.link.key("node", "svc"))
+        ttl_before = await redis.execute_command("PTTL", cluster.link.key("node", "svc"))
+    finally:
+        await service.stopService()
+    probe = await txredisapi.Connection("127.0.0.1", 6379, reconnect=False)
+    try:
+        left = await probe.execute_command("PTTL", f"{space}:node:svc")  # ends a third of the TTL after the stop
+        assert 0 < left <= 10_000 < ttl_before
+    finally:
+        await probe.disconnect()
+        await wipe(space)

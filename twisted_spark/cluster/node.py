@@ -9,8 +9,9 @@ renews this node's heartbeat and device keys and looks for dead nodes: the
 devices of a node whose heartbeat expired vanish from every node's table at
 once, and the one node that wins ``sweep:<node>`` publishes their
 ``spark/status offline``.  A node that stops does the same to itself: it
-closes its device connections without status events and ends its heartbeat,
-so devices that reconnect elsewhere meanwhile never show offline.
+closes its device connections without status events and its heartbeat ends
+a third of the TTL later, so devices that reconnect elsewhere meanwhile
+never show offline.
 """
 
 from __future__ import annotations

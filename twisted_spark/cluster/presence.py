@@ -213,7 +213,9 @@ class Presence:
         return found
 
     async def leave(self) -> None:
-        """This node stops: its heartbeat goes now, so the next sweep (within a
-        third of the TTL) publishes ``offline`` for the devices that did not
-        reconnect to another node meanwhile, and only for those."""
-        await self.link.redis.delete(self.link.key("node", self.node_id))
+        """This node stops: its heartbeat ends a third of the TTL from now, so
+        devices have that long to reconnect to another node (which takes them
+        over without ``offline``); the sweep after it publishes ``offline``
+        for the others, and only for them."""
+        await self.link.redis.execute_command(
+            "PEXPIRE", self.link.key("node", self.node_id), int(self.ttl_ms) // 3)

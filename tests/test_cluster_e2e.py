@@ -378,7 +378,8 @@ async def test_the_service_joins_before_serving_and_sweeps_tokens_once(space, da
         await service.stopService()
     probe = await txredisapi.Connection("127.0.0.1", 6379, reconnect=False)
     try:
-        left = await probe.execute_command("PTTL", f"{space}:node:svc")  # ends a third of the TTL after the stop
+        # The heartbeat ends a third of the TTL after the stop.
+        left = await probe.execute_command("PTTL", f"{space}:node:svc")
         assert 0 < left <= 10_000 < ttl_before
     finally:
         await probe.disconnect()

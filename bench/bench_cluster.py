@@ -19,11 +19,18 @@ virtual devices and load generators are other processes.  Redis must run on
     then the seconds until all are online on B once they reconnect there;
     then the same kill with devices that reconnect at once (takeover).
 
+``scale``
+    ``--devices`` idle devices spread over ``--nodes`` nodes (one holder
+    process each), held ``--hold`` seconds while the nodes ping them: how
+    many stay online, node memory per device, presence keys in Redis, and
+    the time of an administrator's ``GET /v1/devices`` listing them all.
+
 Run from the repository root::
 
     PYTHONPATH=. python bench/bench_cluster.py calls --duration 10
     PYTHONPATH=. python bench/bench_cluster.py fanout --streams 100 --events 2000
     PYTHONPATH=. python bench/bench_cluster.py failover --devices 50 --presence-ttl 30
+    PYTHONPATH=. python bench/bench_cluster.py scale --devices 20000 --nodes 4 --hold 60
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -47,6 +55,7 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 from bench_api import TOKEN, device_ids  # noqa: E402
 
 KEYS = ROOT / "tests" / "keys"
+ADMIN = "ad" * 20
 
 
 # -- a node ---------------------------------------------------------------------------
@@ -64,6 +73,7 @@ def node(args):
     from twisted_spark.models import AccessToken, DeviceRecord, User
     from twisted_spark.store.sqlite import SQLiteStore
 
+    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     settings = Settings(redis_url="redis://127.0.0.1:6379", redis_namespace=args.namespace,
                         node_id=args.node_id, presence_ttl=args.presence_ttl,
                         login_failures_per_minute=0)
@@ -73,10 +83,13 @@ def node(args):
     async def start():
         executors = Executors.threaded(reactor, settings.rsa_threads)
         executors.start()
-        store = await SQLiteStore.open(args.database, reactor=reactor, executor=executors.store)
+        store = await SQLiteStore.open(args.database, reactor=reactor, executor=executors.store,
+                                       synchronous="NORMAL")
         if args.seed:
             await store.add_user(User("bench", "x"))
             await store.add_token(AccessToken(TOKEN, "bench", "bench", 0.0, None))
+            await store.add_user(User("admin", "x", is_admin=True))
+            await store.add_token(AccessToken(ADMIN, "admin", "bench", 0.0, None))
             for device_id in device_ids(args.seed):
                 await store.put_device(DeviceRecord(device_id, owner="bench",
                                                     public_key=public_key_der(device_key)))
@@ -139,6 +152,37 @@ def fleet(args):
     stdio.StandardIO(Commands())
     reactor.callWhenRunning(lambda: defer.ensureDeferred(connect_all(args.port)))
     reactor.run()
+
+
+def holders(args):
+    """Connect devices ``--first`` .. ``--first + --devices`` to ``--port``,
+    hold them ``--hold`` seconds (answering the server's pings), and print
+    how many are still connected then."""
+    from Crypto.PublicKey import RSA
+    from twisted.internet import defer, task
+
+    from twisted_spark.sim.fleet import Fleet, make_factory
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+    key = RSA.import_key((KEYS / "device-1.pem").read_bytes())
+    server_public = RSA.import_key((KEYS / "server.pem").read_bytes()).public_key()
+    ids = device_ids(args.first + args.devices)[args.first:]
+
+    async def run(reactor):
+        fleet = Fleet(reactor, "127.0.0.1", args.port,
+                      make_factory(server_public, [(i, key) for i in ids], "core", reactor),
+                      len(ids), 100)
+        started = time.perf_counter()
+        online = await fleet.connect_all(timeout=300)
+        print(json.dumps({"online": len(online), "seconds": time.perf_counter() - started,
+                          "failures": fleet.failures[:3]}), flush=True)
+        await task.deferLater(reactor, args.hold, lambda: None)
+        still = sum(1 for d in online if d.connected)
+        print(json.dumps({"still_online": still}), flush=True)
+        fleet.disconnect_all()
+        await task.deferLater(reactor, 1.0, lambda: None)
+
+    task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
 
 
 # -- orchestration ----------------------------------------------------------------------
@@ -347,9 +391,58 @@ def failover(args):
         cluster.close()
 
 
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def scale(args):
+    """``--devices`` devices spread over ``--nodes`` nodes, held ``--hold`` s."""
+    cluster = Cluster(args.presence_ttl)
+    try:
+        nodes = [cluster.node(f"n{k}", seed=args.devices if k == 0 else 0)
+                 for k in range(args.nodes)]
+        time.sleep(2)
+        before = [rss_kib(proc.pid) for proc, _, _ in nodes]
+        share = args.devices // args.nodes
+        fleets = [cluster.spawn("holders", "--devices", str(share), "--first", str(k * share),
+                                "--port", str(dev), "--hold", str(args.hold))
+                  for k, (_, _, dev) in enumerate(nodes)]
+        connected = [json.loads(f.stdout.readline()) for f in fleets]
+        total = sum(c["online"] for c in connected)
+        print(f"{total} of {share * args.nodes} devices online in "
+              f"{max(c['seconds'] for c in connected):.0f} s "
+              f"(failures: {[c['failures'] for c in connected if c['failures']]})", flush=True)
+        api = nodes[-1][1]
+        request = urllib.request.Request(f"http://127.0.0.1:{api}/v1/devices",
+                                         headers={"Authorization": f"Bearer {ADMIN}"})
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=120) as response:
+            listed = json.loads(response.read())
+        list_s = time.perf_counter() - started
+        shown = sum(1 for d in listed if d["connected"])
+        keys = subprocess.run(["redis-cli", "--scan", "--pattern",
+                               f"{cluster.namespace}:dev:*"],
+                              capture_output=True, text=True, check=False).stdout.split()
+        after = [rss_kib(proc.pid) for proc, _, _ in nodes]
+        held = [json.loads(f.stdout.readline())["still_online"] for f in fleets]
+        per_device = [(a - b) / max(1, c["online"])
+                      for a, b, c in zip(after, before, connected, strict=True)]
+        print(f"held {args.hold:g} s: {sum(held)} still online (pings answered); "
+              f"presence keys in Redis: {len(keys)}; GET /v1/devices as admin on one node: "
+              f"{len(listed)} devices, {shown} connected, {list_s:.2f} s; node RSS growth "
+              f"per device held: " + ", ".join(f"{kib:.1f}" for kib in per_device) + " KiB "
+              "(each node also keeps the others' devices in its table)")
+    finally:
+        cluster.close()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["calls", "fanout", "failover", "node", "fleet"])
+    parser.add_argument("command", choices=["calls", "fanout", "failover", "scale", "node",
+                                            "fleet", "holders"])
     parser.add_argument("--devices", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--duration", type=float, default=10.0)
@@ -362,11 +455,14 @@ def main(argv=None):
     parser.add_argument("--node-id")
     parser.add_argument("--database")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nodes", type=int, default=4)
+    parser.add_argument("--hold", type=float, default=60.0)
+    parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--port", type=int)
     parser.add_argument("--follow", type=int)
     args = parser.parse_args(argv)
-    {"calls": calls, "fanout": fanout, "failover": failover, "node": node,
-     "fleet": fleet}[args.command](args)
+    {"calls": calls, "fanout": fanout, "failover": failover, "scale": scale, "node": node,
+     "fleet": fleet, "holders": holders}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,17 @@ async def test_calls_list_and_offline_across_nodes(space, tmp_path):
         status, body = await b.request("POST", f"/v1/devices/{CORE}/nosuch", TOKEN)
         assert status == 400
         assert b.cloud.cluster.calls.served == 0 and a.cloud.cluster.calls.served >= 4
+        metrics = await (await treq.get(a.base + "/metrics", pool=a.pool)).text()
+        assert "spark_cluster_calls_served " in metrics and "spark_cluster_healthy 1" in metrics
+
+        status, _ = await b.request("DELETE", f"/v1/devices/{CORE}", TOKEN)  # release
+        assert status == 200
+        await until(lambda: a.registry.local(CORE).owner is None, what="owner on A")
+        status, _ = await b.request("POST", f"/v1/devices/{CORE}/brew", TOKEN)
+        assert status == 403
+        status, _ = await b.request("POST", "/v1/devices", TOKEN, data={"id": CORE})  # claim
+        assert status == 200
+        await until(lambda: a.registry.local(CORE).owner == "alice", what="owner on A")
 
         sim.disconnect()
         await until(lambda: b.registry.get(CORE) is None, what="offline on B")

@@ -131,6 +131,7 @@ def build_cloud(
         from twisted_spark.cluster.node import Cluster
 
         cluster = Cluster(settings, reactor=reactor, clock=clock, bus=bus, store=store)
+        cluster.export_metrics(metrics)
         registry = cluster.registry
     else:
         registry = DeviceRegistry(clock, bus=bus, store=store)

@@ -67,6 +67,20 @@ class Cluster:
         self.swept: list[str] = []
         self._loop: task.LoopingCall | None = None
 
+    def export_metrics(self, metrics) -> None:
+        """Gauges of this node's cluster side, on the node's ``/metrics``."""
+        relay, registry, calls = self.relay.counts, self.registry, self.calls
+        metrics.gauge("spark_cluster_events_sent", "Events sent to the other nodes",
+                      lambda: relay.sent)
+        metrics.gauge("spark_cluster_events_received", "Events received from other nodes",
+                      lambda: relay.received)
+        metrics.gauge("spark_cluster_remote_devices", "Devices online on other nodes",
+                      lambda: len(registry.remote))
+        metrics.gauge("spark_cluster_calls_served", "Calls run here for other nodes",
+                      lambda: calls.served)
+        metrics.gauge("spark_cluster_healthy", "1 when connected and renewing presence",
+                      lambda: int(self.healthy()))
+
     async def start(self) -> None:
         """Connect, load the other nodes' devices, join, and keep presence fresh."""
         await self.link.connect({

@@ -3,7 +3,8 @@
 Three processes, so the measured server shares its CPU with nobody:
 
 * ``server``  – the API (Klein on twisted.web) and the device server, on
-  loopback, MemoryStore, one pre-made token;
+  loopback, MemoryStore (``--store sqlite`` or ``postgresql``: the token and
+  device lookups of every call go to that database), one pre-made token;
 * ``devices`` – N virtual devices (:mod:`twisted_spark.sim`) connected over TCP;
 * ``load``    – C concurrent HTTP clients (treq, persistent connections), each
   calling ``POST /v1/devices/<id>/brew`` in a loop, round-robin over devices.
@@ -75,6 +76,14 @@ def serve(args):
 
             path = Path(tempfile.mkdtemp(prefix="bench-api-")) / "spark.sqlite"
             store = await SQLiteStore.open(path, reactor=reactor, executor=executors.store)
+        elif args.store == "postgresql":
+            from bench_store import scratch_database
+
+            from twisted_spark.store.postgres import PostgresStore
+
+            url, drop = scratch_database(args.postgres)
+            reactor.addSystemEventTrigger("after", "shutdown", drop)
+            store = await PostgresStore.open(url, reactor, executor=executors.database)
         else:
             store = MemoryStore()
         await store.add_user(User("bench", "x", is_admin=False))
@@ -231,7 +240,8 @@ def run(args):
     try:
         server = subprocess.Popen(
             me
-            + ["server", "--devices", str(args.devices)]
+            + ["server", "--devices", str(args.devices), "--store", args.store,
+               "--postgres", args.postgres]
             + (["--nodelay"] if args.nodelay else []),
             stdout=subprocess.PIPE,
             env=env,
@@ -306,7 +316,9 @@ def main(argv=None):
     parser.add_argument("--port", type=int)
     parser.add_argument("--server-pid", type=int, help="(load) sample this process's CPU")
     parser.add_argument("--devices-pid", type=int, help="(load) sample this process's CPU")
-    parser.add_argument("--store", choices=["memory", "sqlite"], default="memory")
+    parser.add_argument("--store", choices=["memory", "sqlite", "postgresql"], default="memory")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="(--store postgresql) where to create the scratch database")
     parser.add_argument("--nodelay", action="store_true", help="(server) TCP_NODELAY on sockets")
     args = parser.parse_args(argv)
     {"run": run, "server": serve, "devices": devices, "load": load}[args.command](args)

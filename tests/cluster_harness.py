@@ -1,4 +1,4 @@
-"""Cluster nodes on loopback for the tests: real Redis, a shared SQLite file.
+"""Cluster nodes on loopback for the tests: real Redis, a shared store.
 
 Each test gets its own Redis namespace (so tests running at the same time
 never see each other's keys) and :func:`wipe` removes its keys at the end.
@@ -71,7 +71,12 @@ class Node:
         self.pool = HTTPConnectionPool(reactor, persistent=False)
 
     async def start(self):
-        self.store = await SQLiteStore.open(self.database, reactor=reactor)
+        if str(self.database).startswith("postgresql:"):
+            from twisted_spark.store.postgres import PostgresStore
+
+            self.store = await PostgresStore.open(self.database, reactor=reactor)
+        else:
+            self.store = await SQLiteStore.open(self.database, reactor=reactor)
         self.cloud = build_cloud(self.settings, reactor=reactor, store=self.store,
                                  server_key=SERVER_KEY, executors=Executors.synchronous())
         self.registry = self.cloud.registry

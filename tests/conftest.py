@@ -76,3 +76,12 @@ def logged_failures():
     globalLogPublisher.addObserver(observer)
     yield failures
     globalLogPublisher.removeObserver(observer)
+
+
+@pytest.fixture
+def postgres_url():
+    """The URL of a fresh, empty PostgreSQL database, dropped after the test (tests/pg.py)."""
+    from pg import fresh_database
+
+    with fresh_database() as url:
+        yield url

@@ -1,6 +1,7 @@
 """Child process for ``test_store_durability``: write, acknowledge, wait to be killed.
 
-Usage: ``python store_crash_child.py DB_PATH ROUNDS [stop]``.  Each round adds a
+Usage: ``python store_crash_child.py DB ROUNDS [stop]``, DB a SQLite file path
+or a ``postgresql://`` URL.  Each round adds a
 user, a token for them and a device they own; after each write's Deferred
 fires the child prints ``ACK <n> <kind> <key>`` (flushed), exactly as a
 server would answer a client.  With ROUNDS 0 it writes until killed; else it
@@ -16,7 +17,17 @@ import sys
 from twisted.internet import defer, task
 
 from twisted_spark.models import AccessToken, DeviceRecord, User
-from twisted_spark.store.sqlite import SQLiteStore
+
+
+def open_store(reactor, target):
+    """The store the tests name: PostgreSQL for a URL, else SQLite at that path."""
+    if str(target).startswith("postgresql://"):
+        from twisted_spark.store.postgres import PostgresStore
+
+        return PostgresStore.open(str(target), reactor)
+    from twisted_spark.store.sqlite import SQLiteStore
+
+    return SQLiteStore.open(target, reactor=reactor)
 
 
 def ack(count, kind, key):
@@ -24,7 +35,7 @@ def ack(count, kind, key):
 
 
 async def main(reactor, path, rounds, mode="idle"):
-    store = await SQLiteStore.open(path, reactor=reactor)
+    store = await open_store(reactor, path)
     count = 0
     index = 0
     while rounds == 0 or index < rounds:

@@ -3,8 +3,10 @@ and rename are compare-and-set writes, so exactly one of two racers wins.
 
 A :class:`ReadGate` around the store holds device reads until both requests
 have read: the worst interleaving (both read, then both write) happens every
-time instead of by luck.  The last test does the same over real HTTP on
-loopback against the real SQLite store.
+time instead of by luck.  The last tests do the same over real HTTP on
+loopback against the real SQLite store, and against two API nodes sharing
+one PostgreSQL database (the store-level races across nodes, with many
+more racers, are in ``test_store_postgres.py``).
 """
 
 from __future__ import annotations
@@ -295,3 +297,50 @@ async def test_racing_claims_over_loopback_on_sqlite(tmp_path, reactor):
         await pool.closeCachedConnections()
         await store.close()
 
+
+
+@pytest.mark.usefixtures("clean_reactor")
+@pytest_twisted.ensureDeferred
+async def test_racing_claims_on_two_nodes_sharing_postgresql(postgres_url, reactor):
+    """Two API nodes, each with its own PostgresStore on one database: alice claims
+    through one and bob through the other, both having read "unowned" first."""
+    from twisted_spark.store.postgres import PostgresStore
+
+    stores = [await PostgresStore.open(postgres_url, reactor) for _ in range(2)]
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    ports = []
+    try:
+        tokens = {}
+        for n, name in enumerate(("alice", "bob")):
+            await stores[0].add_user(User(name, "tokens only: no password"))
+            tokens[name] = f"{n:040x}"
+            await stores[0].add_token(AccessToken(tokens[name], name, "spark", reactor.seconds()))
+        devices = [device_id(n) for n in range(1, 6)]
+        for did in devices:
+            await stores[0].put_device(DeviceRecord(did, public_key=der(1)))
+        bases = {}
+        for user, store in zip(("alice", "bob"), stores, strict=True):
+            # Each node lets its reads go once it has read every device.
+            api = SparkAPI(ReadGate(store, parties=len(devices)), FakeRegistry(), Settings(),
+                           clock=reactor)
+            port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(api.site())
+            ports.append(port)
+            bases[user] = f"http://127.0.0.1:{port.getHost().port}"
+
+        def claim(user, did):
+            d = treq.post(f"{bases[user]}/v1/devices", data={"id": did}, pool=pool,
+                          headers={"Authorization": f"Bearer {tokens[user]}"})
+            return d.addCallback(lambda response: response.code)
+
+        codes = await defer.gatherResults(
+            [claim(user, did) for did in devices for user in ("alice", "bob")])
+        for index, did in enumerate(devices):
+            pair = codes[2 * index : 2 * index + 2]
+            assert sorted(pair) == [200, 403], (did, pair)
+            owner = (await stores[1].get_device(did)).owner
+            assert owner == ("alice", "bob")[pair.index(200)]
+    finally:
+        for port in ports:
+            await port.stopListening()
+        await pool.closeCachedConnections()
+        await defer.gatherResults([store.close() for store in stores])

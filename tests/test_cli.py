@@ -324,3 +324,30 @@ def test_command_line_udp_server_key(data_dir):
     assert result.returncode == 0, result.stderr
     assert "127.0.0.1, port 5684" in result.stdout
     assert len((data_dir / "server_key_udp.der").read_bytes()) == 320
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_use_the_servers_postgresql_database(reactor, data_dir, postgres_url):
+    """``--database`` as the server's: keys land in PostgreSQL, nothing in the data dir."""
+    key_file = KEYS_DIR / "device-1.pub.pem"
+    await run(reactor, cli.KEYS_COMMANDS, data_dir, "add", DEVICE_ID, str(key_file),
+              "--database", postgres_url)
+    listing = await run(reactor, cli.KEYS_COMMANDS, data_dir, "list", "--database", postgres_url)
+    assert DEVICE_ID in listing
+    assert not (Path(data_dir) / "spark.sqlite").exists()
+    # Without --database the commands use the data dir's SQLite file, as before.
+    assert "No devices" in await run(reactor, cli.KEYS_COMMANDS, data_dir, "list")
+
+
+def test_a_bad_or_unreachable_database_is_one_line(data_dir):
+    def command(url):
+        return subprocess.run(
+            [sys.executable, "-m", "twisted_spark", "users", "list", "--data-dir", str(data_dir),
+             "--database", url], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
+
+    refused = command("mysql://root@localhost/spark")
+    assert refused.returncode != 0 and "unsupported database URL" in refused.stderr
+    unreachable = command("postgresql://spark:s3cret@127.0.0.1:1/spark")
+    assert unreachable.returncode == 1, unreachable.stderr
+    assert unreachable.stderr.startswith("error: PostgreSQL at postgresql://spark:***@127.0.0.1:1")
+    assert "s3cret" not in unreachable.stderr and "Traceback" not in unreachable.stderr

@@ -1,8 +1,8 @@
 """Cluster end to end: two or three nodes in one reactor, real Redis, real sockets.
 
-The nodes share one SQLite file (WAL lets several connections use it) and
-one Redis namespace of their own; devices are virtual devices over TCP and
-the API is called over HTTP.
+The nodes share a store (a PostgreSQL database, or one SQLite file: every
+test runs on both) and a Redis namespace of their own; devices are virtual
+devices over TCP and the API is called over HTTP.
 """
 
 from __future__ import annotations
@@ -43,8 +43,20 @@ def space():
     return namespace()
 
 
-async def nodes(space, tmp_path, count, **settings):
-    database = tmp_path / "spark.sqlite"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """Where the nodes' shared store is: one SQLite file (WAL lets several
+    connections share it) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield tmp_path / "spark.sqlite"
+    else:
+        from pg import fresh_database
+
+        with fresh_database() as url:
+            yield url
+
+
+async def nodes(space, database, count, **settings):
     started = []
     for index in range(count):
         started.append(await Node(space, database, f"node-{'abc'[index]}", **settings).start())
@@ -102,9 +114,9 @@ class Stream:
 
 
 @pytest_twisted.ensureDeferred
-async def test_calls_list_and_offline_across_nodes(space, tmp_path):
+async def test_calls_list_and_offline_across_nodes(space, database):
     """Device on A, API on B: list, info, function, variable, ping, signal; then 404."""
-    a, b = running = await nodes(space, tmp_path, 2)
+    a, b = running = await nodes(space, database, 2)
     try:
         sim = await a.attach(device())
         await until(lambda: b.registry.get(CORE) is not None, what="presence on B")
@@ -145,10 +157,10 @@ async def test_calls_list_and_offline_across_nodes(space, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_events_both_ways_once_in_order(space, tmp_path):
+async def test_events_both_ways_once_in_order(space, database):
     """A device's events reach SSE on B, in order, once; API events on B reach
     the device subscribed on A; relayed events carry their node as origin."""
-    a, b = running = await nodes(space, tmp_path, 2)
+    a, b = running = await nodes(space, database, 2)
     seen_on_b = []
     b.cloud.bus.subscribe("", seen_on_b.append)
     try:
@@ -176,10 +188,10 @@ async def test_events_both_ways_once_in_order(space, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_takeover_newest_wins_without_offline(space, tmp_path):
+async def test_takeover_newest_wins_without_offline(space, database):
     """The device reconnects to B while A still holds it: A closes its session,
     and every node sees online, online: never offline in between."""
-    a, b, c = running = await nodes(space, tmp_path, 3)
+    a, b, c = running = await nodes(space, database, 3)
     statuses = []
     c.cloud.bus.subscribe("spark/status", lambda e: statuses.append(e.data))
     try:
@@ -200,10 +212,10 @@ async def test_takeover_newest_wins_without_offline(space, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_node_loss_offline_once_then_reconnect(space, tmp_path):
+async def test_node_loss_offline_once_then_reconnect(space, database):
     """A dies silently: its device shows offline on B and C within the presence
     TTL, ``offline`` is published once, and the device comes back on B."""
-    a, b, c = running = await nodes(space, tmp_path, 3, presence_ttl=1.5)
+    a, b, c = running = await nodes(space, database, 3, presence_ttl=1.5)
     statuses = {"b": [], "c": []}
     b.cloud.bus.subscribe("spark/status", lambda e: statuses["b"].append(e.data))
     c.cloud.bus.subscribe("spark/status", lambda e: statuses["c"].append(e.data))
@@ -224,10 +236,10 @@ async def test_node_loss_offline_once_then_reconnect(space, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_flash_at_the_holder_by_reference(space, tmp_path):
+async def test_flash_at_the_holder_by_reference(space, database, tmp_path):
     """An upload on B flashes the device on A: the image goes through the shared
     firmware directory, never through Redis."""
-    a, b = running = await nodes(space, tmp_path, 2, firmware_dir=tmp_path / "firmware")
+    a, b = running = await nodes(space, database, 2, firmware_dir=tmp_path / "firmware")
     try:
         sim = await a.attach(device())
         await until(lambda: b.registry.get(CORE) is not None)
@@ -245,10 +257,10 @@ async def test_flash_at_the_holder_by_reference(space, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_failed_logins_are_counted_across_nodes(space, tmp_path):
+async def test_failed_logins_are_counted_across_nodes(space, database):
     """Three wrong passwords spread over two nodes use up the address's minute:
     the fourth attempt is 429 on either node, the right password too."""
-    a, b = running = await nodes(space, tmp_path, 2, login_failures_per_minute=3)
+    a, b = running = await nodes(space, database, 2, login_failures_per_minute=3)
 
     async def login(node, password):
         response = await treq.post(node.base + "/oauth/token", auth=("spark", "spark"),
@@ -268,9 +280,9 @@ async def test_failed_logins_are_counted_across_nodes(space, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_cluster_wide_jobs_run_on_one_node(space, tmp_path):
+async def test_cluster_wide_jobs_run_on_one_node(space, database):
     """``once`` (the token sweep's lock) says yes to one node per period."""
-    running = await nodes(space, tmp_path, 3)
+    running = await nodes(space, database, 3)
     try:
         answers = [await node.cloud.cluster.once("token-sweep", 30) for node in running]
         assert sorted(answers) == [False, False, True]
@@ -280,10 +292,10 @@ async def test_cluster_wide_jobs_run_on_one_node(space, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_node_taken_for_dead_claims_its_devices_again(space, tmp_path):
+async def test_a_node_taken_for_dead_claims_its_devices_again(space, database):
     """A stalls past the TTL and is swept (offline on B); when it renews again
     its live device is online again everywhere."""
-    a, b = running = await nodes(space, tmp_path, 2, presence_ttl=1.0)
+    a, b = running = await nodes(space, database, 2, presence_ttl=1.0)
     statuses = []
     b.cloud.bus.subscribe("spark/status", lambda e: statuses.append(e.data))
     try:
@@ -303,10 +315,10 @@ async def test_a_node_taken_for_dead_claims_its_devices_again(space, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_presence_reloaded_after_the_subscriber_reconnects(space, tmp_path):
+async def test_presence_reloaded_after_the_subscriber_reconnects(space, database):
     """B's subscriber connection drops while A's device leaves: B misses the
     message, and reloads presence from Redis once it is back."""
-    a, b = running = await nodes(space, tmp_path, 2)
+    a, b = running = await nodes(space, database, 2)
     try:
         sim = await a.attach(device())
         await until(lambda: b.registry.get(CORE) is not None)
@@ -325,11 +337,11 @@ async def test_presence_reloaded_after_the_subscriber_reconnects(space, tmp_path
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_stopping_node_hands_its_devices_over_without_offline(space, tmp_path):
+async def test_a_stopping_node_hands_its_devices_over_without_offline(space, database):
     """A stops (a drain): its device reconnects to B at once and shows online,
     online; another device that does not come back gets one offline, from the
     sweep of A."""
-    a, b, c = running = await nodes(space, tmp_path, 3, presence_ttl=6)
+    a, b, c = running = await nodes(space, database, 3, presence_ttl=6)
     other = "53ff73065067544816300188"
     await a.store.put_device(DeviceRecord(other, owner="alice",
                                           public_key=public_key_der(DEVICE_KEYS[1])))
@@ -357,12 +369,12 @@ async def test_the_service_joins_before_serving_and_sweeps_tokens_once(space, da
     the heartbeat."""
     from cluster_harness import REDIS
 
-    from twisted_spark.service import SparkService, _open_sqlite_store
+    from twisted_spark.service import SparkService, _open_configured_store
 
     sweeps = []
 
     async def open_store(settings, reactor, executor):
-        store = await _open_sqlite_store(settings, reactor, executor)
+        store = await _open_configured_store(settings, reactor, executor)
         delete_expired = store.delete_expired
         store.delete_expired = lambda now: sweeps.append(now) or delete_expired(now)
         return store

@@ -9,7 +9,12 @@ import pytest_twisted
 from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
-from twisted_spark.executors import Executors, SynchronousExecutor, ThreadExecutor
+from twisted_spark.executors import (
+    DATABASE_THREADS,
+    Executors,
+    SynchronousExecutor,
+    ThreadExecutor,
+)
 from twisted_spark.interfaces import IExecutor
 
 
@@ -57,12 +62,23 @@ def test_synchronous_executor_has_run_the_call_when_run_returns():
 
 def test_executors_by_kind(reactor):
     threaded = Executors.threaded(reactor, rsa_threads=3)
-    assert [e.name for e in threaded.all()] == ["rsa", "store", "passwords", "files"]
+    assert [e.name for e in threaded.all()] == ["rsa", "store", "passwords", "files", "database"]
     assert threaded.rsa.threads == 3 and threaded.store.threads == 1
+    assert threaded.database.threads == DATABASE_THREADS
     threaded.stop()  # never started: nothing to join
     inline = Executors.synchronous()
     assert all(isinstance(e, SynchronousExecutor) for e in inline.all())
     assert inline.files.name == "files"
+
+
+def test_the_database_executor_starts_on_first_use(reactor):
+    """With SQLite (the default) the PostgreSQL threads are never started."""
+    threaded = Executors.threaded(reactor)
+    threaded.start()
+    try:
+        assert threaded.store.running and not threaded.database.running
+    finally:
+        threaded.stop()
 
 
 @pytest_twisted.ensureDeferred

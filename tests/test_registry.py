@@ -153,3 +153,27 @@ def test_store_failure_is_logged_not_raised():
     d.addCallback(results.append)
     assert results == [None]
     assert reg.get(s.device_id) is s
+
+
+def test_an_unreachable_database_is_one_line_naming_the_device(logged_failures):
+    from twisted.logger import globalLogPublisher
+
+    from twisted_spark.errors import StoreUnavailable
+
+    class DownStore:
+        def update_device(self, device_id, **changes):
+            return defer.fail(StoreUnavailable("PostgreSQL at postgresql://db/spark is down"))
+
+    lines = []
+    globalLogPublisher.addObserver(lines.append)
+    try:
+        reg = DeviceRegistry(Clock(), store=DownStore())
+        reg.save("ee" * 12, last_heard=1, last_ip="192.0.2.1")
+    finally:
+        globalLogPublisher.removeObserver(lines.append)
+    from twisted.logger import formatEvent
+
+    said = [formatEvent(event) for event in lines]
+    assert ("Could not save last_heard, last_ip of device " + "ee" * 12 +
+            ": the database is unavailable") in said
+    assert logged_failures == []  # no traceback for an outage

@@ -1,8 +1,9 @@
 """An acknowledged write survives SIGKILL of the process that made it.
 
-A child process (``store_crash_child.py``) writes through SQLiteStore and
-prints an ACK once each write's Deferred has fired; the test kills it with
-SIGKILL and reads every acknowledged write back from the file.
+A child process (``store_crash_child.py``) writes through SQLiteStore or
+PostgresStore and prints an ACK once each write's Deferred has fired; the
+test kills it with SIGKILL and reads every acknowledged write back from the
+file or the database (each test has its own: ``postgres_url``).
 """
 
 import os
@@ -10,11 +11,12 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 import pytest_twisted
+from store_crash_child import open_store
 from twisted.internet import defer, protocol
 
 from twisted_spark.models import AccessToken, DeviceRecord, User
-from twisted_spark.store.sqlite import SQLiteStore
 
 CHILD = Path(__file__).with_name("store_crash_child.py")
 DEADLINE = 60.0  # seconds; generous for slow CI, never waited on when all is well
@@ -74,7 +76,7 @@ async def run_and_kill(reactor, project_root, path, rounds, wanted=None):
 
 
 async def assert_all_acked_writes_present(reactor, path, acks):
-    store = await SQLiteStore.open(path, reactor=reactor)
+    store = await open_store(reactor, path)
     try:
         for kind, key in acks:
             index = int(key[-5:]) if kind != "device" else int(key, 16)
@@ -106,34 +108,61 @@ def health(connection):
     )
 
 
+DANGLING = """
+    SELECT 'token', token FROM access_tokens t
+      WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.username = t.username)
+    UNION ALL
+    SELECT 'device', device_id FROM devices d
+      WHERE owner IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users u WHERE u.username = d.owner)
+"""
+
+
+async def database_health(reactor, path):
+    """What :func:`health` says, for either engine (PostgreSQL checks its own pages)."""
+    if not str(path).startswith("postgresql://"):
+        store = await open_store(reactor, path)
+        try:
+            return await store._call(health)
+        finally:
+            await store.close()
+    import psycopg
+
+    with psycopg.connect(path) as connection:
+        return "ok", connection.execute(DANGLING).fetchall()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path):
+    """Where the child writes: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "spark.sqlite"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest_twisted.ensureDeferred
-async def test_acknowledged_writes_survive_sigkill(reactor, project_root, tmp_path):
-    path = tmp_path / "spark.sqlite"
+async def test_acknowledged_writes_survive_sigkill(reactor, project_root, target):
+    path = target
     acks = await run_and_kill(reactor, project_root, path, rounds=3)
     assert [kind for kind, _ in acks] == ["user", "token", "device"] * 3
     await assert_all_acked_writes_present(reactor, path, acks)
 
 
 @pytest_twisted.ensureDeferred
-async def test_sigkill_in_the_middle_of_writing(reactor, project_root, tmp_path):
-    """Killed while writes are in flight: every acked one is there, the file is sound."""
-    path = tmp_path / "spark.sqlite"
+async def test_sigkill_in_the_middle_of_writing(reactor, project_root, target):
+    """Killed while writes are in flight: every acked one is there, the data is sound."""
+    path = target
     acks = await run_and_kill(reactor, project_root, path, rounds=0, wanted=60)
     assert len(acks) >= 60
     await assert_all_acked_writes_present(reactor, path, acks)
-    store = await SQLiteStore.open(path, reactor=reactor)
-    try:
-        integrity, dangling = await store._call(health)
-        assert integrity == "ok"
-        assert dangling == []
-    finally:
-        await store.close()
+    integrity, dangling = await database_health(reactor, path)
+    assert integrity == "ok"
+    assert dangling == []
 
 
 @pytest_twisted.ensureDeferred
-async def test_reactor_stop_without_close_commits_and_exits(reactor, project_root, tmp_path):
+async def test_reactor_stop_without_close_commits_and_exits(reactor, project_root, target):
     """The store closes itself at reactor shutdown: queued writes land, no thread hangs on."""
-    path = tmp_path / "spark.sqlite"
+    path = target
     child = Child()
     child.ready.addErrback(lambda _: None)  # no IDLE in this mode; only the exit matters
     env = dict(os.environ, PYTHONPATH=str(project_root))
@@ -146,7 +175,7 @@ async def test_reactor_stop_without_close_commits_and_exits(reactor, project_roo
         raise
     assert getattr(ended, "exitCode", None) == 0, (ended, child.stderr)
     await assert_all_acked_writes_present(reactor, path, child.acks)
-    store = await SQLiteStore.open(path, reactor=reactor)
+    store = await open_store(reactor, path)
     try:
         assert await store.get_user("late") == User("late", "hash-late")
         assert await store.get_user("goodbye") == User("goodbye", "hash-goodbye")

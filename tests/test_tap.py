@@ -20,6 +20,7 @@ DEFAULT_OPTIONS = {
     "api": "tcp:8080",
     "device": "tcp:5683",
     "udp-device": "5684",
+    "database": "sqlite:",
     "handshake-timeout": 30.0,
     "device-idle-timeout": 30.0,
     "device-ping-interval": 15.0,
@@ -69,7 +70,7 @@ def test_defaults_whole_dict():
 def test_every_option_reaches_settings():
     options = parse(
         "--data-dir", "/tmp/x", "--api", "ssl:8443:privateKey=k.pem", "--device", "tcp:15683",
-        "--udp-device", "[::1]:15684",
+        "--udp-device", "[::1]:15684", "--database", "postgres://spark@db.example:5433/spark",
         "--handshake-timeout", "5", "--device-idle-timeout", "12.5",
         "--device-ping-interval", "6", "--max-frame-size", "2048", "--rsa-threads", "4",
         "--max-pending-handshakes", "50",
@@ -84,7 +85,8 @@ def test_every_option_reaches_settings():
     )
     assert options.settings == Settings(
         data_dir=Path("/tmp/x"), api_endpoint="ssl:8443:privateKey=k.pem",
-        device_endpoint="tcp:15683", udp_device="[::1]:15684", handshake_timeout=5.0,
+        device_endpoint="tcp:15683", udp_device="[::1]:15684",
+        database="postgres://spark@db.example:5433/spark", handshake_timeout=5.0,
         device_idle_timeout=12.5,
         device_ping_interval=6.0, max_frame_size=2048, rsa_threads=4,
         max_pending_handshakes=50,
@@ -109,10 +111,22 @@ def test_every_option_reaches_settings():
     ["--udp-device", "udp:5684"],
     ["--udp-device", "::1:5684"],
     ["--udp-device", "localhost:5684"],
+    ["--database", "mysql://root@localhost/spark"],
+    ["--database", "postgresql://localhost:port/spark"],
+    ["--database", "postgresql://localhost:5432"],
+    ["--database", "sqlite:/tmp/other.sqlite"],
 ])
 def test_bad_values_are_usage_errors(argv):
     with pytest.raises(usage.UsageError):
         parse(*argv)
+
+
+def test_a_bad_database_url_says_what_is_accepted_and_hides_the_password():
+    with pytest.raises(usage.UsageError) as info:
+        parse("--database", "mysql://root:hunter2@localhost/spark")
+    message = str(info.value)
+    assert "hunter2" not in message and "root:***@localhost" in message
+    assert "'sqlite:'" in message and "postgresql://USER@HOST:PORT/DBNAME" in message
 
 
 def test_plugin_is_discovered():

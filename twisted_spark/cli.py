@@ -88,12 +88,14 @@ async def users_add(reactor, data_dir: Path, options, out=sys.stdout) -> None:
         except DuplicateUser as error:
             raise CommandError(f"a user named {username!r} already exists") from error
 
-    user = await with_store(reactor, data_dir, action)
+    user = await with_store(reactor, data_dir, action,
+                            database=options.get("database", "sqlite:"))
     print(f"Created user {username}" + (" (administrator)" if user.is_admin else ""), file=out)
 
 
 async def users_list(reactor, data_dir: Path, options, out=sys.stdout) -> None:
-    users = await with_store(reactor, data_dir, lambda store: store.list_users())
+    users = await with_store(reactor, data_dir, lambda store: store.list_users(),
+                             database=options.get("database", "sqlite:"))
     if not users:
         print("No users yet. Create one with 'python -m twisted_spark users add <name>'.",
               file=out)

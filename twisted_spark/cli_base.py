@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_cli -*-
 """What every administrative subcommand shares: its error, options and store.
 
-A command opens the same SQLite database the server uses (safe while the
-server runs: SQLite in WAL mode serialises writers) with :func:`with_store`,
+A command opens the same database the server uses (``--database``, SQLite
+in the data dir by default; safe while the server runs: SQLite in WAL mode
+serialises writers, PostgreSQL is shared anyway) with :func:`with_store`,
 runs its one blocking call with :func:`in_thread`, and reports a user
 mistake by raising :class:`CommandError`.
 """
@@ -32,8 +33,19 @@ class DataDirOptions(usage.Options):
     first positional argument.
     """
 
-    optParameters = [["data-dir", "d", None,
-                      "The server's data directory (default ./spark-data)."]]
+    optParameters = [
+        ["data-dir", "d", None, "The server's data directory (default ./spark-data)."],
+        ["database", None, "sqlite:",
+         "The server's --database: 'sqlite:' (in the data dir) or postgresql://..."],
+    ]
+
+    def postOptions(self) -> None:
+        from twisted_spark.store.url import parse_database_url
+
+        try:
+            parse_database_url(self["database"])
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from error
 
     def parseOptions(self, options=None):
         if options is None:
@@ -52,7 +64,19 @@ class DataDirOptions(usage.Options):
         super().parseOptions(ordered + ["--"] + positional)
 
 
-async def open_store(reactor, data_dir: Path):
+async def open_store(reactor, data_dir: Path, database: str = "sqlite:"):
+    """The server's store: PostgreSQL if ``database`` says so, else SQLite in ``data_dir``."""
+    from twisted_spark.store.url import POSTGRESQL, parse_database_url
+
+    url = parse_database_url(database)
+    if url.kind == POSTGRESQL:
+        from twisted_spark.errors import StoreUnavailable
+        from twisted_spark.store.postgres import PostgresStore
+
+        try:
+            return await PostgresStore.open(url.url, reactor=reactor)
+        except StoreUnavailable as error:
+            raise CommandError(f"{error}; is the server running, and the URL right?") from error
     from twisted_spark.store.sqlite import SQLiteStore
 
     settings = Settings(data_dir=prepare_data_dir(data_dir))
@@ -68,9 +92,9 @@ async def in_thread(reactor, function, *args):
         executor.stop()
 
 
-async def with_store(reactor, data_dir, action):
-    """Run ``action(store)`` on the server's store, closing it afterwards."""
-    store = await open_store(reactor, data_dir)
+async def with_store(reactor, data_dir, action, database: str = "sqlite:"):
+    """Run ``action(store)`` on the server's store (``--database``), closing it afterwards."""
+    store = await open_store(reactor, data_dir, database)
     try:
         return await action(store)
     finally:

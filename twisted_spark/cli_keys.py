@@ -120,13 +120,15 @@ async def keys_add(reactor, data_dir: Path, options, out=sys.stdout) -> None:
             raise CommandError(f"{error.owner} already has a device called {error.name!r}; "
                                "rename one of them first") from None
 
-    await with_store(reactor, data_dir, action)
+    await with_store(reactor, data_dir, action,
+                     database=options.get("database", "sqlite:"))
     print(f"Registered device {device_id} ({_KEY_NAMES[key.algorithm]} key {key.fingerprint})"
           + (f", owner {owner}" if owner else ""), file=out)
 
 
 async def keys_list(reactor, data_dir: Path, options, out=sys.stdout) -> None:
-    records = await with_store(reactor, data_dir, lambda store: store.list_devices())
+    records = await with_store(reactor, data_dir, lambda store: store.list_devices(),
+                               database=options.get("database", "sqlite:"))
     if not records:
         print("No devices registered. Add one with "
               "'python -m twisted_spark keys add <device-id> <key-file>'.", file=out)
@@ -228,7 +230,8 @@ async def keys_import(reactor, data_dir: Path, options, out=sys.stdout) -> None:
             imported += 1
         return imported, skipped
 
-    imported, skipped = await with_store(reactor, data_dir, action)
+    imported, skipped = await with_store(reactor, data_dir, action,
+                                         database=options.get("database", "sqlite:"))
     print(f"Imported {imported} device key(s) from {directory}; skipped {skipped}.", file=out)
 
 

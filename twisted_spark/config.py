@@ -28,6 +28,9 @@ class Settings:
     device_endpoint: str = "tcp:5683"
     #: ``[INTERFACE:]PORT`` of the UDP/DTLS port for Gen3 devices, or ``off``.
     udp_device: str = "5684"
+    #: Where state lives: ``sqlite:`` (a file in the data dir) or a
+    #: ``postgresql://`` URL (:mod:`twisted_spark.store.url`).
+    database: str = "sqlite:"
 
     # -- device side ---------------------------------------------------------
     #: Seconds a device has to finish the handshake (nonce → first frame).

@@ -88,3 +88,11 @@ class UpdateFailed(FirmwareError):
     def __init__(self, message: str, image_id: str | None = None, timeout: bool = False) -> None:
         super().__init__(message, image_id)
         self.timeout = timeout
+
+
+class StoreUnavailable(SparkError):
+    """The database cannot be reached (down, restarting, or the connection broke).
+
+    The store raises it instead of the driver's error, so the API answers
+    503 and the caller can try again; the store reconnects by itself.
+    """

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_executors -*-
 """Where blocking work runs: a few named, fixed-size thread pools.
 
-Four kinds of work leave the reactor thread, each in its own
+Five kinds of work leave the reactor thread, each in its own
 :class:`~twisted_spark.interfaces.IExecutor` so that one kind cannot starve
 another:
 
@@ -14,12 +14,18 @@ another:
 ``store``
     SQLite's one connection: exactly one thread, so writes are serialised
     the way SQLite wants.  The store owns it and stops it when it closes.
+``database``
+    PostgreSQL (``--database postgresql://...``): :data:`DATABASE_THREADS`
+    threads, each holding its own connection, so at most that many
+    statements run at once and a burst queues here rather than opening
+    more connections.  The PostgreSQL store owns it; with SQLite it stays
+    idle (its threads start on first use).
 ``passwords``
     PBKDF2 hashes (about 0.1 s each, on purpose).
 ``files``
     the server key and firmware images on disk.
 
-:class:`Executors` holds the four; the composition root
+:class:`Executors` holds the five; the composition root
 (:func:`twisted_spark.cloud.build_cloud`) receives it, so the whole set is
 visible in one place.  Tests use :meth:`Executors.synchronous`, which runs
 every call inline.
@@ -38,6 +44,8 @@ from twisted_spark.interfaces import IExecutor
 #: Threads for the work that is not sized by a setting.
 PASSWORD_THREADS = 2
 FILE_THREADS = 2
+#: Threads (and so PostgreSQL connections) of the ``database`` executor.
+DATABASE_THREADS = 4
 
 
 @implementer(IExecutor)
@@ -121,6 +129,7 @@ class Executors:
     store: IExecutor
     passwords: IExecutor
     files: IExecutor
+    database: IExecutor
 
     @classmethod
     def threaded(cls, reactor, rsa_threads: int = 2) -> Executors:
@@ -131,6 +140,7 @@ class Executors:
             store=ThreadExecutor(reactor, "store", 1),
             passwords=ThreadExecutor(reactor, "passwords", PASSWORD_THREADS),
             files=ThreadExecutor(reactor, "files", FILE_THREADS),
+            database=ThreadExecutor(reactor, "database", DATABASE_THREADS),
         )
 
     @classmethod
@@ -142,8 +152,10 @@ class Executors:
         return [getattr(self, spec.name) for spec in fields(self)]
 
     def start(self) -> None:
+        """Start the executors every server uses (``database`` starts on first use)."""
         for executor in self.all():
-            executor.start()
+            if executor is not self.database:
+                executor.start()
 
     def stop(self) -> None:
         """Stop every executor (each finishes what it was given first)."""

@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_spark.errors import StoreUnavailable
 from twisted_spark.interfaces import (
     IDeviceRegistry,
     ILocalSession,
@@ -138,16 +139,24 @@ class DeviceRegistry:
             self.save(session.device_id, last_heard=last)
 
     def save(self, device_id, **changes):
-        """Persist attribute changes, logging (never raising) a failure."""
+        """Persist attribute changes, logging (never raising) a failure.
+
+        A database that cannot be reached is one line per device (the store
+        has said why once); anything else is logged with its traceback.
+        """
         if self.store is None:
             return defer.succeed(None)
         d = defer.maybeDeferred(self.store.update_device, device_id, **changes)
-        d.addErrback(
-            lambda f: self.log.failure(
-                "Could not save attributes of device {device_id}", f, device_id=device_id
-            )
-        )
+        d.addErrback(self._not_saved, device_id, sorted(changes))
         return d
+
+    def _not_saved(self, failure, device_id, fields) -> None:
+        if failure.check(StoreUnavailable):
+            self.log.warn("Could not save {fields} of device {device_id}: the database is "
+                          "unavailable", fields=", ".join(fields), device_id=device_id)
+        else:
+            self.log.failure("Could not save attributes of device {device_id}", failure,
+                             device_id=device_id)
 
     def subscription_added(self, session: ILocalSession, entry: SubscriptionEntry) -> None:
         """Tell observers that an online ``session`` added subscription ``entry``."""

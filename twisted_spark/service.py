@@ -30,6 +30,7 @@ from twisted_spark.datadir import (
     prepare_data_dir,
 )
 from twisted_spark.executors import Executors
+from twisted_spark.store.url import POSTGRESQL, parse_database_url
 from twisted_spark.udp.address import parse_udp_device
 
 log = Logger()
@@ -38,7 +39,13 @@ log = Logger()
 TOKEN_SWEEP_INTERVAL = 3600.0
 
 
-def _open_sqlite_store(settings: Settings, reactor, executor):
+def _open_configured_store(settings: Settings, reactor, executor):
+    """The store ``--database`` names: SQLite in the data dir, or PostgreSQL."""
+    database = parse_database_url(settings.database)
+    if database.kind == POSTGRESQL:
+        from twisted_spark.store.postgres import PostgresStore
+
+        return PostgresStore.open(database.url, reactor=reactor, executor=executor)
     from twisted_spark.store.sqlite import SQLiteStore
 
     return SQLiteStore.open(settings.database_path, reactor=reactor, executor=executor)
@@ -89,7 +96,8 @@ class SparkService(MultiService):
     """The whole server as one service: start it, and devices and clients can connect.
 
     :param open_store: ``(settings, reactor, executor) -> Deferred[IStore]``;
-        SQLite by default, given ``executors.store``.
+        by default the store ``settings.database`` names, given
+        ``executors.database`` for PostgreSQL and ``executors.store`` for SQLite.
     :param executors: the :class:`~twisted_spark.executors.Executors`; thread
         pools sized from settings by default (tests pass synchronous ones).
 
@@ -100,7 +108,7 @@ class SparkService(MultiService):
         super().__init__()
         self.settings = settings
         self.reactor = reactor
-        self._open_store = open_store or _open_sqlite_store
+        self._open_store = open_store or _open_configured_store
         self.executors = executors or Executors.threaded(reactor, settings.rsa_threads)
         self.store = None
         self.cloud = None
@@ -123,7 +131,10 @@ class SparkService(MultiService):
         self.executors.start()
         self.data_dir = prepare_data_dir(settings.data_dir)
         self.server_key = await self.executors.files.run(load_or_create_server_key, self.data_dir)
-        self.store = await self._open_store(settings, reactor, self.executors.store)
+        database = parse_database_url(settings.database)
+        executor = (self.executors.database if database.kind == POSTGRESQL
+                    else self.executors.store)
+        self.store = await self._open_store(settings, reactor, executor)
         udp_address = parse_udp_device(settings.udp_device)
         gen3_key = None
         if udp_address is not None:
@@ -149,9 +160,11 @@ class SparkService(MultiService):
         self.device_port = await device_port
         self.api_port = await api_port
         log.info(
-            "twisted-spark ready: data dir {data_dir}; API on {api} ({api_host}); devices on "
-            "{device} ({device_host}); server key fingerprint {fingerprint}",
+            "twisted-spark ready: data dir {data_dir}; database {database}; API on {api} "
+            "({api_host}); devices on {device} ({device_host}); server key fingerprint "
+            "{fingerprint}",
             data_dir=str(self.data_dir),
+            database=database.redacted,
             api=settings.api_endpoint,
             api_host=_describe_port(self.api_port),
             device=settings.device_endpoint,

@@ -65,6 +65,17 @@ _redis_url.coerceDoc = (  # type: ignore[attr-defined]
     "redis://HOST[:PORT][/DB], with [USER]:PASSWORD@ before HOST if Redis wants one.")
 
 
+def _database(value: str) -> str:
+    from twisted_spark.store.url import parse_database_url
+
+    parse_database_url(value)  # ValueError says what is wrong and what is accepted
+    return value.strip()
+
+
+_database.coerceDoc = (  # type: ignore[attr-defined]
+    "'sqlite:' or postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME.")
+
+
 class Options(usage.Options):
     """Options of the twisted-spark server."""
 
@@ -81,6 +92,9 @@ class Options(usage.Options):
          "Directory for the database and server keys (created with mode 0700)."],
         ["api", "a", _DEFAULTS.api_endpoint, "Endpoint of the REST API."],
         ["device", None, _DEFAULTS.device_endpoint, "Endpoint devices connect to."],
+        ["database", None, _DEFAULTS.database,
+         "Where state lives: 'sqlite:' (spark.sqlite in the data dir) or "
+         "postgresql://USER@HOST:PORT/DBNAME (shared by the nodes of a cluster).", _database],
         ["udp-device", None, _DEFAULTS.udp_device,
          "UDP port Gen3 devices (Argon, Boron, P2, ...) connect to: [INTERFACE:]PORT, "
          "or 'off'.", _udp_device],

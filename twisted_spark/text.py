@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_api_users -*-
+# -*- test-case-name: tests.test_api_users,tests.test_api_hostile -*-
 """Checks on text that arrived from outside, shared by the API and the device side."""
 
 from __future__ import annotations
@@ -15,3 +15,19 @@ def is_utf8_text(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+#: The one character PostgreSQL text cannot hold (SQLite can): refused at the
+#: API for every store, so both stores accept exactly the same requests.
+NUL = "\x00"
+
+
+def holds_nul(value) -> bool:
+    """True if ``value`` -- text, or JSON's lists and objects of it -- contains U+0000."""
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, dict):
+        return any(holds_nul(key) or holds_nul(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(holds_nul(item) for item in value)
+    return False

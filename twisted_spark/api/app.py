@@ -31,6 +31,7 @@ from twisted_spark.api.bodies import (
     SMALL_BODY_LIMIT,
     Body,
     buffered_size,
+    check_head_text,
     check_size,
     is_form,
     media_type,
@@ -263,6 +264,7 @@ class SparkAPI:
         it may carry the token; any other body of a token route is parsed
         once the caller is known, and never when it is not.
         """
+        check_head_text(request)
         reads_body = request.method in BODY_METHODS
         body = None
         if reads_body:

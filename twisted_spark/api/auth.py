@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 from twisted_spark.api.errors import ApiError, bad_request
 from twisted_spark.api.tokens import looks_like_token
 from twisted_spark.models import AccessToken, User
-from twisted_spark.text import is_utf8_text
+from twisted_spark.text import NUL, is_utf8_text
 
 # Each error is built fresh: a shared exception instance would pile up tracebacks.
 
@@ -172,9 +172,10 @@ class Authenticator:
         """The user if ``password`` is right, else ``None`` (same cost either way).
 
         Text with an unpaired surrogate (possible in JSON, never in a stored
-        name or password) is simply wrong: no store or hash is asked about it.
+        name or password) or a NUL (possible in HTTP Basic's base64) is simply
+        wrong: no store or hash is asked about it.
         """
-        if not (is_utf8_text(username) and is_utf8_text(password)):
+        if not (is_utf8_text(username) and is_utf8_text(password)) or NUL in username:
             await self._decoy_check("")
             return None
         user = await self.store.get_user(username.strip().lower())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from multipart import (
     MultipartError,
@@ -26,6 +26,7 @@ from multipart import (
 )
 
 from twisted_spark.api.errors import ApiError, bad_request
+from twisted_spark.text import holds_nul
 
 KIB = 1024
 #: Limit of the small routes (token, users, access tokens, event publishing): no
@@ -136,21 +137,48 @@ def check_size(request, limit: int) -> None:
         raise too_large(limit)
 
 
+def nul_refused() -> ApiError:
+    """400 for a NUL character (U+0000) anywhere in a request's text.
+
+    PostgreSQL text cannot hold one (SQLite can); refusing it here, for
+    every store, keeps both stores answering every request alike.  The
+    request head is checked before authentication, a body when it is parsed.
+    """
+    sentence = ("The request contains a NUL character (%00 or \\u0000), which no field, "
+                "name or id may hold; remove it and send the request again.")
+    # ``errors`` too: the routes whose hosted form lists errors (users, claim...) have it.
+    return bad_request(sentence, errors=[sentence])
+
+
+def check_head_text(request) -> None:
+    """400 if the path, the query or the Authorization header holds a NUL."""
+    authorization = request.getHeader(b"authorization") or b""
+    if b"\x00" in unquote_to_bytes(request.uri) or b"\x00" in authorization:
+        raise nul_refused()
+
+
 def parse_body(request) -> Body:
-    """Parse the (size-checked) body of ``request``; 400 if it is malformed."""
+    """Parse the (size-checked) body of ``request``; 400 if it is malformed.
+
+    A field holding a NUL character is refused (:func:`nul_refused`).
+    """
     if buffered_size(request) == 0:
         return Body()
     content = request.content
     try:
         media = media_type(request)
         if media == "multipart/form-data":
-            return _parse_multipart(request.getHeader(b"content-type").decode("latin-1"), content)
-        data = content.read()
-        if is_json(media):
-            return _parse_json(data)
-        return _parse_form(data)
+            body = _parse_multipart(
+                request.getHeader(b"content-type").decode("latin-1"), content)
+        elif is_json(media):
+            body = _parse_json(content.read())
+        else:
+            body = _parse_form(content.read())
     finally:
         content.seek(0)
+    if holds_nul(body.fields):
+        raise nul_refused()
+    return body
 
 
 def _parse_json(data: bytes) -> Body:

@@ -80,7 +80,15 @@ DOMAIN_ERRORS = {
     domain.ArgumentTooLong: (400, "Argument too long", "The function argument is too long."),
     domain.DeviceRequestFailed: (400, "Device request failed", "The device refused the request."),
     domain.DuplicateUser: (400, "Bad request", "That username is already taken"),
+    domain.StoreUnavailable: (
+        503,
+        "service_unavailable",
+        "The server cannot reach its database right now; try again in a few seconds.",
+    ),
 }
+
+#: Seconds a client is told to wait (``Retry-After``) when the database is down.
+RETRY_AFTER = 5
 
 
 def firmware_error(exc: domain.FirmwareError) -> ApiError:
@@ -113,7 +121,8 @@ def api_error_for(exc: BaseException) -> ApiError:
     for kind, (status, error, description) in DOMAIN_ERRORS.items():
         if isinstance(exc, kind):
             errors = [description] if kind is domain.DuplicateUser else None
-            return ApiError(status, error, description, errors=errors)
+            headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
+            return ApiError(status, error, description, errors=errors, headers=headers)
     if isinstance(exc, HTTPException):
         # Unknown route or unknown method on a known route: API.md §1 says 404.
         return ApiError(404, "Not Found", "There is no such API route.")

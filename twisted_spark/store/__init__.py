@@ -1,10 +1,12 @@
 # -*- test-case-name: tests.test_store_contract -*-
 """Persistence behind :class:`~twisted_spark.interfaces.IStore`.
 
-Two implementations honour the same contract (``tests/test_store_contract.py``):
-:class:`MemoryStore` for tests, and :class:`SQLiteStore`, the default, which
-keeps everything in one SQLite file and does all database work off the reactor
-thread.  The helpers here are shared by both so they agree on validation.
+Three implementations honour the same contract (``tests/test_store_contract.py``):
+:class:`MemoryStore` for tests; :class:`SQLiteStore`, the default, which
+keeps everything in one SQLite file; and :class:`PostgresStore`
+(``--database postgresql://...``), which several nodes share.  The SQL
+stores do all database work off the reactor thread.  The helpers here are
+shared by all of them so they agree on validation.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ class NameTaken(ConstraintError):
         super().__init__(f"{owner!r} already has a device called {name!r}")
         self.owner = owner
         self.name = name
+
+
+class StoreClosed(SparkError, RuntimeError):
+    """The store was used after its ``close()``."""
 
 
 class DeviceChanged(SparkError):
@@ -132,6 +138,7 @@ __all__ = [
     "DeviceChanged",
     "MemoryStore",
     "NameTaken",
+    "StoreClosed",
     "check_device_changes",
     "names_clash",
     "normalize_device",

@@ -29,11 +29,10 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_spark.errors import SparkError
 from twisted_spark.executors import ThreadExecutor
 from twisted_spark.interfaces import IDtlsSessionStore, IExecutor, IStore
 from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
-from twisted_spark.store import check_device_changes, normalize_device
+from twisted_spark.store import StoreClosed, check_device_changes, normalize_device
 from twisted_spark.store.sqlite_ops import (
     DTLS_COLUMNS,
     SELECT_DEVICE,
@@ -55,10 +54,6 @@ from twisted_spark.store.sqlite_ops import (
     update_device,
     user_row,
 )
-
-
-class StoreClosed(SparkError, RuntimeError):
-    """The store was used after :meth:`SQLiteStore.close`."""
 
 
 @implementer(IStore, IDtlsSessionStore)

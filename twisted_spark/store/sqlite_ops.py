@@ -8,18 +8,29 @@ and is called only from the store's one thread by
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from dataclasses import replace
 
 from twisted_spark.errors import DuplicateUser
-from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
+from twisted_spark.models import AccessToken, DeviceRecord, User
 from twisted_spark.store import (
     ConstraintError,
     NameTaken,
     normalize_device,
     still_as_expected,
+)
+from twisted_spark.store.rows import (  # noqa: F401  (sqlite.py imports them from here)
+    DEVICE_COLUMNS,
+    DTLS_COLUMNS,
+    SELECT_DEVICE,
+    TOKEN_COLUMNS,
+    USER_COLUMNS,
+    device_params,
+    device_row,
+    dtls_session_row,
+    token_row,
+    user_row,
 )
 from twisted_spark.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
 
@@ -29,31 +40,12 @@ BUSY_TIMEOUT = 5.0
 #: Accepted values of ``PRAGMA synchronous`` (``OFF`` is never acceptable).
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
 
-DEVICE_COLUMNS = (
-    "device_id",
-    "owner",
-    "name",
-    "public_key",
-    "product_id",
-    "platform_id",
-    "firmware_version",
-    "last_heard",
-    "last_ip",
-    "last_app",
-    "functions",
-    "variables",
-    "created_at",
-)
-SELECT_DEVICE = f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices"
 UPSERT_DEVICE = (
     f"INSERT INTO devices ({', '.join(DEVICE_COLUMNS)})"
     f" VALUES ({', '.join('?' for _ in DEVICE_COLUMNS)})"
     " ON CONFLICT (device_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in DEVICE_COLUMNS[1:])
 )
-USER_COLUMNS = "username, password_hash, is_admin, created_at"
-TOKEN_COLUMNS = "token, username, client_id, created_at, expires_at"
-DTLS_COLUMNS = "cid, state, expires_at, device_id, updated_at"
 UPSERT_DTLS_SESSION = (
     "INSERT INTO dtls_sessions (cid, device_id, state, updated_at, expires_at)"
     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (cid) DO UPDATE SET device_id = excluded.device_id,"
@@ -90,47 +82,6 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
-
-
-def user_row(row) -> User:
-    username, password_hash, is_admin, created_at = row
-    return User(username, password_hash, bool(is_admin), created_at)
-
-
-def token_row(row) -> AccessToken:
-    return AccessToken(*row)
-
-
-def device_row(row) -> DeviceRecord:
-    values = dict(zip(DEVICE_COLUMNS, row, strict=True))
-    if values["public_key"] is not None:
-        values["public_key"] = bytes(values["public_key"])
-    values["functions"] = tuple(json.loads(values["functions"]))
-    values["variables"] = json.loads(values["variables"])
-    return DeviceRecord(**values)
-
-
-def dtls_session_row(row) -> DtlsSessionRecord:
-    cid, state, expires_at, device_id, updated_at = row
-    return DtlsSessionRecord(bytes.fromhex(cid), state, expires_at, device_id, updated_at)
-
-
-def device_params(record: DeviceRecord) -> tuple:
-    return (
-        record.device_id,
-        record.owner,
-        record.name,
-        record.public_key,
-        record.product_id,
-        record.platform_id,
-        record.firmware_version,
-        record.last_heard,
-        record.last_ip,
-        record.last_app,
-        json.dumps(list(record.functions)),
-        json.dumps(dict(record.variables)),
-        record.created_at,
-    )
 
 
 def transaction(connection: sqlite3.Connection, function, *args):

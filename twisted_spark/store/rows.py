@@ -1,0 +1,74 @@
+# -*- test-case-name: tests.test_store_contract -*-
+"""Columns and row conversion shared by the SQL stores (SQLite and PostgreSQL).
+
+Both engines hold the same tables (:mod:`twisted_spark.store.schema`) and
+return rows as tuples, so one conversion serves both: functions and
+variables are JSON text, the public key bytes, ``is_admin`` 0 or 1.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
+
+DEVICE_COLUMNS = (
+    "device_id",
+    "owner",
+    "name",
+    "public_key",
+    "product_id",
+    "platform_id",
+    "firmware_version",
+    "last_heard",
+    "last_ip",
+    "last_app",
+    "functions",
+    "variables",
+    "created_at",
+)
+SELECT_DEVICE = f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices"
+USER_COLUMNS = "username, password_hash, is_admin, created_at"
+TOKEN_COLUMNS = "token, username, client_id, created_at, expires_at"
+DTLS_COLUMNS = "cid, state, expires_at, device_id, updated_at"
+
+
+def user_row(row) -> User:
+    username, password_hash, is_admin, created_at = row
+    return User(username, password_hash, bool(is_admin), created_at)
+
+
+def token_row(row) -> AccessToken:
+    return AccessToken(*row)
+
+
+def device_row(row) -> DeviceRecord:
+    values = dict(zip(DEVICE_COLUMNS, row, strict=True))
+    if values["public_key"] is not None:
+        values["public_key"] = bytes(values["public_key"])
+    values["functions"] = tuple(json.loads(values["functions"]))
+    values["variables"] = json.loads(values["variables"])
+    return DeviceRecord(**values)
+
+
+def dtls_session_row(row) -> DtlsSessionRecord:
+    cid, state, expires_at, device_id, updated_at = row
+    return DtlsSessionRecord(bytes.fromhex(cid), state, expires_at, device_id, updated_at)
+
+
+def device_params(record: DeviceRecord) -> tuple:
+    return (
+        record.device_id,
+        record.owner,
+        record.name,
+        record.public_key,
+        record.product_id,
+        record.platform_id,
+        record.firmware_version,
+        record.last_heard,
+        record.last_ip,
+        record.last_app,
+        json.dumps(list(record.functions)),
+        json.dumps(dict(record.variables)),
+        record.created_at,
+    )

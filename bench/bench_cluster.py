@@ -3,7 +3,9 @@
 Every node is its own process (``node``: the composition root with
 ``--redis``, a SQLite file shared by the nodes, ephemeral loopback ports);
 virtual devices and load generators are other processes.  Redis must run on
-127.0.0.1:6379; each run uses a fresh key namespace and deletes it after.
+127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (user ``postgres``; or
+``STORE=sqlite``: one SQLite file); each run uses a fresh key namespace and
+database and deletes them after.
 
 ``calls``
     10 devices on node A; 16 HTTP clients call ``brew`` through A (same
@@ -55,6 +57,7 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 from bench_api import TOKEN, device_ids  # noqa: E402
 
 KEYS = ROOT / "tests" / "keys"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN = "ad" * 20
 
 
@@ -83,8 +86,14 @@ def node(args):
     async def start():
         executors = Executors.threaded(reactor, settings.rsa_threads)
         executors.start()
-        store = await SQLiteStore.open(args.database, reactor=reactor, executor=executors.store,
-                                       synchronous="NORMAL")
+        if args.database.startswith("postgresql:"):
+            from twisted_spark.store.postgres import PostgresStore
+
+            store = await PostgresStore.open(args.database, reactor=reactor,
+                                             executor=executors.store)
+        else:
+            store = await SQLiteStore.open(args.database, reactor=reactor,
+                                           executor=executors.store, synchronous="NORMAL")
         if args.seed:
             await store.add_user(User("bench", "x"))
             await store.add_token(AccessToken(TOKEN, "bench", "bench", 0.0, None))
@@ -189,12 +198,23 @@ def holders(args):
 
 
 class Cluster:
-    """Node processes on one Redis namespace and one SQLite file."""
+    """Node processes on one Redis namespace and one store: a fresh PostgreSQL
+    database on 127.0.0.1:5432 (user postgres), or with ``STORE=sqlite`` in
+    the environment one SQLite file."""
 
     def __init__(self, presence_ttl=30.0):
         self.namespace = f"bench-{os.urandom(4).hex()}"
         self.dir = tempfile.mkdtemp(prefix="bench-cluster-")
-        self.database = Path(self.dir) / "spark.sqlite"
+        self.pg_name = None
+        if os.environ.get("STORE", "postgresql") == "sqlite":
+            self.database = str(Path(self.dir) / "spark.sqlite")
+        else:
+            import psycopg
+
+            self.pg_name = f"bench_{self.namespace.replace('-', '_')}"
+            with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+                admin.execute(f'CREATE DATABASE "{self.pg_name}"')
+            self.database = PG_ADMIN.rsplit("/", 1)[0] + "/" + self.pg_name
         self.presence_ttl = presence_ttl
         self.procs = []
         self.env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -236,6 +256,11 @@ class Cluster:
                               capture_output=True, text=True, check=False).stdout.split()
         if keys:
             subprocess.run(["redis-cli", "del", *keys], capture_output=True, check=False)
+        if self.pg_name is not None:
+            import psycopg
+
+            with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
 
 
 def api_get(port, path):

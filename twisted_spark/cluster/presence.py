@@ -12,11 +12,12 @@ Keys (all under the namespace):
 * ``seq``, the counter that orders claims; ``sweep:<node>``, the lock one
   node takes to sweep a dead one.
 
-A claim and a release are Lua scripts, so each changes the key, publishes
-the ``spark/status`` event on the event channel and announces the change on
-the ``presence`` channel in one step: every node sees a device's status
+A claim and a release are Lua scripts, so each changes the key, announces
+the change on the ``presence`` channel and publishes the ``spark/status``
+event on the event channel in one step: every node sees a device's status
 events and presence changes in the order Redis applied them, whichever
-nodes they came from.  A release publishes only if the releasing node still
+nodes they came from.  The announcement goes first, so whoever sees the
+event and asks any node about the device finds it as the event says.  A release publishes only if the releasing node still
 holds the device (or held it until its key expired), so a device that moved
 to another node gets no ``offline`` from the node it left.
 """
@@ -34,9 +35,9 @@ CLAIM = """
 local seq = redis.call('INCR', KEYS[5])
 redis.call('SET', KEYS[1], ARGV[1] .. '\\n' .. seq .. '\\n' .. ARGV[4], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
-if ARGV[5] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[5]) end
 redis.call('PUBLISH', KEYS[4], '{"op":"on","seq":' .. seq .. ',"node":' .. cjson.encode(ARGV[1])
   .. ',"id":' .. cjson.encode(ARGV[3]) .. ',"info":' .. ARGV[4] .. '}')
+if ARGV[5] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[5]) end
 return seq
 """
 
@@ -46,8 +47,8 @@ local member = redis.call('SREM', KEYS[2], ARGV[2])
 local mine = value and string.sub(value, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '\\n'
 if mine or (not value and member == 1) then
   if value then redis.call('DEL', KEYS[1]) end
-  if ARGV[3] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[3]) end
   redis.call('PUBLISH', KEYS[4], ARGV[4])
+  if ARGV[3] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[3]) end
   return 1
 end
 return 0

@@ -18,8 +18,9 @@ event on the event channel in one step: every node sees a device's status
 events and presence changes in the order Redis applied them, whichever
 nodes they came from.  The announcement goes first, so whoever sees the
 event and asks any node about the device finds it as the event says.  A
-release publishes only if the releasing node still holds the device (or held it until its key expired), so a device that moved
-to another node gets no ``offline`` from the node it left.
+release publishes only if the releasing node still holds the device (or
+held it until its key expired), so a device that moved to another node gets
+no ``offline`` from the node it left.
 """
 
 from __future__ import annotations

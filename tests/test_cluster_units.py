@@ -229,3 +229,17 @@ def test_a_claim_elsewhere_seen_before_ours_is_answered_decides_on_numbers():
     assert registry.local(DEVICE) is session and DEVICE not in registry.remote
     registry.unregister(session)
     assert presence.releases[0][1].data == "offline"
+
+
+def test_a_holder_without_the_image_names_the_shared_directory_option():
+    from types import SimpleNamespace
+
+    from twisted_spark.cluster.firmware import ClusterFirmware
+
+    local = SimpleNamespace(images=SimpleNamespace(get=lambda image_id: defer.succeed(None)))
+    router = SimpleNamespace(ops={})
+    ClusterFirmware(local, registry=None, router=router, store=None)
+    failures = []
+    router.ops["flash"](LocalSession(), {"image": "f00d"}).addErrback(failures.append)
+    assert failures[0].check(errors.FirmwareError)
+    assert "f00d" in str(failures[0].value) and "--firmware-dir" in str(failures[0].value)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cluster_e2e -*-
+# -*- test-case-name: tests.test_cluster_e2e,tests.test_cluster_units -*-
 """Flashing a device another node holds: the image travels by reference.
 
 The node the upload arrives at compiles it (if sources were sent) and

@@ -226,7 +226,7 @@ async def test_node_loss_offline_once_then_reconnect(space, database):
         started = reactor.seconds()
         await until(lambda: b.registry.get(CORE) is None and c.registry.get(CORE) is None,
                     timeout=15, what="offline everywhere")
-        assert reactor.seconds() - started <= 1.5 * 4 / 3 + 1.0
+        assert reactor.seconds() - started <= 1.5 * 4 / 3 + 2.5  # TTL + a renewal interval
         await until(lambda: statuses["b"] == statuses["c"] == ["online", "offline"])
         assert len(b.cloud.cluster.swept + c.cloud.cluster.swept) == 1
         await b.attach(device())

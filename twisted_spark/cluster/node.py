@@ -66,6 +66,8 @@ class Cluster:
         self.last_tick: float | None = None
         self.swept: list[str] = []
         self._loop: task.LoopingCall | None = None
+        #: dead node -> its sweep, while it runs
+        self._sweeps: dict[str, defer.Deferred] = {}
 
     def export_metrics(self, metrics) -> None:
         """Gauges of this node's cluster side, on the node's ``/metrics``."""
@@ -134,16 +136,43 @@ class Cluster:
             self.registry.reclaim(device_id, online=not alive)
         self.last_tick = self.clock.seconds()
         for node in await self.presence.dead_nodes():
-            gone = self.registry.node_lost(node)
-            released = await self.presence.sweep(node, self._offline_event)
-            if released is None:
+            if node in self._sweeps:
                 continue
-            for event in released:
-                self.relay.publish_locally(event)
-            log.info("Node {node} stopped renewing its presence; {count} of its device(s) "
-                     "marked offline ({known} were known here)", node=node,
-                     count=len(released), known=len(gone))
-            self.swept.append(node)
+            owners = self.registry.node_lost(node)
+            sweep = self._sweeps[node] = defer.ensureDeferred(self._sweep(node, owners))
+            if sweep.called:  # over before it was recorded
+                del self._sweeps[node]
+
+    async def _sweep(self, node: str, owners: dict) -> None:
+        """Publish ``offline`` for dead ``node``'s devices, if this node wins
+        the lock.  It runs beside the renewals, never delaying this node's
+        own heartbeat however many devices it has to go through."""
+
+        async def offline_event(device_id: str) -> Event:
+            if device_id in owners:
+                owner = owners[device_id]
+            else:
+                record = await self.store.get_device(device_id)
+                owner = record.owner if record is not None else None
+            return Event(name="spark/status", data="offline", ttl=60,
+                         published_at=self.clock.seconds(), coreid=device_id, public=False,
+                         owner=owner)
+
+        try:
+            released = await self.presence.sweep(node, offline_event)
+        except Exception:
+            log.failure("Sweeping dead node {node} failed; the next renewal retries", node=node)
+            return
+        finally:
+            self._sweeps.pop(node, None)
+        if released is None:
+            return
+        for event in released:
+            self.relay.publish_locally(event)
+        log.info("Node {node} stopped renewing its presence; {count} of its device(s) "
+                 "marked offline ({known} were known here)", node=node,
+                 count=len(released), known=len(owners))
+        self.swept.append(node)
 
     async def _offline_event(self, device_id: str) -> Event:
         record = await self.store.get_device(device_id)
@@ -169,6 +198,7 @@ class Cluster:
     async def stop(self) -> None:
         """Leave: wait for the last presence updates, end the heartbeat, disconnect."""
         self.drain()
+        await defer.DeferredList(list(self._sweeps.values()), consumeErrors=True)
         await self.registry.settle()
         self.calls.close()
         self.relay.stop()

@@ -192,11 +192,14 @@ class Presence:
 
     async def release_all(self, node: str, offline_event) -> list:
         """Release every device ``node`` still holds (see :meth:`sweep`)."""
-        released = []
-        for device_id in await self.link.redis.smembers(self._held(node)):
-            event = await offline_event(device_id)
-            if await self.release(device_id, event, node=node):
-                released.append(event)
+        released: list = []
+        ids = list(await self.link.redis.smembers(self._held(node)))
+        for start in range(0, len(ids), REFRESH_BATCH):  # in flight together, in order
+            events = [await offline_event(i) for i in ids[start:start + REFRESH_BATCH]]
+            done = await defer.gatherResults(
+                [self.release(event.coreid, event, node=node) for event in events],
+                consumeErrors=True)
+            released.extend(event for event, ok in zip(events, done, strict=True) if ok)
         await self.link.redis.delete(self._held(node))
         return released
 

@@ -219,9 +219,10 @@ class ClusterRegistry(DeviceRegistry):
                 if entry is None or entry.seq < seq:
                     self.remote[device_id] = RemoteEntry(node, seq, info)
 
-    def node_lost(self, node: str) -> list[str]:
-        """Forget the devices of dead ``node``; their ids."""
-        gone = [i for i, entry in self.remote.items() if entry.node == node]
+    def node_lost(self, node: str) -> dict[str, str | None]:
+        """Forget the devices of dead ``node``: ``{device id: owner}`` of them."""
+        gone = {i: entry.info.get("owner") for i, entry in self.remote.items()
+                if entry.node == node}
         for device_id in gone:
             del self.remote[device_id]
         return gone

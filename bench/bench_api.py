@@ -1,4 +1,4 @@
-"""Function-call round trips through the real HTTP stack.
+"""Function-call (or variable-read) round trips through the real HTTP stack.
 
 Three processes, so the measured server shares its CPU with nobody:
 
@@ -7,11 +7,14 @@ Three processes, so the measured server shares its CPU with nobody:
   device lookups of every call go to that database), one pre-made token;
 * ``devices`` – N virtual devices (:mod:`twisted_spark.sim`) connected over TCP;
 * ``load``    – C concurrent HTTP clients (treq, persistent connections), each
-  calling ``POST /v1/devices/<id>/brew`` in a loop, round-robin over devices.
+  calling ``POST /v1/devices/<id>/brew`` (``--op variable``: ``GET
+  /v1/devices/<id>/temperature``) in a loop, round-robin over devices.
 
 ``python bench/bench_api.py`` (the ``run`` command) starts all three, measures
 for ``--duration`` seconds after a warm-up, and prints requests per second,
-p50/p90/p99 latency and the server's CPU use.  Run from the repository root::
+p50/p90/p99 latency and the server's CPU use, in all and per call (from
+``/proc/<pid>/stat``, so it counts every thread of the server process).
+Run from the repository root::
 
     PYTHONPATH=. /work/venv/bin/python bench/bench_api.py --devices 10 --concurrency 16
 """
@@ -169,12 +172,19 @@ def load(args):
             now = time.perf_counter()
             if now >= window["end"]:
                 return
-            url = f"{base}/v1/devices/{ids[i % len(ids)]}/brew"
+            device = ids[i % len(ids)]
             i += 1
-            response = await treq.post(url, data={"arg": "bench"}, headers=headers, pool=pool)
+            if args.op == "variable":
+                url = f"{base}/v1/devices/{device}/temperature"
+                response = await treq.get(url, headers=headers, pool=pool)
+                expected = b'"result":-98765'
+            else:
+                url = f"{base}/v1/devices/{device}/brew"
+                response = await treq.post(url, data={"arg": "bench"}, headers=headers, pool=pool)
+                expected = b'"return_value":5'
             body = await response.content()
             done = time.perf_counter()
-            if response.code != 200 or b'"return_value":5' not in body:
+            if response.code != 200 or expected not in body:
                 errors[response.code] = errors.get(response.code, 0) + 1
             elif now >= window["start"]:
                 latencies.append(done - now)
@@ -215,6 +225,8 @@ def load(args):
                     "max_ms": latencies[-1] * 1000,
                     "errors": errors,
                     "server_cpu_percent": 100 * (cpu["end"][0] - cpu["start"][0]) / args.duration,
+                    "server_cpu_ms_per_call": 1000 * (cpu["end"][0] - cpu["start"][0])
+                    / max(len(latencies), 1),
                     "load_cpu_percent": 100 * (cpu["end"][1] - cpu["start"][1]) / args.duration,
                     "devices_cpu_percent": 100 * (cpu["end"][2] - cpu["start"][2]) / args.duration,
                 }
@@ -272,6 +284,8 @@ def run(args):
                 str(args.duration),
                 "--warmup",
                 str(args.warmup),
+                "--op",
+                args.op,
                 "--server-pid",
                 str(server.pid),
                 "--devices-pid",
@@ -288,9 +302,10 @@ def run(args):
         print(
             f"\n{args.store} store, {args.devices} virtual devices, "
             f"{args.concurrency} concurrent HTTP clients, "
-            f"{args.duration:.0f} s: {result['rps']:.0f} function calls/s, "
+            f"{args.duration:.0f} s: {result['rps']:.0f} {args.op} calls/s, "
             f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
-            f"server CPU {result['server_cpu_percent']:.0f}%, "
+            f"server CPU {result['server_cpu_percent']:.0f}% "
+            f"({result['server_cpu_ms_per_call']:.3f} ms per call), "
             f"load generator CPU {result['load_cpu_percent']:.0f}%, "
             f"devices CPU {result['devices_cpu_percent']:.0f}%, errors {result['errors'] or 0}"
         )
@@ -319,6 +334,8 @@ def main(argv=None):
     parser.add_argument("--store", choices=["memory", "sqlite", "postgresql"], default="memory")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="(--store postgresql) where to create the scratch database")
+    parser.add_argument("--op", choices=["function", "variable"], default="function",
+                        help="POST /v1/devices/<id>/brew, or GET .../temperature")
     parser.add_argument("--nodelay", action="store_true", help="(server) TCP_NODELAY on sockets")
     args = parser.parse_args(argv)
     {"run": run, "server": serve, "devices": devices, "load": load}[args.command](args)

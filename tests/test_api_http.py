@@ -163,9 +163,11 @@ async def test_metrics_prometheus_text_counts_requests_by_route_and_status():
     r = await h.call("GET", "/metrics")
     assert r.status == 200 and r.header(b"content-type").startswith(b"text/plain")
     text = r.body.decode()
-    assert "spark_devices_online 1" in text
-    assert 'spark_api_requests_total{method="GET",route="/v1/devices",status="401"} 2' in text
-    assert 'spark_api_requests_total{method="GET",route="unmatched",status="404"} 1' in text
+    assert "spark_devices_online 1.0" in text
+    assert 'spark_api_requests_total{method="GET",route="/v1/devices",status="401"} 2.0' in text
+    assert 'spark_api_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+    assert ('spark_api_request_duration_seconds_count{method="GET",route="/v1/devices",'
+            'status_class="4xx"} 2.0') in text
 
 
 @pytest_twisted.ensureDeferred

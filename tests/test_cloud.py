@@ -25,11 +25,15 @@ UNIT_TESTS = {
     "SparkAPI": {"api_fakes.py", "test_api_site.py", "test_api_hostile.py",
                  "test_api_access_log.py", "test_api_races.py"},
     "DeviceRegistry": {"test_registry.py", "device_fixtures.py", "test_events_routing.py",
-                       "test_events_devices.py", "test_interfaces.py", "test_device_channel.py"},
-    "DeviceRouter": {"test_events_routing.py", "test_events_devices.py", "test_interfaces.py"},
+                       "test_events_devices.py", "test_interfaces.py", "test_device_channel.py",
+                       "test_udp_session.py", "test_udp_transcripts.py",
+                       "test_gen3_transcripts.py"},
+    "DeviceRouter": {"test_events_routing.py", "test_events_devices.py", "test_interfaces.py",
+                     "test_gen3_transcripts.py"},
     "FirmwareUpdater": {"test_firmware_updater.py"},
     "StreamRegistry": {"test_api_sse.py", "test_events_devices.py"},
-    "build_gen3_protocol": {"udp_harness.py", "test_udp_transcripts.py"},
+    "build_gen3_protocol": {"udp_harness.py", "test_udp_transcripts.py",
+                            "test_gen3_transcripts.py"},
 }
 
 
@@ -88,8 +92,11 @@ def test_the_gen3_port_only_with_its_key_and_on_the_shared_parts():
 
 def test_metrics_of_every_part_in_one_place():
     text = cloud().metrics.render()
-    for name in ("spark_devices_online", "spark_sse_streams", "spark_handshakes_completed"):
+    for name in ("spark_devices_online", "spark_sse_streams", "spark_ota_in_progress"):
         assert f"# TYPE {name} gauge" in text
+    for name in ("spark_handshakes_completed", "spark_events_published", "spark_events_dropped"):
+        assert f"# TYPE {name}_total counter" in text
+    assert "# TYPE spark_store_operation_duration_seconds histogram" in text
 
 
 @pytest_twisted.ensureDeferred

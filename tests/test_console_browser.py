@@ -339,3 +339,62 @@ def test_console_end_to_end(playwright_api, tmp_path, data_dir, server, processe
     server_log = server["process"].output()
     assert session["token"] not in server_log  # no token in any logged URL
     assert "Traceback" not in server_log, server_log
+
+
+def test_console_webhooks(playwright_api, tmp_path, server):
+    """The Webhooks view lists, creates (showing the API's sentence on a refusal)
+    and deletes the user's hooks; what it did is what the API then reports."""
+    sync_playwright, expect = playwright_api
+    base = f"http://127.0.0.1:{server['api']}/"
+    api = Client(base.rstrip("/"))
+    api.ok("POST", "/v1/users", form={"username": "admin", "password": PASSWORD})
+    token = api.ok("POST", "/oauth/token", basic=("spark", "spark"), form={
+        "grant_type": "password", "username": "admin", "password": PASSWORD})["access_token"]
+    shots = tmp_path / "screenshots"
+    print(f"\nscreenshots: {shots}")
+    problems = []
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(WAIT)
+            expect.set_options(timeout=WAIT)
+            page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(base)
+            page.get_by_label("Username").fill("admin")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_label("Password").press("Enter")
+            page.get_by_role("link", name="Webhooks").click()
+            expect(page.get_by_role("heading", name="Webhooks")).to_be_visible()
+            expect(page.get_by_text("No webhooks.")).to_be_visible()
+
+            # A refused target: the API's sentence, nothing stored.
+            page.get_by_label("Event name prefix").fill("temp")
+            page.get_by_label(re.compile("^URL")).fill("http://169.254.169.254/latest")
+            page.get_by_role("button", name="Create webhook").click()
+            expect(page.locator("form output")).to_contain_text("does not send webhooks to")
+            problems.clear()  # Chromium logs that 400 itself
+
+            page.get_by_label(re.compile("^URL")).fill("http://192.0.2.10/in/{{PARTICLE_EVENT_NAME}}")
+            page.get_by_label("Method").select_option("PUT")
+            page.get_by_label("JSON body template (optional)").fill(
+                '{"value": "{{{PARTICLE_EVENT_VALUE}}}"}')
+            page.get_by_role("button", name="Create webhook").click()
+            rows = page.locator("table.webhooks tbody tr")
+            expect(rows).to_have_count(1)
+            expect(rows.first).to_contain_text("PUT http://192.0.2.10/in/{{PARTICLE_EVENT_NAME}}")
+            page.screenshot(path=shots / "webhooks.png", full_page=True)
+            [hook] = api.ok("GET", "/v1/webhooks", token=token)
+            assert (hook["event"], hook["requestType"]) == ("temp", "PUT")
+            assert hook["json"] == {"value": "{{{PARTICLE_EVENT_VALUE}}}"}
+
+            page.get_by_role("button", name=f"Delete webhook {hook['id']}").click()
+            expect(page.get_by_text("No webhooks.")).to_be_visible()
+            assert api.ok("GET", "/v1/webhooks", token=token) == []
+            assert problems == [], problems
+        except BaseException:
+            page.screenshot(path=shots / "failure.png", full_page=True)
+            raise
+        finally:
+            browser.close()

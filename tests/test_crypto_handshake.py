@@ -7,6 +7,7 @@ import pytest
 import vectors
 from Crypto.Cipher import PKCS1_v1_5
 from Crypto.PublicKey import RSA
+from cryptography.hazmat.primitives import serialization
 
 from twisted_spark.crypto.handshake import (
     HandshakeError,
@@ -22,7 +23,7 @@ from twisted_spark.crypto.handshake import (
     split_session,
     verify_raw,
 )
-from twisted_spark.crypto.keys import public_key_der
+from twisted_spark.crypto.keys import openssl_private_key, public_key_der
 
 KEYS = Path(__file__).parent / "keys"
 DEVICE_ID = "53ff73065067544816300187"
@@ -31,6 +32,12 @@ DEVICE_ID = "53ff73065067544816300187"
 @pytest.fixture(scope="module")
 def server_key():
     return RSA.import_key((KEYS / "server.pem").read_bytes())
+
+
+@pytest.fixture(scope="module")
+def openssl_key(server_key):
+    """The same key as the device server holds it (an OpenSSL key object)."""
+    return openssl_private_key(server_key)
 
 
 @pytest.fixture(scope="module")
@@ -177,21 +184,12 @@ def test_sign_raw_is_textbook_private_exponentiation(server_key):
     assert sign_raw(server_key, message) == expected
 
 
-class _NoFastPath:
-    """A key proxy without pycryptodome's private _decrypt_to_bytes."""
-
-    def __init__(self, key):
-        self._key = key
-
-    def __getattr__(self, name):
-        if name == "_decrypt_to_bytes":
-            raise AttributeError(name)
-        return getattr(self._key, name)
-
-
-def test_sign_raw_fallback_matches_fast_path(server_key):
+def test_sign_raw_same_for_both_key_kinds(server_key, openssl_key):
+    """The OpenSSL key object the server uses signs exactly as the RsaKey would."""
     message = os.urandom(20)
-    assert sign_raw(_NoFastPath(server_key), message) == sign_raw(server_key, message)
+    block = b"\x00\x01" + b"\xff" * 233 + b"\x00" + message
+    expected = pow(int.from_bytes(block, "big"), server_key.d, server_key.n).to_bytes(256, "big")
+    assert sign_raw(openssl_key, message) == expected == sign_raw(server_key, message)
 
 
 def test_sign_raw_refuses_long_message(server_key):
@@ -219,6 +217,26 @@ def test_photon_identity_round_trip(server_key, device_key):
     assert identity.device_id == DEVICE_ID
     assert identity.public_key_der == der
     assert len(identity.public_key_der) == 162
+
+
+def test_photon_identity_with_pkcs1_key_is_stored_as_spki(server_key, openssl_key, device_key):
+    """A key sent as PKCS#1 DER (not what devices send) still comes out as canonical SPKI."""
+    nonce = make_nonce()
+    pkcs1 = (
+        serialization.load_der_public_key(public_key_der(device_key))
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    )
+    assert pkcs1 != public_key_der(device_key)
+    blob = encrypt_identity(server_key.public_key(), nonce, DEVICE_ID, pkcs1)
+    assert decrypt_identity(openssl_key, blob, nonce).public_key_der == public_key_der(device_key)
+
+
+def test_photon_identity_with_2048_bit_key_is_refused(server_key, openssl_key):
+    nonce = make_nonce()
+    wrong = public_key_der(RSA.import_key(vectors.HS_SERVER_PUBLIC_DER))[:190]
+    blob = encrypt_identity(server_key.public_key(), nonce, DEVICE_ID, wrong)
+    with pytest.raises(HandshakeError, match="malformed public key"):
+        decrypt_identity(openssl_key, blob, nonce)
 
 
 def test_upstream_nonce_and_id(server_key):
@@ -256,6 +274,35 @@ def test_identity_with_bad_padding_block(server_key):
     blob = pow(int.from_bytes(block, "big"), server_key.e, server_key.n).to_bytes(256, "big")
     with pytest.raises(HandshakeError, match="bad PKCS#1 padding"):
         decrypt_identity(server_key, blob, make_nonce())
+
+
+def test_identity_with_bad_padding_openssl_key(server_key, openssl_key):
+    """OpenSSL's implicit rejection gives random bytes; the error still names the padding."""
+    block = b"\x00\x01" + b"\xff" * 200 + b"\x00" + bytes(53)
+    blob = pow(int.from_bytes(block, "big"), server_key.e, server_key.n).to_bytes(256, "big")
+    with pytest.raises(HandshakeError, match="bad PKCS#1 padding.*another server's public key"):
+        decrypt_identity(openssl_key, blob, make_nonce())
+
+
+def test_identity_round_trip_openssl_key(server_key, openssl_key, device_key):
+    nonce = make_nonce()
+    der = public_key_der(device_key)
+    blob = encrypt_identity(server_key.public_key(), nonce, DEVICE_ID, der)
+    assert decrypt_identity(openssl_key, blob, nonce) == Identity(DEVICE_ID, der)
+    with pytest.raises(HandshakeError, match="does not echo our nonce"):
+        decrypt_identity(openssl_key, blob, bytes(40))
+
+
+def test_identity_with_short_plaintext_openssl_key(server_key, openssl_key):
+    nonce = make_nonce()
+    blob = PKCS1_v1_5.new(server_key.public_key()).encrypt(nonce + bytes(11))
+    with pytest.raises(HandshakeError, match="51 bytes, expected at least 52"):
+        decrypt_identity(openssl_key, blob, nonce)
+
+
+def test_identity_larger_than_modulus_openssl_key(openssl_key):
+    with pytest.raises(HandshakeError, match="does not decrypt"):
+        decrypt_identity(openssl_key, b"\xff" * 256, make_nonce())
 
 
 def test_identity_larger_than_modulus(server_key):

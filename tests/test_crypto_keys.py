@@ -17,6 +17,7 @@ from twisted_spark.crypto.keys import (
     load_device_public_key,
     load_server_private_key,
     normalize_device_id,
+    openssl_private_key,
     public_key_der,
     public_key_pem,
     server_key_files,
@@ -232,6 +233,24 @@ def test_server_key_loads(server_private):
 def test_server_key_loads_pkcs8_and_der(server_private):
     assert load_server_private_key(server_private.export_key("PEM", pkcs=8)).n == server_private.n
     assert load_server_private_key(server_private.export_key("DER")).n == server_private.n
+
+
+def test_openssl_private_key_is_the_same_key(server_private):
+    for validate in (True, False):
+        numbers = openssl_private_key(server_private, validate=validate).private_numbers()
+        assert (numbers.public_numbers.n, numbers.d) == (server_private.n, server_private.d)
+
+
+def test_openssl_private_key_refuses_public_and_broken_keys(server_private):
+    with pytest.raises(KeyFormatError, match="public key"):
+        openssl_private_key(server_private.public_key())
+    broken = RSA.construct(
+        (server_private.n, server_private.e, server_private.d + 2, server_private.p,
+         server_private.q),
+        consistency_check=False,
+    )
+    with pytest.raises(KeyFormatError, match="OpenSSL refuses"):
+        openssl_private_key(broken)
 
 
 def test_server_key_refuses_public_key():

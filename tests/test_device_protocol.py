@@ -241,6 +241,18 @@ def test_device_registered_with_a_gen3_key_is_refused_by_name(logs):
     assert not any("internal error" in line for line in logs)
 
 
+def test_device_registered_with_an_unreadable_key_is_refused(logs):
+    """A stored key OpenSSL cannot read is refused with what to do, not an internal error."""
+    s = Server()
+    s.store._devices[CORE_ID] = DeviceRecord(device_id=CORE_ID, public_key=b"\x30\x03junk")
+    w = Wire(s, CORE_ID, DEVICE_KEYS[0], photon=False)
+    w.feed(w.identity())
+    assert w.tr.disconnecting
+    line = next(line for line in logs if "cannot be read" in line)
+    assert CORE_ID in line and "keys add " + CORE_ID in line
+    assert not any("internal error" in line for line in logs)
+
+
 def test_accept_unknown_devices_stores_presented_key():
     s = Server(Settings(accept_unknown_devices=True))
     w = Wire(s, PHOTON_ID, DEVICE_KEYS[1], photon=True)

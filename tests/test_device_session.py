@@ -264,6 +264,21 @@ def test_reconnect_replaces_old_session():
     assert device.closed.called
 
 
+def test_quick_reconnect_from_the_same_address_writes_no_attributes():
+    """The handshake's record goes to the registry: nothing changed, nothing written."""
+    s, device, session, pump = online()
+    first = s.store._devices[CORE_ID]
+    assert first.last_ip == "10.1.2.3" and first.last_heard == s.clock.seconds()
+    s.clock.advance(10)
+    s.connect(s.device())
+    assert s.registry.get(CORE_ID) is not session
+    assert s.store._devices[CORE_ID].last_heard == first.last_heard  # the replaced one's
+    s.clock.advance(10)
+    s.connect(s.device(), host="10.9.9.9")
+    assert s.store._devices[CORE_ID].last_ip == "10.9.9.9"
+    assert s.store._devices[CORE_ID].last_heard == s.clock.seconds()
+
+
 def test_describe_on_connect_populates_functions():
     s = Server(describe_on_connect=True)
     s.register(CORE_ID)

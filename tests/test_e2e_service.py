@@ -236,9 +236,11 @@ async def test_health_and_metrics_count_devices_and_handshakes(reactor, cloud):
     assert await response.json() == {"ok": True, "devices_online": 1}
     response = await treq.get(cloud.base + "/metrics", pool=cloud.pool)
     text = (await response.text()).splitlines()
-    assert "spark_devices_online 1" in text
-    assert "spark_handshakes_completed 1" in text
-    assert "spark_handshakes_failed 0" in text
+    assert "spark_devices_online 1.0" in text
+    assert "spark_handshakes_completed_total 1.0" in text
+    assert "spark_handshakes_failed_total 0.0" in text
+    assert any(line.startswith('spark_handshake_duration_seconds_count{transport="tcp"} 1.0')
+               for line in text)
 
 
 @pytest_twisted.ensureDeferred

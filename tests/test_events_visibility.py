@@ -153,3 +153,15 @@ def test_device_stream_follows_the_events_owner():
 )
 def test_is_system(name, system):
     assert visibility.is_system(name) is system
+
+
+def test_webhook_outcome_events_reach_the_owners_devices_in_either_scope():
+    accepts = visibility.device_subscription_accepts
+    answer = Event("hook-response/t/0", "ok", 60, 0.0, visibility.INTERNAL_COREID, False,
+                   "alice")
+    subscriber = "53ff73065067544816300187"
+    assert accepts(answer, subscriber, "alice")
+    assert accepts(answer, subscriber, "alice", my_devices=True)
+    assert not accepts(answer, subscriber, "bob")
+    assert not accepts(answer, subscriber, None)
+    assert not accepts(answer, subscriber, "alice", device_id=subscriber)

@@ -25,6 +25,12 @@ BELOW_THE_API = [
     "twisted_spark.udp.port",
     "twisted_spark.service",
     "twisted_spark.tap",
+    "twisted_spark.webhooks.definition",
+    "twisted_spark.webhooks.outgoing",
+    "twisted_spark.webhooks.outcome",
+    "twisted_spark.webhooks.policy",
+    "twisted_spark.webhooks.health",
+    "twisted_spark.interfaces.webhooks",
     "twisted_spark.cluster.node",
     "twisted_spark.cluster.firmware",
 ]

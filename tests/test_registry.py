@@ -5,6 +5,7 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from twisted_spark.interfaces import IDeviceRegistry
+from twisted_spark.models import DeviceRecord
 from twisted_spark.registry import DeviceRegistry
 
 
@@ -117,6 +118,51 @@ def test_last_heard_is_throttled():
     reg.heard(s)
     assert store.updates[-1] == (s.device_id, {"last_heard": 1060})
     assert len(store.updates) == n + 1
+
+
+def stored_as(session, last_heard):
+    return DeviceRecord(
+        session.device_id, last_heard=last_heard, last_ip=session.remote_ip,
+        platform_id=session.platform_id, product_id=session.product_id,
+        firmware_version=session.firmware_version,
+    )
+
+
+def test_reconnect_with_unchanged_recent_attributes_writes_nothing():
+    """A device back within the save interval, same address and Hello: no store write."""
+    clock, bus, store, reg = make()
+    s = FakeSession("dd" * 12)
+    reg.register(s, stored_as(s, 970.0))
+    assert store.updates == []
+    assert s.last_saved == 970.0
+    assert bus.events[-1].data == "online"  # everything else happens as before
+    s.last_heard = 1029.0
+    reg.heard(s)
+    assert store.updates == []
+    s.last_heard = 1030.0  # 60 s after the stored last_heard
+    reg.heard(s)
+    assert store.updates == [(s.device_id, {"last_heard": 1030.0})]
+
+
+def test_reconnect_writes_what_changed_or_is_stale():
+    clock, bus, store, reg = make()
+    for index, (change, stored_heard) in enumerate((
+        ({"remote_ip": "10.9.9.9"}, 990.0),
+        ({"firmware_version": 4}, 990.0),
+        ({}, 940.0),  # stored last_heard older than the interval
+        ({}, None),
+        ({}, 1010.0),  # in the future: a clock went back; write
+    )):
+        store.updates.clear()
+        s = FakeSession(f"{index:024x}")
+        record = stored_as(s, stored_heard)
+        for name, value in change.items():
+            setattr(s, name, value)
+        reg.register(s, record)
+        [(_, changes)] = store.updates
+        assert changes["last_heard"] == 1000 and s.last_saved == 1000
+        assert changes["last_ip"] == s.remote_ip
+        assert changes["firmware_version"] == s.firmware_version
 
 
 def test_observer_failure_is_contained():

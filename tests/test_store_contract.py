@@ -2,8 +2,10 @@
 
 Each test gets a fresh, empty store: ``MemoryStore``, ``SQLiteStore`` in a
 temporary directory, or ``PostgresStore`` on a database of its own
-(``postgres_url``: skipped, saying why, where no PostgreSQL runs).  Anything
-one store does that another does not is a bug, so all must pass every test.
+(``postgres_url``: skipped, saying why, where no PostgreSQL runs), the first
+two also behind the ``CachingStore`` the server puts in front of every store.
+Anything one store does that another does not is a bug, so all must pass
+every test.
 """
 
 from dataclasses import replace
@@ -23,6 +25,7 @@ from twisted_spark.store import (
     NameTaken,
     adopt_device_key,
 )
+from twisted_spark.store.cache import CachingStore
 from twisted_spark.store.sqlite import SQLiteStore
 
 ALICE = User("alice", "pbkdf2_sha256$1$c2FsdA==$aGFzaA==", is_admin=True, created_at=100.5)
@@ -52,16 +55,21 @@ def full_device(device_id=CORE, owner="alice", **overrides):
     return DeviceRecord(**values)
 
 
-@pytest_twisted.async_yield_fixture(params=["memory", "sqlite", "postgresql"])
+@pytest_twisted.async_yield_fixture(
+    params=["memory", "sqlite", "postgresql", "cached-memory", "cached-sqlite",
+            "cached-postgresql"]
+)
 async def store(request, tmp_path, reactor):
-    if request.param == "memory":
+    if request.param.endswith("memory"):
         opened = MemoryStore()
-    elif request.param == "sqlite":
+    elif request.param.endswith("sqlite"):
         opened = await SQLiteStore.open(tmp_path / "spark.sqlite", reactor=reactor)
     else:
         from twisted_spark.store.postgres import PostgresStore
 
         opened = await PostgresStore.open(request.getfixturevalue("postgres_url"), reactor)
+    if request.param.startswith("cached"):  # what build_cloud hands every part
+        opened = CachingStore(opened, reactor)
     yield opened
     await opened.close()
 

@@ -24,6 +24,7 @@ DEFAULT_OPTIONS = {
     "handshake-timeout": 30.0,
     "device-idle-timeout": 30.0,
     "device-ping-interval": 15.0,
+    "udp-device-idle-timeout": 90.0,
     "max-frame-size": 4096,
     "rsa-threads": 2,
     "max-pending-handshakes": 200,
@@ -40,8 +41,18 @@ DEFAULT_OPTIONS = {
     "login-failures-per-minute": 10,
     "cors-origin": "*",
     "sse-queue-size": 1000,
+    "webhook-timeout": 20.0,
+    "webhook-max-errors": 10,
+    "webhook-sleep": 60.0,
+    "webhook-concurrency": 64,
+    "webhook-max-per-user": 20,
+    "webhook-allow": None,
+    "webhook-deny": None,
     "compile-command": None,
     "compile-timeout": 300.0,
+    "metrics-allow": None,
+    "drain-timeout": 30.0,
+    "log-format": "text",
     "firmware-dir": None,
     "redis": None,
     "redis-namespace": "spark",
@@ -80,8 +91,9 @@ def test_every_option_reaches_settings():
         "--max-event-data", "622", "--token-lifetime", "60", "--allowed-clients", "spark, cli",
         "--login-failures-per-minute", "0", "--cors-origin", "https://example.org",
         "--sse-queue-size", "10", "--compile-command", "make -C {src} OUT={out}",
-        "--compile-timeout", "9", "--accept-unknown-devices", "--allow-signup", "--no-metrics",
-        "--no-console",
+        "--compile-timeout", "9", "--metrics-allow", "10.1.0.0/16, ::1",
+        "--drain-timeout", "0", "--log-format", "json", "--accept-unknown-devices",
+        "--allow-signup", "--no-metrics", "--no-console",
     )
     assert options.settings == Settings(
         data_dir=Path("/tmp/x"), api_endpoint="ssl:8443:privateKey=k.pem",
@@ -96,6 +108,7 @@ def test_every_option_reaches_settings():
         token_lifetime=60, allowed_clients=("spark", "cli"), login_failures_per_minute=0,
         cors_origin="https://example.org", sse_queue_size=10,
         compile_command="make -C {src} OUT={out}", compile_timeout=9.0,
+        metrics_allow=("10.1.0.0/16", "::1/128"), drain_timeout=0.0, log_format="json",
         accept_unknown_devices=True, allow_signup=True, metrics=False,
         console=False,
     )
@@ -111,6 +124,10 @@ def test_every_option_reaches_settings():
     ["--udp-device", "udp:5684"],
     ["--udp-device", "::1:5684"],
     ["--udp-device", "localhost:5684"],
+    ["--metrics-allow", "10.0.0.0/33"],
+    ["--metrics-allow", "everyone"],
+    ["--drain-timeout", "-1"],
+    ["--log-format", "xml"],
     ["--database", "mysql://root@localhost/spark"],
     ["--database", "postgresql://localhost:port/spark"],
     ["--database", "postgresql://localhost:5432"],
@@ -268,3 +285,11 @@ def test_cluster_options():
     assert str(settings.firmware_dir) == "/srv/fw"
     with pytest.raises(usage.UsageError):
         parse("--redis", "10.0.0.5:6379")
+
+
+def test_webhook_networks_are_checked_when_parsed():
+    options = parse("--webhook-allow", "loopback, 192.168.1.10/32", "--webhook-deny", "private")
+    assert options.settings.webhook_allow == ("loopback", "192.168.1.10/32")
+    assert options.settings.webhook_deny == ("private",)
+    with pytest.raises(usage.UsageError, match="'intranet' is neither"):
+        parse("--webhook-deny", "intranet")

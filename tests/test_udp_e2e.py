@@ -78,7 +78,9 @@ async def test_a_gen3_device_over_real_udp_survives_a_server_restart(reactor, da
         device.send_output(device.side.send(hello_message(), device.now()))
         await until(lambda: device.received, what="the Hello's ACK")
         assert device.received == [CoapMessage(MessageType.ACK, Code.EMPTY, 1)]
-        await until(lambda: service.udp_protocol.sessions.sessions, what="the CoAP session")
+        await until(lambda: service.cloud.registry.local(DEVICE_ID), what="the device online")
+        metrics = service.cloud.metrics
+        assert metrics.value("spark_dtls_handshakes_completed_total") == 1
 
         await service.stopService()
         service = await start(reactor, data_dir)  # same data dir, same EC key
@@ -87,8 +89,8 @@ async def test_a_gen3_device_over_real_udp_survives_a_server_restart(reactor, da
         device.send_output(device.side.send(ping, device.now()))
         await until(lambda: len(device.received) == 2, what="the ping's ACK after the restart")
         assert device.received[1] == CoapMessage(MessageType.ACK, Code.EMPTY, 2)
-        session = service.udp_protocol.sessions.sessions[DEVICE_ID]
-        assert session.channel.resumed
+        await until(lambda: service.cloud.registry.local(DEVICE_ID), what="online again")
+        assert service.cloud.registry.local(DEVICE_ID).transport.channel.resumed
     finally:
         await socket.stopListening()
         await service.stopService()

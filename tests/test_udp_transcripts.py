@@ -15,6 +15,7 @@ stand-in CoAP session made of the device's messages.
 """
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,15 @@ from dtls_harness import FixedRandom, key
 from twisted.internet.task import Clock
 from udp_harness import FakeUdpTransport, InlineExecutor
 
+from twisted_spark.config import Settings
+from twisted_spark.events.bus import EventBus
 from twisted_spark.models import DeviceRecord
+from twisted_spark.registry import DeviceRegistry
 from twisted_spark.store import MemoryStore
 from twisted_spark.udp.port import build_gen3_protocol
+from twisted_spark.udp.sessions import Gen3SessionFactory
 
-TRANSCRIPTS = sorted((Path(__file__).parent / "udp_transcripts").glob("*.json"))
+TRANSCRIPTS = sorted((Path(__file__).parent / "udp_transcripts").glob("vdev-*.json"))
 
 pytestmark = pytest.mark.skipif(
     not backend.ecdsa_deterministic_supported(),
@@ -36,6 +41,8 @@ pytestmark = pytest.mark.skipif(
 
 
 class Replay:
+    sessions = None  # the CoAP session factory: the stand-in probe unless a subclass says
+
     def __init__(self, transcript):
         self.transcript = transcript
         self.clock = Clock()
@@ -55,6 +62,7 @@ class Replay:
             clock=self.clock,
             executor=InlineExecutor(),
             rng=FixedRandom(rng_label),
+            sessions=self.sessions,
         )
         self.transport = FakeUdpTransport()
         self.protocol.makeConnection(self.transport)
@@ -114,3 +122,60 @@ def test_transcripts_include_block_wise_describe_and_a_resume_after_a_restart():
     resumed = steps[restart + 1]
     assert bytes.fromhex(resumed["data"])[0] == 253 and resumed["out"]  # answered at once
     assert not any(bytes.fromhex(step.get("data", "00"))[0] == 22 for step in steps[restart:])
+
+
+class RealSessionReplay(Replay):
+    """The same stimuli into the port with the real Gen3 session, registry and bus behind it.
+
+    The server's replies then differ where the stand-in only acknowledged
+    (a time request is answered with the time): the device's recorded
+    datagrams stay valid (its own records and sequence numbers), so the
+    replay checks what the real session made of a real device's messages.
+    """
+
+    def __init__(self, transcript):
+        self.clock = Clock()
+        self.bus = EventBus()
+        self.events = []
+        self.bus.subscribe("", self.events.append)
+        self.store = None
+        self.registry = None
+        self.online = []
+        super().__init__(transcript)
+
+    def start(self, rng_label):
+        self.registry = DeviceRegistry(self.clock, bus=self.bus, store=self.store)
+        self.sessions = Gen3SessionFactory(self.store, self.registry, self.bus, Settings(),
+                                           clock=self.clock)
+        super().start(rng_label)
+
+    def step(self, step):
+        out = super().step(step)
+        session = self.registry.local(self.transcript["device_id"])
+        if session is not None and session not in self.online:
+            self.online.append(session)
+        return out
+
+
+@pytest.mark.parametrize("path", TRANSCRIPTS, ids=lambda p: p.stem)
+def test_the_real_session_serves_the_device_os_virtual_device(path):
+    transcript = json.loads(path.read_text())
+    device_id = transcript["device_id"]
+    replay = RealSessionReplay(transcript)
+    replay.store._devices[device_id] = replace(replay.store._devices[device_id], owner="alice")
+    for step in transcript["steps"]:
+        replay.step(step)
+    first = replay.online[0]
+    assert first.platform_id == first.hello.platform_id and first.hello.system_version == 6200
+    assert first.system_describe is not None and first.system_describe.modules
+    assert first.subscriptions == [("particle", True, None), ("spark", True, None)]
+    names = [event.name for event in replay.events if event.coreid == device_id]
+    assert "particle/device/updates/enabled" in names and "vdev/hello" in names
+    assert all(event.owner == "alice" for event in replay.events if event.coreid == device_id)
+    record = replay.store._devices[device_id]
+    assert (record.functions, record.variables) == ((), {})  # its describe: {"f":[],"v":{}}
+    if "restart" in path.stem:
+        last = replay.online[-1]
+        assert last is not first and last.transport.channel.resumed and last.hello is None
+        assert last.subscriptions == first.subscriptions  # kept with the persisted session
+        assert last.connected and replay.registry.local(device_id) is last

@@ -68,12 +68,14 @@ def hello_message(device_id=DEVICE_ID, message_id=1, max_message_size=1152, **ch
 class Port:
     """The protocol with its collaborators, all in memory."""
 
-    def __init__(self, store=None, seed="udp", **options):
+    def __init__(self, store=None, seed="udp", sessions_builder=None, **options):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.store = store or MemoryStore()
         self.server_key = key("server")
         self.executor = InlineExecutor()
+        if sessions_builder is not None:  # (store, clock) -> the CoAP session factory
+            options["sessions"] = sessions_builder(self.store, self.clock)
         self.protocol = build_gen3_protocol(
             self.server_key,
             self.store,

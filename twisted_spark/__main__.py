@@ -19,12 +19,19 @@ class MainOptions(usage.Options):
     def __init__(self):
         super().__init__()
         from twisted_spark.cli import KeysOptions, UsersOptions
+        from twisted_spark.cli_backup import BackupOptions, RestoreOptions
+        from twisted_spark.cli_webhooks import WebhooksOptions
         from twisted_spark.tap import Options as ServeOptions
 
         self.subCommands = [
             ["serve", None, ServeOptions, "Run the server in the foreground."],
             ["keys", None, KeysOptions, "Register and list device keys; show the server key."],
             ["users", None, UsersOptions, "Create and list users."],
+            ["webhooks", None, WebhooksOptions, "List every user's webhooks."],
+            ["backup", None, BackupOptions,
+             "Archive the database and server keys (safe while the server runs)."],
+            ["restore", None, RestoreOptions,
+             "Restore a backup into the data directory of a stopped server."],
             ["simulate", None, usage.Options,
              "Run virtual devices ('simulate --help' for their options)."],
         ]
@@ -36,7 +43,9 @@ class MainOptions(usage.Options):
 
     def postOptions(self):
         if self.subCommand is None:
-            raise usage.UsageError("a command is required: serve, keys, users or simulate")
+            raise usage.UsageError(
+                "a command is required: serve, keys, users, webhooks, backup, restore or "
+                "simulate")
 
 
 def _serve(reactor, options):
@@ -45,22 +54,45 @@ def _serve(reactor, options):
 
     from twisted_spark.tap import makeService
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    if options["log-format"] == "json":
+        from twisted_spark.logs import json_observer
+
+        observer = json_observer(sys.stdout)
+    else:
+        observer = textFileLogObserver(sys.stdout)
+    globalLogBeginner.beginLoggingTo([observer])
     service = makeService(options, reactor=reactor)
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     return defer.Deferred()  # runs until the process is told to stop
 
 
+def _report(failure):
+    from twisted_spark.cli import CommandError
+
+    failure.trap(CommandError)
+    print(f"error: {failure.value}", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def _admin(reactor, table, options):
-    from twisted_spark.cli import CommandError, run_command
+    from twisted_spark.cli import run_command
 
-    def report(failure):
-        failure.trap(CommandError)
-        print(f"error: {failure.value}", file=sys.stderr)
-        raise SystemExit(1)
+    return run_command(reactor, table, options["data-dir"], options.subOptions).addErrback(
+        _report)
 
-    return run_command(reactor, table, options["data-dir"], options.subOptions).addErrback(report)
+
+def _backup(reactor, options):
+    from pathlib import Path
+
+    from twisted.internet import defer
+
+    from twisted_spark.cli_backup import BACKUP_COMMANDS
+
+    command = BACKUP_COMMANDS[options.subCommand]
+    data_dir = Path(options.subOptions["data-dir"] or options["data-dir"])
+    return defer.ensureDeferred(command(reactor, data_dir, options.subOptions)).addErrback(
+        _report)
 
 
 def main(argv=None) -> None:
@@ -83,8 +115,14 @@ def main(argv=None) -> None:
 
     if options.subCommand == "serve":
         task.react(_serve, [options.subOptions])
+    elif options.subCommand in ("backup", "restore"):
+        task.react(_backup, [options])
     elif options.subCommand == "keys":
         task.react(_admin, [KEYS_COMMANDS, options])
+    elif options.subCommand == "webhooks":
+        from twisted_spark.cli_webhooks import WEBHOOKS_COMMANDS
+
+        task.react(_admin, [WEBHOOKS_COMMANDS, options])
     else:
         task.react(_admin, [USERS_COMMANDS, options])
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 KIB = 1024
 MIB = 1024 * KIB
+#: Loopback and private ranges: the default ``--metrics-allow``.
+PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
+                    "192.168.0.0/16", "fc00::/7")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class Settings:
     device_ping_interval: float = 15.0
     #: Largest encrypted frame accepted from a device, in bytes.
     max_frame_size: int = 4 * KIB
+    #: Seconds a Gen3 (UDP) device may stay silent before the server pings it;
+    #: unanswered, it shows offline (its DTLS session stays resumable).  0 = never.
+    udp_device_idle_timeout: float = 90.0
     #: Threads doing RSA private-key work for handshakes.
     rsa_threads: int = 2
     #: RSA jobs queued or running at which new device connections are refused
@@ -84,8 +90,33 @@ class Settings:
     sse_queue_size: int = 1000
     #: Serve Prometheus text at /metrics.
     metrics: bool = True
+    #: Networks (CIDR) whose clients may read /metrics; others get 403.
+    metrics_allow: tuple[str, ...] = PRIVATE_NETWORKS
     #: Serve the web console at / (static files that use the public API).
     console: bool = True
+
+    # -- webhooks (API.md §6) -------------------------------------------------
+    #: Seconds one webhook attempt may take, connecting to the end of the body.
+    webhook_timeout: float = 20.0
+    #: Consecutive failed deliveries after which a hook sleeps.
+    webhook_max_errors: int = 10
+    #: Seconds a hook sleeps after too many failed deliveries.
+    webhook_sleep: float = 60.0
+    #: Webhook requests in flight in the whole server (4 per hook at most).
+    webhook_concurrency: int = 64
+    #: Webhooks one user may have.
+    webhook_max_per_user: int = 20
+    #: Target networks allowed although denied by default (``loopback``,
+    #: ``link-local``, CIDRs); an allow entry wins over a deny entry.
+    webhook_allow: tuple[str, ...] = ()
+    #: Target networks denied besides the defaults (``private``, CIDRs).
+    webhook_deny: tuple[str, ...] = ()
+
+    # -- operations ----------------------------------------------------------
+    #: Seconds a stopping server waits for calls and flashes in flight (SIGTERM).
+    drain_timeout: float = 30.0
+    #: Log line format of ``python -m twisted_spark serve``: ``text`` or ``json``.
+    log_format: str = "text"
 
     # -- firmware ------------------------------------------------------------
     #: Template of the command compiling uploaded sources; ``{src}`` and ``{out}``

@@ -176,3 +176,36 @@ def write_new_file(path: Path, data: bytes, mode: int) -> bool:
     finally:
         temporary.unlink(missing_ok=True)
     return True
+
+
+#: The file a running server holds a shared lock on, inside its data directory.
+LOCK_FILE = ".server.lock"
+
+
+class DataDirBusy(Exception):
+    """Another process holds the data directory's lock (a server, or a restore)."""
+
+
+def hold_data_dir(data_dir: Path, exclusive: bool = False):
+    """Lock ``data_dir`` for as long as the returned open file stays open.
+
+    A server takes a shared lock (several servers may share a directory);
+    ``restore`` takes an exclusive one, so it cannot run while a server
+    does, and no server starts in the middle of a restore.  The lock goes
+    with the process (``flock``), so a killed server leaves none behind.
+
+    :raises DataDirBusy: the lock is held the other way.
+    """
+    import fcntl
+
+    path = Path(data_dir) / LOCK_FILE
+    handle = open(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE), "r+b")
+    try:
+        fcntl.flock(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError as error:
+        handle.close()
+        raise DataDirBusy(str(path)) from error
+    except BaseException:
+        handle.close()
+        raise
+    return handle

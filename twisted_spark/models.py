@@ -117,3 +117,55 @@ class DtlsSessionRecord:
     expires_at: float
     device_id: str | None = None
     updated_at: float = 0.0
+
+
+#: The webhook fields kept in the ``definition`` JSON (everything optional).
+WEBHOOK_OPTIONAL = (
+    "name", "json", "form", "body", "query", "headers", "auth",
+    "responseTemplate", "responseTopic", "errorResponseTopic",
+)
+
+
+@dataclass(frozen=True, eq=True)
+class Webhook:
+    """One user's webhook (API.md §6), as created and stored.
+
+    ``event`` is an event-name prefix; ``device_id`` (lowercase) limits the
+    hook to one device.  ``definition`` holds the optional fields under
+    their API names (``json``, ``form``, ``body``, ``query``, ``headers``,
+    ``auth``, ``responseTemplate``, ``responseTopic``,
+    ``errorResponseTopic``, ``name``), only those that were set.
+    """
+
+    hook_id: str
+    owner: str
+    event: str
+    url: str
+    request_type: str = "POST"
+    created_at: float = 0.0
+    device_id: str | None = None
+    no_defaults: bool = False
+    reject_unauthorized: bool = True
+    definition: dict = field(default_factory=dict, hash=False)
+
+    def get(self, name: str, default=None):
+        """An optional field by its API name (``default`` when unset)."""
+        return self.definition.get(name, default)
+
+    def to_api(self) -> dict:
+        """The item of ``GET /v1/webhooks`` (API.md §6)."""
+        item = {
+            "id": self.hook_id,
+            "event": self.event,
+            "url": self.url,
+            "requestType": self.request_type,
+            "created_at": iso8601(self.created_at),
+            "noDefaults": self.no_defaults,
+            "rejectUnauthorized": self.reject_unauthorized,
+        }
+        if self.device_id is not None:
+            item["deviceID"] = self.device_id
+        for name in WEBHOOK_OPTIONAL:
+            if name in self.definition:
+                item[name] = self.definition[name]
+        return item

@@ -25,7 +25,7 @@ from twisted_spark.interfaces import (
     ISessionSink,
 )
 from twisted_spark.interfaces.devices import SubscriptionEntry
-from twisted_spark.models import Event
+from twisted_spark.models import DeviceRecord, Event
 
 #: Seconds between two ``last_heard`` writes for one device.
 LAST_HEARD_INTERVAL = 60.0
@@ -92,8 +92,14 @@ class DeviceRegistry:
 
     # -- ISessionSink: called by the device side ---------------------------------
 
-    def register(self, session: ILocalSession) -> None:
-        """Mark ``session`` online, replacing (and disconnecting) an older one."""
+    def register(self, session: ILocalSession, stored: DeviceRecord | None = None) -> None:
+        """Mark ``session`` online, replacing (and disconnecting) an older one.
+
+        Its address and Hello attributes are saved with ``last_heard``, unless
+        ``stored`` (the record read in the handshake) already holds them and a
+        ``last_heard`` less than the save interval old: a fleet reconnecting
+        after a network blip or a restart then costs the store no writes.
+        """
         device_id = session.device_id
         old = self._sessions.get(device_id)
         if old is session:
@@ -111,15 +117,18 @@ class DeviceRegistry:
             old.disconnect("replaced by a new connection")
         self._sessions[device_id] = session
         now = self.clock.seconds()
-        session.last_saved = now
-        self.save(
-            device_id,
-            last_heard=now,
-            last_ip=session.remote_ip,
-            platform_id=session.platform_id,
-            product_id=session.product_id,
-            firmware_version=session.firmware_version,
-        )
+        attributes = {
+            "last_ip": session.remote_ip,
+            "platform_id": session.platform_id,
+            "product_id": session.product_id,
+            "firmware_version": session.firmware_version,
+        }
+        saved_at = self._stored_at(stored, attributes, now)
+        if saved_at is not None:
+            session.last_saved = saved_at  # heard() saves once the interval is up
+        else:
+            session.last_saved = now
+            self.save(device_id, last_heard=now, **attributes)
         self._publish_status(session, "online")
         for observer in list(self._observers):
             self._notify(observer, "device_online", session)
@@ -169,6 +178,16 @@ class DeviceRegistry:
                                  device_id=session.device_id)
 
     # -- internals -------------------------------------------------------------
+
+    def _stored_at(self, stored, attributes, now):
+        """``stored.last_heard`` if ``stored`` holds ``attributes`` and is recent, else None."""
+        if stored is None or stored.last_heard is None:
+            return None
+        if not 0 <= now - stored.last_heard < self.last_heard_interval:
+            return None
+        if any(getattr(stored, name) != value for name, value in attributes.items()):
+            return None
+        return stored.last_heard
 
     def _went_offline(self, session):
         self.save(session.device_id, last_heard=session.last_heard)

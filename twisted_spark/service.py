@@ -25,11 +25,15 @@ from zope.interface import implementer
 from twisted_spark.config import Settings
 from twisted_spark.crypto import keys
 from twisted_spark.datadir import (
+    DataDirBusy,
+    hold_data_dir,
     load_or_create_server_ec_key,
     load_or_create_server_key,
     prepare_data_dir,
 )
+from twisted_spark.drain import Drain
 from twisted_spark.executors import Executors
+from twisted_spark.health import NotReady
 from twisted_spark.store.url import POSTGRESQL, parse_database_url
 from twisted_spark.udp.address import parse_udp_device
 
@@ -120,6 +124,9 @@ class SparkService(MultiService):
         self.udp_protocol = None
         self.ready: defer.Deferred = defer.Deferred()
         self._starting: defer.Deferred | None = None
+        self._data_dir_lock = None
+        self._listening = False
+        self.drain: Drain | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -130,6 +137,12 @@ class SparkService(MultiService):
         settings, reactor = self.settings, self.reactor
         self.executors.start()
         self.data_dir = prepare_data_dir(settings.data_dir)
+        try:
+            self._data_dir_lock = hold_data_dir(self.data_dir)
+        except DataDirBusy as error:
+            raise RuntimeError(
+                f"data directory {self.data_dir} is being restored (the restore holds "
+                f"{error}); start the server when the restore has finished") from None
         self.server_key = await self.executors.files.run(load_or_create_server_key, self.data_dir)
         database = parse_database_url(settings.database)
         executor = (self.executors.database if database.kind == POSTGRESQL
@@ -146,8 +159,7 @@ class SparkService(MultiService):
             settings, reactor=reactor, store=self.store, server_key=self.server_key,
             executors=self.executors, gen3_key=gen3_key,
         )
-        if cloud.cluster is not None:
-            await cloud.cluster.start()
+        await cloud.start()
         sweeper = TimerService(TOKEN_SWEEP_INTERVAL, self._sweep_expired_tokens)
         sweeper.clock = reactor
         sweeper.setName("token-sweeper")
@@ -159,6 +171,10 @@ class SparkService(MultiService):
             self.udp_port = self._serve_udp(udp_address, cloud.gen3)
         self.device_port = await device_port
         self.api_port = await api_port
+        self.drain = Drain(cloud, reactor, settings.drain_timeout)
+        cloud.readiness.add("ports", self._ports_check)
+        cloud.readiness.add("draining", self.drain.check)
+        self._listening = True
         log.info(
             "twisted-spark ready: data dir {data_dir}; database {database}; API on {api} "
             "({api_host}); devices on {device} ({device_host}); server key fingerprint "
@@ -191,10 +207,14 @@ class SparkService(MultiService):
         child.setName("udp-device-port")
         child.setServiceParent(self)  # listens now: this service is running
         port = child.port
-        log.info("Gen3 devices on UDP {address} ({host}); their CoAP session is a probe that "
-                 "acknowledges and logs until the full session lands",
+        log.info("Gen3 devices on UDP {address} ({host})",
                  address=str(address), host=_describe_port(port))
         return port
+
+    def _stop_accepting(self) -> defer.Deferred:
+        """Stop the child services: the ports close, the token sweeper stops."""
+        self._listening = False
+        return defer.maybeDeferred(MultiService.stopService, self)
 
     def _sweep_expired_tokens(self):
         """Delete expired tokens so the table does not grow forever (errors
@@ -225,21 +245,35 @@ class SparkService(MultiService):
         if stop is not None and getattr(self.reactor, "running", False):
             stop()
 
+    def _ports_check(self) -> str:
+        if not self._listening:
+            raise NotReady("the ports are closed")
+        ports = [("api", self.api_port), ("devices", self.device_port), ("udp", self.udp_port)]
+        return ", ".join(f"{name} {_describe_port(port)}" for name, port in ports if port)
+
     @defer.inlineCallbacks
     def stopService(self):
-        """Stop accepting (the port services), then shut the parts down in order."""
+        """Drain (:mod:`twisted_spark.drain`): stop accepting (the port services),
+        let work in flight finish, then shut the parts down in order."""
         if self._starting is not None and not self._starting.called:
             yield self.ready.addErrback(lambda _: None)
-        yield defer.maybeDeferred(super().stopService)
+        if self.drain is not None:
+            yield defer.ensureDeferred(self.drain.run(self._stop_accepting))
+        else:
+            yield self._stop_accepting()
         if self.cloud is not None:
             yield self.cloud.stop()
         else:
             if self.store is not None:
                 yield self.store.close()
             self.executors.stop()
+        lock, self._data_dir_lock = self._data_dir_lock, None
+        if lock is not None:
+            lock.close()  # a restore may run now
 
 
 def _describe_port(port) -> str:
+    """``host:port`` of a listening port."""
     host = port.getHost()
     address = getattr(host, "host", None)
     number = getattr(host, "port", None)

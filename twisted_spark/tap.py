@@ -43,6 +43,32 @@ def _client_list(value: str) -> tuple[str, ...]:
 _client_list.coerceDoc = "Comma-separated; empty means any client id."  # type: ignore[attr-defined]
 
 
+def _networks(value: str) -> tuple[str, ...]:
+    import ipaddress
+
+    networks = []
+    for part in value.split(","):
+        if part.strip():
+            try:
+                networks.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError as error:
+                raise ValueError(f"not a network: {part.strip()!r} ({error})") from None
+    return tuple(networks)
+
+
+_networks.coerceDoc = (  # type: ignore[attr-defined]
+    "Comma-separated networks (CIDR), e.g. 127.0.0.0/8,10.0.0.0/8; empty: nobody.")
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ValueError(f"must be text or json, got {value!r}")
+    return value
+
+
+_log_format.coerceDoc = "text (default) or json."  # type: ignore[attr-defined]
+
+
 def _udp_device(value: str) -> str:
     from twisted_spark.udp.address import parse_udp_device
 
@@ -63,6 +89,19 @@ def _redis_url(value: str) -> str:
 
 _redis_url.coerceDoc = (  # type: ignore[attr-defined]
     "redis://HOST[:PORT][/DB], with [USER]:PASSWORD@ before HOST if Redis wants one.")
+
+
+def _webhook_networks(kind: str, what: str):
+    def coerce(value: str) -> tuple[str, ...]:
+        from twisted_spark.webhooks.policy import ALLOW_NAMES, DENY_NAMES, parse_networks
+
+        entries = _client_list(value)
+        # ValueError names the bad entry:
+        parse_networks(entries, ALLOW_NAMES if kind == "allow" else DENY_NAMES)
+        return entries
+
+    coerce.coerceDoc = f"Comma-separated CIDRs or {what}."  # type: ignore[attr-defined]
+    return coerce
 
 
 def _database(value: str) -> str:
@@ -104,6 +143,9 @@ class Options(usage.Options):
          "Seconds without a frame before a device is marked offline.", _positive_float],
         ["device-ping-interval", None, _DEFAULTS.device_ping_interval,
          "Seconds of device silence before the server pings it.", _positive_float],
+        ["udp-device-idle-timeout", None, _DEFAULTS.udp_device_idle_timeout,
+         "Seconds a Gen3 device may stay silent before the server pings it; "
+         "unanswered, it shows offline (its DTLS session stays resumable).", _positive_float],
         ["max-frame-size", None, _DEFAULTS.max_frame_size,
          "Largest encrypted frame accepted from a device (bytes).", _positive_int],
         ["rsa-threads", None, _DEFAULTS.rsa_threads,
@@ -142,11 +184,37 @@ class Options(usage.Options):
         ["sse-queue-size", None, _DEFAULTS.sse_queue_size,
          "Events queued for a slow event-stream client before it is cut off.",
          _positive_int],
+        ["webhook-timeout", None, _DEFAULTS.webhook_timeout,
+         "Seconds one webhook attempt may take (connect to end of body).", _positive_float],
+        ["webhook-max-errors", None, _DEFAULTS.webhook_max_errors,
+         "Consecutive failed deliveries after which a webhook sleeps.", _positive_int],
+        ["webhook-sleep", None, _DEFAULTS.webhook_sleep,
+         "Seconds a webhook sleeps after too many failed deliveries.", _positive_float],
+        ["webhook-concurrency", None, _DEFAULTS.webhook_concurrency,
+         "Webhook requests in flight in the whole server (at most 4 per hook).",
+         _positive_int],
+        ["webhook-max-per-user", None, _DEFAULTS.webhook_max_per_user,
+         "Webhooks one user may create.", _positive_int],
+        ["webhook-allow", None, None,
+         "Webhook target networks allowed although denied by default: 'loopback', "
+         "'link-local' or CIDRs, comma-separated (wins over --webhook-deny).",
+         _webhook_networks("allow", "'loopback', 'link-local'")],
+        ["webhook-deny", None, None,
+         "Webhook target networks denied besides loopback and link-local: 'private' "
+         "or CIDRs, comma-separated.", _webhook_networks("deny", "'private'")],
         ["compile-command", None, None,
          "Command compiling uploaded firmware sources; {src} and {out} are replaced "
          "by the source directory and the output binary path."],
         ["compile-timeout", None, _DEFAULTS.compile_timeout,
          "Seconds the compile command may run.", _positive_float],
+        ["metrics-allow", None, None,
+         "Networks whose clients may read /metrics, others get 403 (default: loopback "
+         "and private ranges).", _networks],
+        ["drain-timeout", None, _DEFAULTS.drain_timeout,
+         "Seconds a stopping server (SIGTERM) waits for calls and flashes in flight.",
+         _non_negative_float],
+        ["log-format", None, _DEFAULTS.log_format,
+         "Log lines as text or json (one object per line, for log shippers).", _log_format],
         ["firmware-dir", None, None,
          "Directory of firmware images (default: DATA_DIR/firmware); cluster nodes "
          "share one to flash devices held by another node."],

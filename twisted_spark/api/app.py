@@ -26,6 +26,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
 from twisted_spark.api import accounts, console, devices, events, ops
+from twisted_spark.api import webhooks as webhooks_routes
 from twisted_spark.api.auth import Authenticator, head_tokens, missing_token, two_carriers
 from twisted_spark.api.bodies import (
     SMALL_BODY_LIMIT,
@@ -40,20 +41,24 @@ from twisted_spark.api.bodies import (
 )
 from twisted_spark.api.context import Call, Reply
 from twisted_spark.api.errors import (
+    ApiError,
     bad_request,
     install_error_handler,
     json_bytes,
     set_status,
     write_error,
 )
+from twisted_spark.api.routing import use_match_cache
 from twisted_spark.api.site import NO_BODY, BodyPlan, SparkSite, request_factory
 from twisted_spark.api.sse import EventStream
-from twisted_spark.api.streams import StreamRegistry
+from twisted_spark.api.streams import StreamRegistry, observe_events
 from twisted_spark.api.tokens import LoginThrottle
 from twisted_spark.config import Settings
 from twisted_spark.executors import SynchronousExecutor
+from twisted_spark.health import Readiness
 from twisted_spark.metrics import Metrics
 from twisted_spark.passwords import hash_password_async, verify_password_async
+from twisted_spark.webhooks.policy import NetworkPolicy
 
 #: Methods whose body is read (and may carry the token).
 BODY_METHODS = {b"POST", b"PUT", b"DELETE", b"PATCH"}
@@ -82,11 +87,16 @@ class SparkAPI:
     :param metrics: the server's :class:`~twisted_spark.metrics.Metrics` (a new one by default).
     :param streams: the :class:`~twisted_spark.api.streams.StreamRegistry` of
         event streams; by default one on ``bus`` (no event routes without a bus).
+    :param webhooks: the :class:`~twisted_spark.interfaces.webhooks.IWebhookDispatcher`
+        told of hook changes; without one there are no webhook routes.  The store
+        must then also be an ``IWebhookStore``.
+    :param readiness: the server's :class:`~twisted_spark.health.Readiness`
+        (``/readyz``); a new one, with no checks, by default.
     """
 
     def __init__(
         self, store, registry, settings=None, clock=None, bus=None, *, firmware=None,
-        passwords=None, metrics=None, streams=None,
+        passwords=None, metrics=None, streams=None, webhooks=None, readiness=None,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -96,12 +106,20 @@ class SparkAPI:
         self.clock = clock
         self.bus = bus
         self.firmware = firmware
+        self.webhooks = webhooks
+        #: Judges IP-literal webhook hosts at creation (API.md §6, Targets).
+        self.webhook_policy = NetworkPolicy(self.settings.webhook_allow,
+                                            self.settings.webhook_deny)
         self.metrics = metrics if metrics is not None else Metrics()
-        self.metrics.describe("spark_api_requests_total", "API requests by route and status")
         self.metrics.gauge(
             "spark_devices_online", "Devices connected now", lambda: len(registry.online_ids())
         )
-        #: LoginThrottle, or in a cluster its shared twin (methods return Deferreds).
+        #: Requests being answered now (event streams included).
+        self.in_flight = 0
+        #: Set when the server drains: new requests get 503 (``/readyz`` still answers).
+        self.draining = False
+        #: Decides whether the server is ready for traffic (``/readyz``).
+        self.readiness = readiness if readiness is not None else Readiness()
         self.throttle: Any = LoginThrottle(clock, self.settings.login_failures_per_minute)
         if passwords is None:
             passwords = SynchronousExecutor("passwords")
@@ -114,6 +132,8 @@ class SparkAPI:
         #: ``callback(token_string)`` run when a token is deleted (SSE streams close).
         self.token_revoked_observers: list = []
         self.app = Klein()
+        use_match_cache(self.app)  # every request with a body is matched twice
+        self._policy_by_path: dict[tuple[bytes, bytes], RoutePolicy | None] = {}
         #: Klein endpoint name -> :class:`RoutePolicy`, filled by :meth:`route`.
         self.policies: dict[str, RoutePolicy] = {}
         install_error_handler(self.app, self.settings.cors_origin)
@@ -123,15 +143,14 @@ class SparkAPI:
             if self.streams is None:
                 self.streams = StreamRegistry.from_settings(bus, clock, self.settings)
             self.token_revoked_observers.append(self.streams.close_streams_for_token)
-            self.metrics.gauge("spark_sse_streams", "Event streams open now",
-                               lambda: len(self.streams.streams()))
-            self.metrics.gauge("spark_events_published", "Events published since start",
-                               lambda: bus.published)
+            observe_events(self.metrics, bus, self.streams)
         # Event routes come before the device routes: /v1/devices/events must not be
         # taken for a device called "events".
         routes = (accounts, events, devices, ops) if bus is not None else (accounts, devices, ops)
         for module in routes:
             self.add_routes(module.register)
+        if webhooks is not None:
+            self.add_routes(webhooks_routes.register)
         if self.settings.console:
             self.add_routes(console.register)
 
@@ -143,7 +162,7 @@ class SparkAPI:
 
     def resource(self):
         """The ``IResource`` to serve (wrap it in a ``twisted.web.server.Site``)."""
-        return _Counted(self.app.resource(), self.metrics, self.settings.cors_origin)
+        return _Counted(self.app.resource(), self)
 
     @property
     def small_body_limit(self) -> int:
@@ -171,8 +190,16 @@ class SparkAPI:
         return BodyPlan(policy.limit, keep)
 
     def policy_for(self, method: bytes, uri: bytes) -> RoutePolicy | None:
-        """The :class:`RoutePolicy` of the route Klein will pick, or ``None``."""
-        path = uri.split(b"?", 1)[0]
+        """The :class:`RoutePolicy` of the route Klein will pick, or ``None``
+        (remembered per method and path in a bounded table, like the URL map's)."""
+        key, known = (method, uri.split(b"?", 1)[0]), self._policy_by_path
+        if key not in known:
+            if len(known) >= 4096:
+                known.clear()
+            known[key] = self._find_policy(method, key[1])
+        return known[key]
+
+    def _find_policy(self, method: bytes, path: bytes) -> RoutePolicy | None:
         # twisted.web unquotes each segment; Klein joins them again.
         path_info = b"/".join(unquote_to_bytes(s) for s in path[1:].split(b"/"))
         if not path_info.startswith(b"/"):
@@ -202,6 +229,7 @@ class SparkAPI:
             timeout=self.settings.api_idle_timeout,
             logFormatter=redacting_log_formatter,
             reactor=self.clock,
+            structured_log=self.settings.log_format == "json",
         )
         site.displayTracebacks = False
         return site
@@ -215,9 +243,14 @@ class SparkAPI:
 
                 Logger().failure("token_revoked observer {o!r} failed", o=observer)
 
-    def with_timeout(self, d):
-        """Bound a device Deferred by the request timeout (→ 408 "Timed out.")."""
-        return d.addTimeout(self.settings.request_timeout, self.clock)
+    def with_timeout(self, d, kind: str | None = None):
+        """Bound a device Deferred by the request timeout (→ 408 "Timed out.").
+
+        :param kind: ``function``, ``variable`` or ``describe``: the call's
+            duration and outcome go to the metrics under that kind.
+        """
+        d = d.addTimeout(self.settings.request_timeout, self.clock)
+        return d if kind is None else self.metrics.time_device_call(d, kind)
 
     # -- the one route decorator ----------------------------------------------
 
@@ -244,6 +277,8 @@ class SparkAPI:
                     b"access-control-allow-origin", self.settings.cors_origin.encode()
                 )
                 body, caller = await self._admit(request, policy)
+                if caller is not None:
+                    request.spark_user = caller.username  # for the access log
                 result = await handler(Call(self, request, body, caller), **kwargs)
                 if isinstance(result, EventStream):
                     return None  # the stream wrote and finished the response itself
@@ -252,6 +287,7 @@ class SparkAPI:
             endpoint.__name__ = handler.__name__
             name = f"{path} {'/'.join(methods)}"
             self.policies[name] = policy
+            self._policy_by_path.clear()
             self.app.route(path, methods=list(methods), endpoint=name)(endpoint)
             return handler
 
@@ -313,34 +349,52 @@ def render(request, result) -> bytes:
 class _Counted(Resource):
     """Wraps the Klein resource to count every response by route and status.
 
-    It also answers a URL that is not UTF-8 with the API's JSON 400, before
-    Klein, whose own answer is plain text and logs a traceback per request.
+    It keeps ``api.in_flight``, answers 503 while ``api.draining`` (except
+    ``/readyz``, which then says why), and answers a URL that is not UTF-8
+    with the API's JSON 400, before Klein, whose own answer is plain text
+    and logs a traceback per request.
     """
 
     isLeaf = True
 
-    def __init__(self, inner, metrics, cors_origin):
+    def __init__(self, inner, api):
         super().__init__()
         self._inner = inner
-        self._metrics = metrics
-        self._cors_origin = cors_origin
+        self._api = api
+        self._metrics = api.metrics
+        self._cors_origin = api.settings.cors_origin
 
     def render(self, request):
-        request.notifyFinish().addBoth(self._count, request)
+        api = self._api
+        api.in_flight += 1
+        request.notifyFinish().addBoth(self._count, request, self._metrics.timer())
         try:
             b"/".join(request.postpath).decode("utf-8")
             request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
             return write_error(request, bad_request("The URL or Host is not UTF-8."),
                                self._cors_origin)
+        if api.draining and request.path != b"/readyz":
+            return write_error(request, _SHUTTING_DOWN, self._cors_origin)
         return self._inner.render(request)
 
-    def _count(self, _result, request):
-        self._metrics.inc(
-            "spark_api_requests_total",
-            route=getattr(request, "spark_route", "unmatched"),
-            method=request.method.decode("latin-1"),
-            status=request.code,
+    def _count(self, _result, request, started):
+        self._api.in_flight -= 1
+        method = request.method
+        self._metrics.api_request(
+            getattr(request, "spark_route", "unmatched"),
+            method.decode("latin-1") if method in _METHODS else "other",
+            request.code,
+            self._metrics.timer() - started,
         )
+
+
+_SHUTTING_DOWN = ApiError(
+    503, "shutting_down", "This server is shutting down; retry the request (on another "
+    "server, if there is one).", headers={"Retry-After": "1", "Connection": "close"})
+
+
+#: Methods counted by name in the metrics (any other is "other": labels stay bounded).
+_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"})
 
 __all__ = ["SparkAPI", "render"]

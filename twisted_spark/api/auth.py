@@ -62,6 +62,8 @@ def query_args(request) -> dict[str, str]:
 
 def uri_query_args(uri: bytes) -> dict[str, str]:
     """The query string of ``uri`` as ``{name: first value}`` (names percent-decoded)."""
+    if b"?" not in uri:  # most API calls: nothing to parse (twice per request)
+        return {}
     query = urlsplit(uri.decode("latin-1")).query
     args: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):

@@ -95,7 +95,7 @@ async def described(api, session, kind):
     names = getattr(session, kind, None)
     other = "functions" if kind == "variables" else "variables"
     if not names and not getattr(session, other, None):
-        answer = await api.with_timeout(session.describe())
+        answer = await api.with_timeout(session.describe(), "describe")
         names = answer.get(kind) if isinstance(answer, dict) else None
     return names or ()
 
@@ -138,7 +138,7 @@ async def exposed_member(call, device: str, requested: str, kind: str):
         # Not in what is known yet: the rest of a partial Describe may name it
         # (PROTOCOL.md §8.1).  At once when nothing more is coming; at most the
         # request timeout otherwise.
-        final = await api.with_timeout(session.final_describe())
+        final = await api.with_timeout(session.final_describe(), "describe")
         names = final.get(kind) if isinstance(final, dict) else None
         name = match_name(requested, names or ())
     if name is None:
@@ -234,7 +234,7 @@ def register(api):
     @route("/v1/devices/<device>/<variable>", ["GET"])
     async def read_variable(call, device, variable):
         record, session, name = await exposed_member(call, device, variable, "variables")
-        value = await api.with_timeout(session.read_variable(name))
+        value = await api.with_timeout(session.read_variable(name), "variable")
         if call.query.get("format") == "raw":
             return Reply(raw_text(value), content_type="text/plain; charset=utf-8")
         return {
@@ -262,7 +262,7 @@ def register(api):
             raise ApiError(
                 400, "Argument too long", f"The function argument is longer than {limit} bytes."
             )
-        result = await api.with_timeout(session.call_function(name, data))
+        result = await api.with_timeout(session.call_function(name, data), "function")
         return {
             "id": record.device_id,
             "name": record.name,

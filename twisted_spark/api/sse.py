@@ -201,6 +201,11 @@ class EventStream:
         """Events waiting for a paused client."""
         return len(self._queue)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the events waiting for a paused client."""
+        return sum(map(len, self._queue))
+
     def start(self, bus, prefix: str, accepts) -> EventStream:
         """Send the headers and ``:ok``, then subscribe ``prefix`` with rule ``accepts``."""
         if self._started:
@@ -229,16 +234,20 @@ class EventStream:
             self._expiry = self.clock.callLater(delay, self._expired)
         return self
 
-    def close(self, reason: str = "closed by the server") -> None:
+    def close(self, reason: str = "closed by the server", retry: float | None = None) -> None:
         """End the stream from the server side (token deleted, server stopping...).
 
         The response is finished normally, or the connection aborted if its
         client is not reading (finishing would leave the buffered data, and
         the connection, waiting for a client that may never read again).
+        ``retry`` (seconds) is sent first as the SSE ``retry:`` field: when
+        the client should reconnect (a draining server, to another node).
         """
         if self._closed:
             return
         abort = self._paused
+        if retry is not None and not abort and self._started and not self._gone:
+            self._write(b"retry: %d\n\n" % int(retry * 1000))
         self._cleanup(reason)
         self._end_response(abort)
 

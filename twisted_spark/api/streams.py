@@ -22,6 +22,7 @@ class StreamRegistry:
 
     :ivar opened: streams opened so far.
     :ivar cut_off: streams closed because their client stopped reading.
+    :ivar dropped: events those streams held, never delivered.
     """
 
     def __init__(self, bus, clock, queue_size: int = 1000, keepalive: float = KEEPALIVE_INTERVAL):
@@ -33,6 +34,7 @@ class StreamRegistry:
         self._by_token: dict[str, dict[EventStream, None]] = {}
         self.opened = 0
         self.cut_off = 0
+        self.dropped = 0
 
     @classmethod
     def from_settings(cls, bus, clock, settings) -> StreamRegistry:
@@ -77,6 +79,7 @@ class StreamRegistry:
         self._streams.pop(stream, None)
         if stream.cut_off:
             self.cut_off += 1
+            self.dropped += stream.queued + 1  # the one that did not fit, too
         token = stream.token
         if token is not None:
             group = self._by_token.get(token)
@@ -92,9 +95,27 @@ class StreamRegistry:
             stream.close(reason)
         return len(streams)
 
-    def close_all(self, reason: str = "server stopping") -> int:
-        """Close every stream; returns how many."""
+    def close_all(self, reason: str = "server stopping", retry: float | None = None) -> int:
+        """Close every stream (sending ``retry:``, in seconds, if given); returns how many."""
         streams = list(self._streams)
         for stream in streams:
-            stream.close(reason)
+            stream.close(reason, retry=retry)
         return len(streams)
+
+
+def observe_events(metrics, bus, streams: StreamRegistry) -> None:
+    """Export the bus's and the streams' own counts to ``metrics``, read at scrape time."""
+    metrics.gauge("spark_sse_streams", "Event streams open now", lambda: len(streams))
+    metrics.gauge("spark_sse_queued_bytes", "Bytes of events queued for event-stream clients "
+                  "that are not reading", lambda: sum(s.queued_bytes for s in streams.streams()))
+    metrics.counter_reading("spark_sse_streams_opened", "Event streams opened",
+                            lambda: streams.opened)
+    metrics.counter_reading("spark_events_published", "Events published (devices and API)",
+                            lambda: bus.published)
+    metrics.counter_reading("spark_events_delivered", "Events handed to subscribers (event "
+                            "streams, devices, webhooks)", lambda: bus.delivered)
+    metrics.counter_reading(
+        "spark_events_dropped", "Events not delivered, by reason: slow_stream (queued for a "
+        "stream cut off for not reading), subscriber_error (a subscriber raised)",
+        lambda: {("reason", "slow_stream"): streams.dropped,
+                 ("reason", "subscriber_error"): bus.failures})

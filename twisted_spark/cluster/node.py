@@ -104,6 +104,15 @@ class Cluster:
                  redis=str(self.link.address), namespace=self.link.namespace,
                  count=len(self.registry.remote))
 
+    def readiness(self) -> str:
+        """The ``/readyz`` check: passes while :meth:`healthy`."""
+        from twisted_spark.health import NotReady
+
+        if not self.healthy():
+            why = "no Redis connection" if not self.link.connected else "presence not renewed"
+            raise NotReady(f"{why} (node {self.node_id})")
+        return f"node {self.node_id}, {len(self.registry.remote)} devices on other nodes"
+
     def _resync(self) -> None:
         """Presence messages sent while the subscriber was away are lost: reload."""
         d = defer.ensureDeferred(self.presence.snapshot())

@@ -76,6 +76,7 @@ class Code(IntEnum):
     GET = 0x01
     POST = 0x02
     PUT = 0x03
+    CREATED = 0x41
     CHANGED = 0x44
     CONTENT = 0x45
     BAD_REQUEST = 0x80

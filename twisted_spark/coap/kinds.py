@@ -30,6 +30,7 @@ class MessageKind(Enum):
     GET_TIME = "get_time"
     CHUNK_MISSED = "chunk_missed"
     UPDATE_DONE = "update_done"
+    UPDATE_ACK = "update_ack"  # Gen3 OTA v3 ``POST A`` (the Gen3 session routes it)
     EMPTY_ACK = "empty_ack"
     ACK_RESPONSE = "ack_response"  # ACK with a code: piggy-backed response, match by token
     SEPARATE_RESPONSE = "separate_response"  # NON/CON with a response code: match by token

@@ -187,6 +187,28 @@ class MessageLayer:
             self._outstanding[mid] = _Outgoing(data, now + interval, interval)
         return mid, data
 
+    def track(self, message_id: int, data: bytes, now: float) -> None:
+        """Resend the CON ``data``, numbered ``message_id`` by the caller, until acknowledged.
+
+        For a session that allocates its own message ids (the device
+        session's request table); :meth:`send` numbers them itself.  Raises
+        OverflowError when ``max_outstanding`` CONs await their ACK.
+        """
+        if len(self._outstanding) >= self.max_outstanding:
+            raise OverflowError(f"{len(self._outstanding)} messages await an acknowledgement")
+        p = self.parameters
+        interval = p.ack_timeout * (1 + (p.ack_random_factor - 1) * self._random())
+        self._outstanding[message_id & 0xFFFF] = _Outgoing(data, now + interval, interval)
+
+    def answered(self, message_id: int, response: bytes) -> None:
+        """Record ``response`` (an ACK or RST) as the answer to the device's CON ``message_id``.
+
+        Like :meth:`respond`, for a caller holding only the encoded answer.
+        """
+        key = (MessageType.CON, message_id)
+        if key in self._seen:
+            self._seen[key] = (self._seen[key][0], response)
+
     def cancel(self, message_id: int) -> bool:
         """Stop resending a CON (its answer no longer matters)."""
         return self._outstanding.pop(message_id, None) is not None

@@ -11,6 +11,7 @@ import { EventLog } from "./eventlog.js";
 import { homeView } from "./home.js";
 import { tokensView } from "./tokens.js";
 import { usersView } from "./users.js";
+import { webhooksView } from "./webhooks.js";
 
 const STORAGE_KEY = "twisted-spark.session";
 /** The server root: the directory of this page (works behind a path prefix too). */
@@ -22,9 +23,7 @@ const ROUTES = [
   [/^#\/devices\/([^/]+)$/, deviceView, false],
   [/^#\/tokens$/, tokensView, false],
   [/^#\/users$/, usersView, true],
-  // Webhooks: the webhooks issue adds its view here, e.g.
-  //   [/^#\/webhooks$/, webhooksView, false],
-  // plus a "Webhooks" link in index.html's <nav>.
+  [/^#\/webhooks$/, webhooksView, false],
 ];
 
 const main = document.getElementById("main");

@@ -28,6 +28,7 @@ __all__ = [
     "der_fingerprint",
     "key_algorithm",
     "load_device_key",
+    "load_stored_key",
 ]
 
 RSA = "rsa"
@@ -92,17 +93,25 @@ def load_device_key(data: Any, algorithm: str | None = None) -> DeviceKey:
     return DeviceKey(ECC, ec_keys.ec_public_key_der(public))
 
 
-def key_algorithm(der: bytes) -> str | None:
-    """``"rsa"`` or ``"ecc"`` for a stored SPKI DER key; None if it is neither (or not a key)."""
+def load_stored_key(der: bytes) -> tuple[str, Any] | tuple[None, None]:
+    """``("rsa", key)`` or ``("ecc", key)`` for a stored SPKI DER key, as an
+    OpenSSL (``cryptography``) public key; ``(None, None)`` if it is neither
+    (or not a key).  Parsing takes about a microsecond: no need to cache it.
+    """
     try:
         key = serialization.load_der_public_key(der)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        return None
+        return None, None
     if isinstance(key, rsa.RSAPublicKey):
-        return RSA
+        return RSA, key
     if isinstance(key, ec.EllipticCurvePublicKey):
-        return ECC
-    return None
+        return ECC, key
+    return None, None
+
+
+def key_algorithm(der: bytes) -> str | None:
+    """``"rsa"`` or ``"ecc"`` for a stored SPKI DER key; None if it is neither (or not a key)."""
+    return load_stored_key(der)[0]
 
 
 def der_fingerprint(der: bytes) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from Crypto.IO import PEM
 from Crypto.PublicKey import ECC, RSA
 from Crypto.PublicKey.RSA import RsaKey
+from cryptography.hazmat.primitives.asymmetric import rsa as openssl_rsa
 
 __all__ = [
     "DEVICE_KEY_BITS",
@@ -34,6 +35,7 @@ __all__ = [
     "load_device_public_key",
     "load_server_private_key",
     "normalize_device_id",
+    "openssl_private_key",
     "public_key_der",
     "public_key_pem",
     "server_key_files",
@@ -211,6 +213,31 @@ def load_server_private_key(data: KeyData, passphrase: bytes | None = None) -> R
             f"server key exponent must be {SERVER_KEY_EXPONENT}, found {key.e}"
         )
     return key
+
+
+def openssl_private_key(key: RsaKey, validate: bool = True) -> openssl_rsa.RSAPrivateKey:
+    """The same RSA private key as an OpenSSL key object (``cryptography``).
+
+    OpenSSL's private-key operations are about 3.5x cheaper than
+    pycryptodome's for RSA-2048, so the device server converts its key once
+    at start-up and uses the result for every handshake.  ``validate`` runs
+    OpenSSL's key check (about 40 ms); skip it only for a key that was
+    already checked.
+
+    :param key: a private :class:`RsaKey`.
+    :raises KeyFormatError: for a public key, or a key OpenSSL finds inconsistent.
+    """
+    if not key.has_private():
+        raise KeyFormatError("this is a public key; the server needs its private key")
+    p, q, d = int(key.p), int(key.q), int(key.d)
+    numbers = openssl_rsa.RSAPrivateNumbers(
+        p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p),
+        openssl_rsa.RSAPublicNumbers(int(key.e), int(key.n)),
+    )
+    try:
+        return numbers.private_key(unsafe_skip_rsa_key_validation=not validate)
+    except ValueError as exc:
+        raise KeyFormatError(f"OpenSSL refuses this RSA private key: {exc}") from None
 
 
 def server_key_files(key: RsaKey) -> dict[str, bytes]:

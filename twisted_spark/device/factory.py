@@ -10,7 +10,8 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
-from twisted_spark.crypto.keys import load_device_public_key
+from twisted_spark.crypto.device_keys import load_stored_key
+from twisted_spark.crypto.keys import openssl_private_key
 from twisted_spark.device.log_limit import LogLimiter
 from twisted_spark.device.protocol import DeviceProtocol
 from twisted_spark.device.session import DeviceSession
@@ -21,11 +22,35 @@ REFUSED_METRIC = "spark_device_connections_refused_total"
 QUEUE_FULL = "handshake_queue_full"
 
 
+#: Beginnings of the close reasons of a failed handshake -> its metric label.
+_FAILURE_KINDS = (
+    ("handshake not completed", "timeout"),
+    ("handshake refused: internal error", "internal_error"),
+    ("handshake refused", "refused"),
+    ("server busy", "server_busy"),
+    ("bad frame", "bad_frame"),
+    ("sent ", "protocol_error"),
+    ("first frame", "bad_hello"),
+    ("bad Hello", "bad_hello"),
+    ("unparsable", "bad_hello"),
+)
+
+
+def failure_kind(reason: str) -> str:
+    """The bounded label (``timeout``, ``refused``, ...) of a handshake close reason."""
+    for start, kind in _FAILURE_KINDS:
+        if reason.startswith(start):
+            return kind
+    return "other"
+
+
 @implementer(IProtocolFactory)
 class DeviceServerFactory:
     """Builds a :class:`DeviceProtocol` per accepted device connection.
 
-    :param server_key: the server's RSA-2048 private ``RsaKey``.
+    :param server_key: the server's RSA-2048 private ``RsaKey`` (already checked
+        when it was loaded); kept as an OpenSSL key object, whose private-key
+        operations cost a quarter of pycryptodome's.
     :param store: an ``IDeviceStore`` (device keys and attributes).
     :param registry: the registry, as the :class:`~twisted_spark.interfaces.ISessionSink`
         every session reports to.
@@ -57,7 +82,7 @@ class DeviceServerFactory:
         describe_on_connect=True,
         metrics=None,
     ):
-        self.server_key = server_key
+        self.server_key = openssl_private_key(server_key, validate=False)
         #: Counters for /metrics: handshakes that reached the Hello, and refusals.
         self.handshakes_completed = 0
         self.handshakes_failed = 0
@@ -66,10 +91,12 @@ class DeviceServerFactory:
         self.metrics = metrics
         if metrics is not None:
             metrics.describe(REFUSED_METRIC, "Device connections refused for load, by reason")
-            metrics.gauge("spark_handshakes_completed", "Device handshakes completed since start",
-                          lambda: self.handshakes_completed)
-            metrics.gauge("spark_handshakes_failed", "Device handshakes refused since start",
-                          lambda: self.handshakes_failed)
+            metrics.counter_reading(
+                "spark_handshakes_completed", "Device handshakes (TCP) completed",
+                lambda: self.handshakes_completed)
+            metrics.counter_reading(
+                "spark_handshakes_failed", "Device handshakes (TCP) that failed",
+                lambda: self.handshakes_failed)
         self.store = store
         self.registry = registry
         self.bus = bus
@@ -81,7 +108,6 @@ class DeviceServerFactory:
         self.connections = set()
         #: Log budget per address for connections without a session (bogus ones).
         self.log_limiter = LogLimiter(clock)
-        self._keys = {}
 
     # -- IProtocolFactory ----------------------------------------------------------
 
@@ -131,6 +157,19 @@ class DeviceServerFactory:
         if self.metrics is not None:
             self.metrics.inc(REFUSED_METRIC, reason=reason)
 
+    def handshake_completed(self, deadline) -> None:
+        """Count a handshake that reached the Hello; ``deadline`` is its timeout's call."""
+        self.handshakes_completed += 1
+        if self.metrics is not None and deadline is not None:
+            started = deadline.getTime() - self.settings.handshake_timeout
+            self.metrics.handshakes.labels("tcp").observe(self.clock.seconds() - started)
+
+    def handshake_failed(self, reason: str) -> None:
+        """Count a connection closed before its Hello, by the kind of ``reason``."""
+        self.handshakes_failed += 1
+        if self.metrics is not None:
+            self.metrics.handshake_failures.labels("tcp", failure_kind(reason)).inc()
+
     def new_session(self, transport, device_id, owner, hello, recv_mid, server_mid):
         """The :class:`~twisted_spark.device.session.DeviceSession` of a device whose
         Hello has just arrived on ``transport``, given the shared collaborators."""
@@ -140,21 +179,21 @@ class DeviceServerFactory:
             recv_mid=recv_mid, server_mid=server_mid,
         )
 
-    def session_online(self, session):
-        """``session`` is ready: register it (it replaces an older connection)."""
-        self.registry.register(session)
+    def session_online(self, session, stored=None):
+        """``session`` is ready: register it (it replaces an older connection).
+
+        :param stored: the device's record as the handshake read it.
+        """
+        self.registry.register(session, stored)
 
     def connection_closed(self, proto):
         self.connections.discard(proto)
 
     def device_key(self, der):
-        """The ``RsaKey`` for a stored DER public key (parsed once, cached)."""
-        key = self._keys.get(der)
-        if key is None:
-            if len(self._keys) > 10000:
-                self._keys.clear()
-            key = self._keys[der] = load_device_public_key(der)
-        return key
+        """``(algorithm, key)`` for a stored SPKI DER public key, the key an
+        OpenSSL one (:func:`~twisted_spark.crypto.device_keys.load_stored_key`;
+        ``(None, None)`` for no key it can read)."""
+        return load_stored_key(der)
 
     def close_all(self, reason="server shutting down"):
         """Close every device connection (service shutdown)."""

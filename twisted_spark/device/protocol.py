@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from twisted_spark.coap import codec, kinds, payloads, to_device
 from twisted_spark.crypto.channel import AesCbcChannel, FrameError, FrameReader
-from twisted_spark.crypto.device_keys import ECC, key_algorithm
+from twisted_spark.crypto.device_keys import ECC
 from twisted_spark.crypto.handshake import (
     IDENTITY_LENGTH,
     HandshakeError,
@@ -181,32 +181,29 @@ class DeviceProtocol:
         record = await factory.store.get_device(device_id)
         stored = record.public_key if record is not None else None
         presented = identity.public_key_der
+        keys_add = f"python -m twisted_spark keys add {device_id} <file>"
         if stored is None:
             if presented is not None and factory.settings.accept_unknown_devices:
                 self.log.info(
                     "Accepting unknown device {device_id} from {ip} and storing the key it "
-                    "presented (--accept-unknown-devices)",
-                    device_id=device_id,
-                    ip=self.remote_ip,
+                    "presented (--accept-unknown-devices)", device_id=device_id, ip=self.remote_ip,
                 )
                 record = await adopt_device_key(factory.store, device_id, presented)
                 if (stored := record.public_key) != presented:
                     raise Refused("another connection registered a different key for it first")
             else:
                 hint = "" if presented is not None else " (it sent no key: a Core)"
-                raise Refused(
-                    f"unknown device{hint}; register its key with: "
-                    f"python -m twisted_spark keys add {device_id} <file>"
-                )
+                raise Refused(f"unknown device{hint}; register its key with: {keys_add}")
         elif presented is not None and presented != stored:
-            raise Refused(
-                "the key it presented differs from the registered one; if the device was "
-                f"re-keyed, update it with: python -m twisted_spark keys add {device_id} <file>"
-            )
-        if key_algorithm(stored) == ECC:
+            raise Refused("the key it presented differs from the registered one; if the device "
+                          f"was re-keyed, update it with: {keys_add}")
+        algorithm, key = factory.device_key(stored)
+        if algorithm == ECC:
             raise Refused("its registered key is an EC P-256 key (a Gen3 device, which "
                           "connects over UDP/DTLS), not the RSA key this TCP port needs")
-        return record, factory.device_key(stored)
+        if algorithm is None:
+            raise Refused(f"its registered key cannot be read; register it again with: {keys_add}")
+        return record, key
 
     async def _identified(self, identity):
         if self.state == CLOSED:
@@ -305,7 +302,7 @@ class DeviceProtocol:
         )
         self.session = session
         self.state = READY
-        self.factory.handshakes_completed += 1
+        self.factory.handshake_completed(self._timer)  # the handshake deadline's timer
         self._record = None
         self.send_coap(to_device.hello(session.next_mid()))
         if self._timer is not None and self._timer.active():
@@ -313,7 +310,7 @@ class DeviceProtocol:
         self._timer = factory.clock.callLater(
             factory.settings.device_ping_interval, self._idle_check
         )
-        factory.session_online(session)
+        factory.session_online(session, record)
         self.log.info(
             "Device {device_id} online from {ip} (platform {platform}, product {product}, "
             "firmware {firmware})",
@@ -391,7 +388,7 @@ class DeviceProtocol:
         if self.session is not None:
             self.session.connection_lost(reason)
         elif error:
-            self.factory.handshakes_failed += 1
+            self.factory.handshake_failed(reason)
         self.state = CLOSED
         if self.transport is not None:
             if error:

@@ -66,6 +66,12 @@ class DeviceSession(EventIngress, RemoteCalls):
 
     log = Logger()
 
+    #: OTA v3 is Gen3's (:class:`~twisted_spark.udp.session.Gen3Session`); over TCP the
+    #: chunk size and image limit are announced by events (the updater listens).
+    ota_v3 = False
+    ota_chunk_size = None
+    max_binary_size = None
+
     __slots__ = (
         "owner",
         "product_id",

@@ -54,6 +54,9 @@ class SessionState:
     device_id: str | None = None
     created: float = 0.0
     last_seen: float = 0.0
+    #: What the layer above keeps with the session (JSON-safe; never read here):
+    #: a Gen3 device's describe and subscriptions, which it does not repeat on resuming.
+    application: dict[str, Any] | None = None
 
     def copy(self) -> SessionState:
         return replace(self)
@@ -110,6 +113,8 @@ class SessionState:
             raise ValueError(f"session read_latest {self.read_latest!r} out of range")
         if not isinstance(self.read_bitmap, int) or not 0 <= self.read_bitmap < 2**64:
             raise ValueError(f"session read_bitmap {self.read_bitmap!r} out of range")
+        if self.application is not None and not isinstance(self.application, dict):
+            raise ValueError("session application data is not an object")
 
 
 class _Entry(Protocol):

@@ -45,6 +45,10 @@ Decisions (the documents leave these open):
   owner (an administrator can already list, read and call every device, so
   this reveals nothing new, and it is the only way to watch unclaimed
   devices).  The administrator flag gives a *device* no extra power.
+* **Webhook outcome events** (``coreid`` ``"particle-internal"``: hook-sent,
+  responses, errors; API.md §6) are private events of the hook's owner; they
+  reach that owner's devices through a matching subscription in either
+  scope (firehose or ``u``), as on the hosted cloud.
 * **System events** (names starting with ``spark``, any letter case) are
   private (the device session forces it; the API refuses to publish them).
   They reach their owner's API streams but never a device subscription: a
@@ -68,6 +72,9 @@ Rule = Callable[[Event], bool]
 
 #: ``coreid`` of events published through the API.
 API_COREID = "api"
+#: ``coreid`` of the events webhook deliveries produce (hook-sent, responses, errors):
+#: private to the hook's owner, and they never trigger a hook.
+INTERNAL_COREID = "particle-internal"
 
 
 def is_system(name: str) -> bool:
@@ -154,6 +161,8 @@ def device_subscription_accepts(
     if owner is None:
         return False
     same_owner = subscriber_owner is not None and owner == subscriber_owner
+    if coreid == INTERNAL_COREID:
+        return same_owner  # webhook answers reach the owner's devices in either scope
     if my_devices:
         return same_owner
     return event.public or (device_id is not None and same_owner)

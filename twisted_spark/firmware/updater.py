@@ -5,7 +5,8 @@
 takes as ``firmware=``.  Its :meth:`~FirmwareUpdater.flash` compiles sources
 (when no binary was uploaded), stores the image, checks the device is online
 and the image fits, locks the device (``busy``: its other calls fail with
-DeviceBusy), runs a :class:`~twisted_spark.firmware.flasher.Flasher` on the
+DeviceBusy), runs a :class:`~twisted_spark.firmware.flasher.Flasher` (a
+:class:`~twisted_spark.firmware.v3.FlasherV3` for a Gen3 device taking OTA v3) on the
 device's :class:`~twisted_spark.interfaces.IDeviceChannel`, publishes
 ``spark/flash/status`` (started / success / failed) and fires with the
 image's id.  Failures are domain errors (:class:`~twisted_spark.errors.FirmwareError`
@@ -43,6 +44,7 @@ from twisted_spark.firmware.flasher import (
     max_binary_for,
 )
 from twisted_spark.firmware.images import ImageStore
+from twisted_spark.firmware.v3 import FlasherV3
 from twisted_spark.interfaces import IDeviceChannel, IFirmwareUpdater, IRegistryObserver
 from twisted_spark.models import DeviceRecord, Event
 
@@ -76,12 +78,14 @@ class FirmwareUpdater:
         (default: ``<data_dir>/firmware``, its file work in ``files``).
     :param files: the ``IExecutor`` for the image files (``Executors.files``);
         ``None`` runs file work inline.
+    :param metrics: the server's :class:`~twisted_spark.metrics.Metrics`:
+        transfers by outcome, their duration, and those running now.
     """
 
     log = Logger()
 
     def __init__(self, settings, bus, registry, *, clock, reactor, options=None, images=None,
-                 files=None):
+                 files=None, metrics=None):
         self.settings = settings
         self.bus = bus
         self.registry = registry
@@ -102,13 +106,17 @@ class FirmwareUpdater:
         #: device id -> {"max_binary": int, "ota_chunk_size": int}
         self.hardware: dict[str, dict[str, int]] = {}
         #: device id -> the running Flasher
-        self.active: dict[str, Flasher] = {}
+        self.active: dict[str, Flasher | FlasherV3] = {}
         #: The summary of the last successful transfer (benchmarks, tests).
         self.last_summary = None
         self._subscription = (
             bus.subscribe(HARDWARE, self._hardware_event) if bus is not None else None
         )
         registry.add_observer(self)
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.gauge("spark_ota_in_progress", "Firmware transfers running now",
+                          lambda: len(self.active))
 
     def close(self):
         """Stop listening (server shutdown)."""
@@ -165,12 +173,18 @@ class FirmwareUpdater:
         if channel.busy:
             raise DeviceBusy(device_id)
         known = self.hardware.get(device_id, {})
-        limit = max_binary_for(channel, known.get("max_binary"))
+        limit = max_binary_for(channel, known.get("max_binary") or channel.max_binary_size)
         if len(image) > limit:
             why = f"The firmware is {len(image)} bytes; the device accepts at most {limit}."
             raise FirmwareTooLarge(why, image_id)
-        chunk_size = chunk_size_for(channel, known.get("ota_chunk_size"), self.options.chunk_size)
-        flasher = Flasher(channel, image, self.clock, self.options, chunk_size=chunk_size)
+        flasher: Flasher | FlasherV3
+        if channel.ota_v3:  # a Gen3 device: its Hello announced OTA v3 and its chunk size
+            flasher = FlasherV3(channel, image, self.clock, self.options,
+                                chunk_size=self.options.chunk_size)
+        else:
+            chunk_size = chunk_size_for(channel, known.get("ota_chunk_size"),
+                                        self.options.chunk_size)
+            flasher = Flasher(channel, image, self.clock, self.options, chunk_size=chunk_size)
         await self._transfer(channel, record, flasher, image_id)
         return image_id
 
@@ -194,9 +208,12 @@ class FirmwareUpdater:
         channel.set_update_handler(flasher.message_received)
         self.active[device_id] = flasher
         self._status(record, channel, "started")
+        started, outcome = self.clock.seconds(), "error"
         try:
             summary = await flasher.run()
+            outcome = "success"
         except FlashError as e:
+            outcome = "failed"
             self._status(record, channel, "failed")
             self.log.warn("Updating {id} failed: {why}", id=device_id, why=e)
             raise UpdateFailed(str(e), image_id, timeout=e.timeout) from None
@@ -204,6 +221,8 @@ class FirmwareUpdater:
             self._status(record, channel, "failed")
             raise
         finally:
+            if self.metrics is not None:
+                self.metrics.ota.labels(outcome).observe(self.clock.seconds() - started)
             channel.busy = False
             channel.set_update_handler(None)
             if self.active.get(device_id) is flasher:

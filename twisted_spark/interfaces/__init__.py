@@ -8,8 +8,8 @@ implementations, so callers are written once.  mypy with mypy-zope checks
 every ``@implementer`` class against them (``tests/test_typecheck.py``).
 
 Here: the store (:class:`IStore`, and :class:`IDtlsSessionStore` beside it
-for the UDP port), the event bus (:class:`IEventBus`),
-executors (:class:`IExecutor`) and metrics (:class:`IMetrics`).
+for the UDP port, and :class:`IStoreCache` for the caches in front of it),
+the event bus (:class:`IEventBus`), executors (:class:`IExecutor`) and metrics (:class:`IMetrics`).
 :mod:`twisted_spark.interfaces.devices` holds the device seams (API-facing
 session, registry, the session's transport, its reports to the registry,
 the flasher's channel) and :mod:`twisted_spark.interfaces.firmware` the
@@ -148,6 +148,37 @@ class IStore(IUserStore, ITokenStore, IDeviceStore):
         """Release the database. :rtype: Deferred[None]"""
 
 
+class IStoreCache(Interface):
+    """Short-lived read caches in front of an :class:`IStore` (tokens, users, devices).
+
+    The seam for keeping caches right.  The caching store drops an entry
+    itself on every write that goes through it, and trusts any entry for at
+    most ``ttl`` seconds (writes made elsewhere, such as by the command line
+    or another cluster node, are seen within that time).  A cluster relay
+    would call the ``invalidate_*`` methods for writes other nodes report,
+    and :meth:`add_listener` tells it about this node's own, to pass on.
+    """
+
+    ttl = Attribute("float: the longest an entry is trusted, in seconds")
+
+    def invalidate_token(token: str) -> None:
+        """Forget the cached access token ``token``."""
+
+    def invalidate_user(username: str) -> None:
+        """Forget the cached user ``username``."""
+
+    def invalidate_device(device_id: str) -> None:
+        """Forget the cached record of device ``device_id``."""
+
+    def invalidate_all() -> None:
+        """Forget everything cached."""
+
+    def add_listener(listener: Callable[[str, str | None], object]) -> None:
+        """Call ``listener(kind, key)`` after each invalidation caused by a
+        write through this store: ``kind`` is ``"token"``, ``"user"``,
+        ``"device"`` or ``"all"`` (``key`` None)."""
+
+
 class ISubscription(Interface):
     """One subscriber of an :class:`IEventBus`."""
 
@@ -207,7 +238,11 @@ class IExecutor(Interface):
 
 
 class IMetrics(Interface):
-    """Counters and gauges of the whole server, rendered at ``/metrics``."""
+    """Counters and gauges of the whole server, rendered at ``/metrics``.
+
+    The implementation (:class:`twisted_spark.metrics.Metrics`) also holds
+    the typed instruments (histograms) the parts record into.
+    """
 
     def describe(name: str, help_text: str) -> None:
         """Give counter ``name`` its help line."""
@@ -218,8 +253,11 @@ class IMetrics(Interface):
     def value(name: str, **labels: Any) -> float:
         """The current value of counter ``name`` with ``labels`` (0 if never counted)."""
 
-    def gauge(name: str, help_text: str, read: Callable[[], float]) -> None:
+    def gauge(name: str, help_text: str, read: Callable[[], Any]) -> None:
         """Register gauge ``name``, whose value is ``read()`` at each scrape."""
+
+    def counter_reading(name: str, help_text: str, read: Callable[[], Any]) -> None:
+        """Register counter ``name``: a count a part keeps, ``read()`` at each scrape."""
 
     def render() -> str:
         """Every counter and gauge as Prometheus text."""
@@ -250,6 +288,7 @@ __all__ = [
     "ISessionSink",
     "ISessionTransport",
     "IStore",
+    "IStoreCache",
     "ISubscription",
     "ITokenStore",
     "IUserStore",

@@ -22,10 +22,13 @@ The registry is :class:`IDeviceRegistry` to its users and notifies
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted_spark.models import DeviceRecord
 
 #: A device subscription: ``(prefix, my_devices, device_id or None)`` (PROTOCOL.md §9.3).
 SubscriptionEntry = tuple[str, bool, "str | None"]
@@ -124,6 +127,9 @@ class IDeviceChannel(Interface):
         "calls then fail with DeviceBusy"
     )
     owner = Attribute("str | None")
+    ota_v3 = Attribute("bool: the device takes OTA v3 (a Gen3 device whose Hello says so)")
+    ota_chunk_size = Attribute("int | None: the OTA chunk size the device announced")
+    max_binary_size = Attribute("int | None: the largest image the device announced")
 
     def send_request(
         build: Callable[[int, int], bytes], timeout: float | None = None, token: int | None = None
@@ -192,9 +198,11 @@ class ISessionTransport(Interface):
 class ISessionSink(Interface):
     """What the device side reports to the registry about its sessions."""
 
-    def register(session: ILocalSession) -> None:
+    def register(session: ILocalSession, stored: DeviceRecord | None = None) -> None:
         """``session`` finished its handshake: it is the device's connection now
-        (an older one for the same id is disconnected)."""
+        (an older one for the same id is disconnected).  ``stored`` is the
+        device's record as the handshake read it, if any: attributes it already
+        holds need not be written again."""
 
     def unregister(session: ILocalSession) -> None:
         """``session``'s connection ended (ignored if it was already replaced)."""

@@ -37,6 +37,16 @@ class NameTaken(ConstraintError):
         self.name = name
 
 
+class TooManyWebhooks(SparkError):
+    """The owner already has as many webhooks as the limit allows.
+
+    :ivar limit: that limit.
+    """
+
+    def __init__(self, owner: str, limit: int) -> None:
+        super().__init__(f"{owner!r} already has {limit} webhooks")
+        self.owner = owner
+        self.limit = limit
 class StoreClosed(SparkError, RuntimeError):
     """The store was used after its ``close()``."""
 
@@ -76,6 +86,8 @@ def still_as_expected(device_id: str, record: DeviceRecord | None, expected: dic
     A missing record counts as ``DeviceRecord(device_id)``: every field at
     its default (no owner, no name, no key).
     """
+    if not expected:
+        return
     seen = normalize_device(record or DeviceRecord(device_id))
     for field_name, value in expected.items():
         if getattr(seen, field_name) != value:

@@ -15,11 +15,13 @@ from zope.interface import implementer
 
 from twisted_spark.errors import DuplicateUser
 from twisted_spark.interfaces import IDtlsSessionStore, IStore
-from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
+from twisted_spark.interfaces.webhooks import IWebhookStore
+from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User, Webhook
 from twisted_spark.store import (
     ConstraintError,
     DeviceChanged,
     NameTaken,
+    TooManyWebhooks,
     check_device_changes,
     names_clash,
     normalize_device,
@@ -27,7 +29,7 @@ from twisted_spark.store import (
 )
 
 
-@implementer(IStore, IDtlsSessionStore)
+@implementer(IStore, IDtlsSessionStore, IWebhookStore)
 class MemoryStore:
     """Users, tokens and devices in dicts; nothing survives the process."""
 
@@ -37,6 +39,7 @@ class MemoryStore:
         self._tokens: dict[str, AccessToken] = {}
         self._devices: dict[str, DeviceRecord] = {}
         self._dtls_sessions: dict[bytes, DtlsSessionRecord] = {}
+        self._webhooks: dict[str, Webhook] = {}
 
     # -- users ---------------------------------------------------------------
 
@@ -157,6 +160,29 @@ class MemoryStore:
         for cid in dead:
             del self._dtls_sessions[cid]
         return defer.succeed(len(dead))
+
+    # -- webhooks --------------------------------------------------------------
+
+    def add_webhook(self, hook: Webhook, limit: int | None = None) -> defer.Deferred:
+        if hook.owner not in self._users:
+            return defer.fail(ConstraintError(f"unknown user {hook.owner!r}"))
+        if hook.hook_id in self._webhooks:
+            return defer.fail(ConstraintError("duplicate webhook id"))
+        owned = sum(1 for h in self._webhooks.values() if h.owner == hook.owner)
+        if limit is not None and owned >= limit:
+            return defer.fail(TooManyWebhooks(hook.owner, limit))
+        self._webhooks[hook.hook_id] = hook
+        return defer.succeed(hook)
+
+    def get_webhook(self, hook_id: str) -> defer.Deferred:
+        return defer.succeed(self._webhooks.get(hook_id))
+
+    def list_webhooks(self, owner: str | None = None) -> defer.Deferred:
+        hooks = [h for h in self._webhooks.values() if owner is None or h.owner == owner]
+        return defer.succeed(sorted(hooks, key=lambda h: (h.created_at, h.hook_id)))
+
+    def delete_webhook(self, hook_id: str) -> defer.Deferred:
+        return defer.succeed(self._webhooks.pop(hook_id, None) is not None)
 
     def close(self) -> defer.Deferred:
         return defer.succeed(None)

@@ -37,11 +37,18 @@ from zope.interface import implementer
 from twisted_spark.errors import StoreUnavailable
 from twisted_spark.executors import DATABASE_THREADS, ThreadExecutor
 from twisted_spark.interfaces import IDtlsSessionStore, IExecutor, IStore
-from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
+from twisted_spark.interfaces.webhooks import IWebhookStore
+from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User, Webhook
 from twisted_spark.store import StoreClosed, check_device_changes, normalize_device
 from twisted_spark.store import postgres_ops as ops
 from twisted_spark.store.pg_connections import ThreadConnections
-from twisted_spark.store.rows import device_row, dtls_session_row, token_row, user_row
+from twisted_spark.store.rows import (
+    device_row,
+    dtls_session_row,
+    token_row,
+    user_row,
+    webhook_row,
+)
 from twisted_spark.store.schema import migrate_postgres
 from twisted_spark.store.url import redact_url
 
@@ -53,7 +60,7 @@ def _migrate(connections: ThreadConnections) -> int:
     return migrate_postgres(connections.connection())
 
 
-@implementer(IStore, IDtlsSessionStore)
+@implementer(IStore, IDtlsSessionStore, IWebhookStore)
 class PostgresStore:
     """IStore over a PostgreSQL database; create one with :meth:`open`, end with :meth:`close`."""
 
@@ -263,3 +270,19 @@ class PostgresStore:
 
     def delete_expired_dtls_sessions(self, now: float) -> defer.Deferred:
         return self._write(ops.change, ops.DELETE_EXPIRED_DTLS_SESSIONS, (now,))
+
+    # -- webhooks --------------------------------------------------------------
+
+    def add_webhook(self, hook: Webhook, limit: int | None = None) -> defer.Deferred:
+        return self._write(ops.add_webhook, hook, limit)
+
+    def get_webhook(self, hook_id: str) -> defer.Deferred:
+        return self._call(ops.get_one, ops.GET_WEBHOOK, (hook_id,), webhook_row)
+
+    def list_webhooks(self, owner: str | None = None) -> defer.Deferred:
+        if owner is None:
+            return self._call(ops.get_all, ops.LIST_WEBHOOKS, (), webhook_row)
+        return self._call(ops.get_all, ops.LIST_OWNED_WEBHOOKS, (owner,), webhook_row)
+
+    def delete_webhook(self, hook_id: str) -> defer.Deferred:
+        return self._write(ops.change, ops.DELETE_WEBHOOK, (hook_id,)).addCallback(bool)

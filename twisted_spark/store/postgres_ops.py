@@ -30,20 +30,31 @@ from dataclasses import replace
 from psycopg import errors as pg_errors
 
 from twisted_spark.errors import DuplicateUser
-from twisted_spark.models import AccessToken, DeviceRecord, User
-from twisted_spark.store import ConstraintError, NameTaken, normalize_device, still_as_expected
+from twisted_spark.models import AccessToken, DeviceRecord, User, Webhook
+from twisted_spark.store import (
+    ConstraintError,
+    NameTaken,
+    TooManyWebhooks,
+    normalize_device,
+    still_as_expected,
+)
 from twisted_spark.store.rows import (
     DEVICE_COLUMNS,
     DTLS_COLUMNS,
+    INSERT_WEBHOOK,
     SELECT_DEVICE,
     TOKEN_COLUMNS,
     USER_COLUMNS,
+    WEBHOOK_COLUMNS,
     device_params,
     device_row,
+    webhook_params,
 )
 
 #: First key of the advisory locks taken on device ids (the second is hashtext(id)).
 DEVICE_LOCK = 0x5350_4B01
+#: First key of the advisory locks taken on a webhook owner while counting their hooks.
+WEBHOOK_LOCK = 0x5350_4B02
 
 UPSERT_DEVICE = (
     f"INSERT INTO devices ({', '.join(DEVICE_COLUMNS)})"
@@ -75,6 +86,13 @@ LIST_OWNED_DEVICES = f'{SELECT_DEVICE} WHERE owner = %s ORDER BY device_id COLLA
 GET_DTLS_SESSION = f"SELECT {DTLS_COLUMNS} FROM dtls_sessions WHERE cid = %s AND expires_at > %s"
 DELETE_DTLS_SESSION = "DELETE FROM dtls_sessions WHERE cid = %s"
 DELETE_EXPIRED_DTLS_SESSIONS = "DELETE FROM dtls_sessions WHERE expires_at <= %s"
+GET_WEBHOOK = f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE hook_id = %s"
+LIST_WEBHOOKS = f'SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY created_at, hook_id COLLATE "C"'
+LIST_OWNED_WEBHOOKS = (
+    f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE owner = %s"
+    ' ORDER BY created_at, hook_id COLLATE "C"'
+)
+DELETE_WEBHOOK = "DELETE FROM webhooks WHERE hook_id = %s"
 
 
 def get_one(cursor, query, params, convert):
@@ -111,6 +129,23 @@ def add_token(cursor, token: AccessToken) -> AccessToken:
     except pg_errors.IntegrityError as e:
         raise ConstraintError(f"cannot store access token: {e.diag.message_primary}") from e
     return token
+
+
+def add_webhook(cursor, hook: Webhook, limit: int | None) -> Webhook:
+    """Insert ``hook``; with ``limit``, counted under a lock on its owner, so two
+    nodes creating at once cannot both pass the count."""
+    if limit is not None:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                       (WEBHOOK_LOCK, hook.owner))
+        (count,) = cursor.execute(
+            "SELECT count(*) FROM webhooks WHERE owner = %s", (hook.owner,)).fetchone()
+        if count >= limit:
+            raise TooManyWebhooks(hook.owner, limit)
+    try:
+        cursor.execute(INSERT_WEBHOOK.replace("?", "%s"), webhook_params(hook))
+    except pg_errors.IntegrityError as e:
+        raise ConstraintError(f"cannot store webhook: {e.diag.message_primary}") from e
+    return hook
 
 
 def lock_device(cursor, device_id: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
+from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User, Webhook
 
 DEVICE_COLUMNS = (
     "device_id",
@@ -31,6 +31,11 @@ SELECT_DEVICE = f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices"
 USER_COLUMNS = "username, password_hash, is_admin, created_at"
 TOKEN_COLUMNS = "token, username, client_id, created_at, expires_at"
 DTLS_COLUMNS = "cid, state, expires_at, device_id, updated_at"
+WEBHOOK_COLUMNS = (
+    "hook_id, owner, event, url, request_type, created_at, device_id, no_defaults,"
+    " reject_unauthorized, definition"
+)
+INSERT_WEBHOOK = f"INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES ({', '.join('?' * 10)})"
 
 
 def user_row(row) -> User:
@@ -72,3 +77,16 @@ def device_params(record: DeviceRecord) -> tuple:
         json.dumps(dict(record.variables)),
         record.created_at,
     )
+
+
+def webhook_row(row) -> Webhook:
+    values = list(row)
+    values[7], values[8] = bool(values[7]), bool(values[8])
+    values[9] = json.loads(values[9])
+    return Webhook(*values)
+
+
+def webhook_params(hook: Webhook) -> tuple:
+    return (hook.hook_id, hook.owner, hook.event, hook.url, hook.request_type,
+            hook.created_at, hook.device_id, int(hook.no_defaults),
+            int(hook.reject_unauthorized), json.dumps(hook.definition))

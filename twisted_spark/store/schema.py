@@ -200,6 +200,27 @@ def _m3_dtls_sessions(db: SchemaCursor) -> None:
     db.execute("CREATE INDEX dtls_sessions_by_expiry ON dtls_sessions (expires_at)")
 
 
+def _m4_webhooks(db: SchemaCursor) -> None:
+    """Webhooks (API.md §6): the searchable fields as columns, the rest as JSON text."""
+    db.execute(
+        f"""
+        CREATE TABLE webhooks (
+            hook_id TEXT PRIMARY KEY NOT NULL,
+            owner TEXT NOT NULL REFERENCES users (username) ON DELETE CASCADE,
+            event TEXT NOT NULL,
+            url TEXT NOT NULL,
+            request_type TEXT NOT NULL,
+            device_id TEXT,
+            no_defaults INTEGER NOT NULL DEFAULT 0,
+            reject_unauthorized INTEGER NOT NULL DEFAULT 1,
+            definition TEXT NOT NULL DEFAULT '{{}}',
+            created_at {db.real} NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX webhooks_by_owner ON webhooks (owner, created_at)")
+
+
 #: A migration: it receives a :class:`SchemaCursor` inside the migrating transaction.
 Migration = Callable[[SchemaCursor], None]
 
@@ -208,6 +229,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m1_initial,
     _m2_unique_device_names,
     _m3_dtls_sessions,
+    _m4_webhooks,
 )
 
 #: The schema version this code reads and writes.

@@ -31,7 +31,8 @@ from zope.interface import implementer
 
 from twisted_spark.executors import ThreadExecutor
 from twisted_spark.interfaces import IDtlsSessionStore, IExecutor, IStore
-from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User
+from twisted_spark.interfaces.webhooks import IWebhookStore
+from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User, Webhook
 from twisted_spark.store import StoreClosed, check_device_changes, normalize_device
 from twisted_spark.store.sqlite_ops import (
     DTLS_COLUMNS,
@@ -40,8 +41,10 @@ from twisted_spark.store.sqlite_ops import (
     TOKEN_COLUMNS,
     UPSERT_DTLS_SESSION,
     USER_COLUMNS,
+    WEBHOOK_COLUMNS,
     add_token,
     add_user,
+    add_webhook,
     change,
     connect,
     device_row,
@@ -53,10 +56,11 @@ from twisted_spark.store.sqlite_ops import (
     transaction,
     update_device,
     user_row,
+    webhook_row,
 )
 
 
-@implementer(IStore, IDtlsSessionStore)
+@implementer(IStore, IDtlsSessionStore, IWebhookStore)
 class SQLiteStore:
     """IStore over a SQLite file; create one with :meth:`open`, end with :meth:`close`."""
 
@@ -276,4 +280,22 @@ class SQLiteStore:
     def delete_expired_dtls_sessions(self, now: float) -> defer.Deferred:
         return self._write(change, "DELETE FROM dtls_sessions WHERE expires_at <= ?", (now,))
 
+    # -- webhooks --------------------------------------------------------------
 
+    def add_webhook(self, hook: Webhook, limit: int | None = None) -> defer.Deferred:
+        return self._write(add_webhook, hook, limit)
+
+    def get_webhook(self, hook_id: str) -> defer.Deferred:
+        return self._call(get_one, f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE hook_id = ?",
+                          (hook_id,), webhook_row)
+
+    def list_webhooks(self, owner: str | None = None) -> defer.Deferred:
+        query = f"SELECT {WEBHOOK_COLUMNS} FROM webhooks"
+        if owner is None:
+            return self._call(get_all, f"{query} ORDER BY created_at, hook_id", (), webhook_row)
+        return self._call(get_all, f"{query} WHERE owner = ? ORDER BY created_at, hook_id",
+                          (owner,), webhook_row)
+
+    def delete_webhook(self, hook_id: str) -> defer.Deferred:
+        d = self._write(change, "DELETE FROM webhooks WHERE hook_id = ?", (hook_id,))
+        return d.addCallback(bool)

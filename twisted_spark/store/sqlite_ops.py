@@ -13,24 +13,29 @@ import sqlite3
 from dataclasses import replace
 
 from twisted_spark.errors import DuplicateUser
-from twisted_spark.models import AccessToken, DeviceRecord, User
+from twisted_spark.models import AccessToken, DeviceRecord, User, Webhook
 from twisted_spark.store import (
     ConstraintError,
     NameTaken,
+    TooManyWebhooks,
     normalize_device,
     still_as_expected,
 )
 from twisted_spark.store.rows import (  # noqa: F401  (sqlite.py imports them from here)
     DEVICE_COLUMNS,
     DTLS_COLUMNS,
+    INSERT_WEBHOOK,
     SELECT_DEVICE,
     TOKEN_COLUMNS,
     USER_COLUMNS,
+    WEBHOOK_COLUMNS,
     device_params,
     device_row,
     dtls_session_row,
     token_row,
     user_row,
+    webhook_params,
+    webhook_row,
 )
 from twisted_spark.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
 
@@ -82,6 +87,19 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+def add_webhook(cursor, hook: Webhook, limit: int | None) -> Webhook:
+    if limit is not None:
+        (count,) = cursor.execute(
+            "SELECT count(*) FROM webhooks WHERE owner = ?", (hook.owner,)).fetchone()
+        if count >= limit:
+            raise TooManyWebhooks(hook.owner, limit)
+    try:
+        cursor.execute(INSERT_WEBHOOK, webhook_params(hook))
+    except sqlite3.IntegrityError as error:
+        raise ConstraintError(str(error)) from error
+    return hook
 
 
 def transaction(connection: sqlite3.Connection, function, *args):

@@ -33,6 +33,13 @@ class DatagramChannel:
     def address(self):
         return self._connection.address
 
+    @property
+    def application(self):
+        return self._connection.state.application
+
+    def remember(self, data) -> None:
+        self._port.remember(self._connection, data)
+
     def send(self, message: bytes) -> None:
         if len(message) > self.max_message_size:
             raise ValueError(
@@ -43,3 +50,6 @@ class DatagramChannel:
 
     def close(self, reason: str) -> None:
         self._port.close_connection(self._connection, reason, notify=False)
+
+    def detach(self, reason: str) -> None:
+        self._port.detach_session(self._connection, reason)

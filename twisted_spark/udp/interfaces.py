@@ -23,6 +23,10 @@ class IDatagramChannel(Interface):
         "960 bytes on devices, 1152 on Device OS's Linux build)"
     )
     resumed = Attribute("True if the session was resumed without a handshake")
+    application = Attribute(
+        "dict | None: what :meth:`remember` last kept with this DTLS session (after a "
+        "server restart too: it is persisted with the session)"
+    )
 
     def send(message):
         """Send one CoAP message (bytes) in one record.
@@ -35,6 +39,23 @@ class IDatagramChannel(Interface):
         """End the DTLS session (close_notify) and forget it; the device will handshake again.
 
         ``connection_lost`` is not called back for a close the session asked for.
+        """
+
+    def remember(data):
+        """Keep ``data`` (a small JSON-safe dict) with the DTLS session, persisted with it.
+
+        A device resuming its session does not repeat what it told the server
+        before (describe, subscriptions): the session keeps that here.
+        """
+
+    def detach(reason):
+        """End the CoAP session but keep the DTLS session, for the device to resume.
+
+        A device gone quiet (asleep, or out of reach) or one that said
+        goodbye keeps its session: its next record starts a new CoAP
+        session through :meth:`IDatagramSessionFactory.session_started`
+        (``hello`` None unless it sends one).  ``connection_lost`` is not
+        called back.
         """
 
 
@@ -69,3 +90,5 @@ class IDatagramSessionFactory(Interface):
         :rtype: :class:`IDatagramSession`
         """
 
+    def close_all(reason):
+        """The server is stopping: end every CoAP session (their DTLS sessions stay saved)."""

@@ -30,17 +30,20 @@ def build_gen3_protocol(
     max_sessions: int = 100_000,
     session_lifetime: float = 7 * 24 * 3600.0,
     max_handshakes: int = 1024,
+    metrics=None,
 ) -> Gen3DeviceProtocol:
     """The protocol for ``reactor.listenUDP``.
 
     :param store: an :class:`~twisted_spark.interfaces.IDeviceStore` that is also an
         :class:`~twisted_spark.interfaces.IDtlsSessionStore` (both stores are).
     :param executor: the :class:`~twisted_spark.interfaces.IExecutor` ECDH/ECDSA runs in.
-    :param sessions: the CoAP session factory; a
-        :class:`~twisted_spark.udp.probe.ProbeSessionFactory` until the real one exists.
+    :param sessions: the CoAP session factory: the composition root gives the real one
+        (:class:`~twisted_spark.udp.sessions.Gen3SessionFactory`); without one, the
+        stand-in :class:`~twisted_spark.udp.probe.ProbeSessionFactory` (acknowledge, log).
     :param rng: the DTLS server's randomness (fixed only to record transcripts).
     :param session_lifetime: seconds a session stays resumable after the device was
         last heard from.
+    :param metrics: the server's :class:`~twisted_spark.metrics.Metrics` (handshakes).
     """
     server = DtlsServer(
         ServerConfig(server_key, rng=rng),
@@ -55,4 +58,5 @@ def build_gen3_protocol(
         sessions=sessions if sessions is not None else ProbeSessionFactory(clock),
         limiter=LogLimiter(clock),
         persistence=SessionPersistence(store, store, idle_timeout=session_lifetime),
+        metrics=metrics,
     )

@@ -2,9 +2,9 @@
 """A stand-in CoAP session for Gen3 devices: acknowledge, reassemble describe, log.
 
 The real CoAP-over-UDP session (functions, variables, events through the
-registry and bus) plugs into :class:`~twisted_spark.udp.interfaces.IDatagramSessionFactory`
-after the architecture refactor.  Until then this one keeps a device
-talking, so the transport can be run against real devices: it answers every
+registry and bus) is :mod:`twisted_spark.udp.session`; this one is what the
+port runs without it (and what the recorded transcripts were made with):
+it keeps a device talking, so the transport can be run alone: it answers every
 confirmable message (piggybacking RFC 7959 Block1 answers on describe
 blocks, so the device sends the next), drops duplicates, decodes the Hello
 and both describe parts, and logs one line per message.  It never sends a
@@ -175,3 +175,6 @@ class ProbeSessionFactory:
             del self.sessions[next(iter(self.sessions))]
         session.message_received(first_message)
         return session
+
+    def close_all(self, reason: str) -> None:
+        """Nothing to stop: probe sessions hold no timers."""

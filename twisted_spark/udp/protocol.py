@@ -74,6 +74,7 @@ class Gen3DeviceProtocol(DatagramProtocol):
         max_held: int = 8,
         housekeeping_interval: float = 60.0,
         refresh_margin: float = 3600.0,
+        metrics=None,
     ) -> None:
         self.server = server
         self.clock = clock
@@ -85,6 +86,7 @@ class Gen3DeviceProtocol(DatagramProtocol):
         self.max_held = max_held
         self.housekeeping_interval = housekeeping_interval
         self.refresh_margin = refresh_margin
+        self.metrics = metrics  # handshakes completed and failed (reasons bounded)
         self._timer: Any = None
         self._timer_at: float | None = None
         self._housekeeping: Any = None
@@ -143,6 +145,7 @@ class Gen3DeviceProtocol(DatagramProtocol):
         if isinstance(event, ApplicationData):
             self._application_data(source, event.data)
         elif isinstance(event, HandshakeComplete):
+            self._count_handshake(None)
             self._save(event.connection, event.session)
             self._note(event.connection.address, LogLevel.info,
                        "DTLS handshake with {address} complete",
@@ -175,8 +178,18 @@ class Gen3DeviceProtocol(DatagramProtocol):
                        device=source.state.device_id or "an unidentified device",
                        reason=event.reason)
         else:
+            self._count_handshake("peer_alert" if event.by_peer else "dtls_error")
             address = getattr(source, "address", None)
             self._note(address, LogLevel.info, "UDP device port: {reason}", reason=event.reason)
+
+    def _count_handshake(self, failure: str | None) -> None:
+        """Count a DTLS handshake completed (``failure`` None) or failed for ``failure``."""
+        if self.metrics is None:
+            return
+        if failure is None:
+            self.metrics.inc("spark_dtls_handshakes_completed_total")
+        else:
+            self.metrics.handshake_failures.labels("udp", failure).inc()
 
     def _evicted(self, connection: Connection) -> bool:
         """Dropped from memory for room, not closed by either side nor idle too long."""
@@ -236,6 +249,7 @@ class Gen3DeviceProtocol(DatagramProtocol):
             self._note(connection.address, LogLevel.warn, "Refused Gen3 device {device} at "
                        "{address}: {reason}", device=admission.device_id or "(no id)",
                        address=_show(connection.address), reason=admission.refused)
+            self._count_handshake("refused")
             self.close_connection(connection, admission.refused)
             return
         self.handle(connection.bind_device(admission.hello.device_id))
@@ -264,6 +278,18 @@ class Gen3DeviceProtocol(DatagramProtocol):
         self._coap[connection] = session
         for data in held:
             session.message_received(data)
+
+    def remember(self, connection: Connection, data) -> None:
+        """Keep the CoAP session's ``data`` with the DTLS session, and save it."""
+        connection.state.application = data
+        self._save(connection, connection.snapshot())
+
+    def detach_session(self, connection: Connection, reason: str) -> None:
+        """Forget the CoAP session of ``connection`` but keep the DTLS session (resumable)."""
+        self._coap.pop(connection, None)
+        self._held.pop(connection, None)
+        log.debug("Gen3 device {device_id}: CoAP session ended ({reason}); its DTLS session "
+                  "stays resumable", device_id=connection.state.device_id, reason=reason)
 
     def close_connection(self, connection: Connection, reason: str, notify: bool = True) -> None:
         """Send close_notify and forget the session (here, in the DTLS layer and the store)."""

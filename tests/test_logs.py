@@ -1,0 +1,82 @@
+"""``--log-format json``: one JSON object per line, with the fields shippers index."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest_twisted
+import treq
+from server_process import Server
+from twisted.logger import Logger, LogLevel
+
+from twisted_spark import passwords
+from twisted_spark.logs import json_line, json_observer
+from twisted_spark.models import User
+from twisted_spark.store.sqlite import SQLiteStore
+
+
+def test_an_event_becomes_one_line_with_its_fields():
+    event = {
+        "log_time": 1764500000.25, "log_level": LogLevel.warn,
+        "log_namespace": "twisted_spark.device.protocol.DeviceProtocol",
+        "log_format": "Closing connection of device {device_id} from {ip}: {reason}",
+        "device_id": "53ff6f065067544816300187", "ip": "10.0.0.7", "reason": "bad frame",
+        "unrelated": object(),
+    }
+    line = json_line(event)
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert json.loads(line) == {
+        "time": "2025-11-30T10:53:20.250+00:00", "level": "warn",
+        "namespace": "twisted_spark.device.protocol.DeviceProtocol",
+        "message": "Closing connection of device 53ff6f065067544816300187 from 10.0.0.7: "
+                   "bad frame",
+        "device_id": "53ff6f065067544816300187", "ip": "10.0.0.7", "reason": "bad frame",
+    }
+
+
+def test_failures_carry_their_traceback_and_odd_values_are_text():
+    out = io.StringIO()
+    log = Logger(namespace="test", observer=json_observer(out))
+    try:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError:
+        log.failure("Handling {route} failed", route=b"/v1/\xffdevices", user=("alice",))
+    record = json.loads(out.getvalue())
+    assert record["level"] == "critical" and record["namespace"] == "test"
+    assert "ZeroDivisionError" in record["traceback"]
+    assert record["route"] == "/v1/\ufffddevices" and record["user"] == "('alice',)"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_real_server_logs_json_lines_with_request_fields(reactor, data_dir, monkeypatch):
+    monkeypatch.setattr(passwords, "ITERATIONS", 1000)
+    store = await SQLiteStore.open(data_dir / "spark.sqlite", reactor=reactor)
+    try:
+        await store.add_user(User("alice", passwords.hash_password("a password"), is_admin=True))
+    finally:
+        await store.close()
+    server = await Server(reactor, data_dir, "--log-format", "json").start()
+    try:
+        response = await treq.post(server.url + "/oauth/token", auth=("particle", "particle"),
+                                   data={"grant_type": "password", "username": "alice",
+                                         "password": "a password"}, persistent=False)
+        token = (await response.json())["access_token"]
+        response = await treq.get(server.url + "/v1/devices?access_token=" + token,
+                                  headers={"X-Request-ID": "req-42"}, persistent=False)
+        assert response.code == 200
+        await response.content()
+    finally:
+        await server.stop()
+    lines = server.output.text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "namespace", "message"} <= set(r) for r in records)
+    [ready] = [r for r in records if r["message"].startswith("twisted-spark ready")]
+    assert ready["namespace"] == "twisted_spark.service" and ready["level"] == "info"
+    [access] = [r for r in records if r.get("request_id") == "req-42"]
+    assert access["namespace"] == "twisted_spark.api.access"
+    assert access["route"] == "/v1/devices" and access["status"] == 200
+    assert access["user"] == "alice" and access["method"] == "GET"
+    assert access["duration"] >= 0
+    assert token not in server.output.text()
+    assert access["uri"] == "/v1/devices?access_token=[redacted]"

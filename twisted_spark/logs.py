@@ -1,0 +1,60 @@
+# -*- test-case-name: tests.test_logs -*-
+"""Log output for log shippers: one JSON object per line (``--log-format json``).
+
+Each line has ``time`` (ISO 8601, UTC), ``level``, ``namespace`` and
+``message`` (the formatted text a person would read), plus the fields a
+shipper can index when the event carries them: :data:`FIELDS` (device id,
+request id, user, route, status, duration...), and ``traceback`` for a
+logged failure.  ``python -m twisted_spark serve --log-format json`` uses
+:func:`json_observer`; under ``twistd``, pass ``--logger
+twisted_spark.logs.json_observer`` to twistd as well.  The text format,
+the default, is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+
+from twisted.logger import FileLogObserver, formatEvent
+
+#: Event keys copied into the JSON object when present.
+FIELDS = ("device_id", "request_id", "user", "route", "method", "uri", "status", "duration",
+          "client", "ip", "reason")
+
+
+def _plain(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def json_line(event: dict) -> str:
+    """``event`` as one line of JSON (ends with a newline)."""
+    when = event.get("log_time")
+    level = event.get("log_level")
+    record = {
+        "time": (datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
+                 if when is not None else None),
+        "level": getattr(level, "name", "info"),
+        "namespace": event.get("log_namespace") or event.get("system") or "-",
+        "message": formatEvent(event),
+    }
+    for key in FIELDS:
+        if key in event:
+            record[key] = _plain(event[key])
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["traceback"] = failure.getTraceback()
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def json_observer(out=None) -> FileLogObserver:
+    """A log observer writing :func:`json_line` lines to ``out`` (standard output).
+
+    Takes no argument when ``twistd --logger`` calls it.
+    """
+    return FileLogObserver(out if out is not None else sys.stdout, json_line)

@@ -407,3 +407,23 @@ async def test_the_service_joins_before_serving_and_sweeps_tokens_once(space, da
     finally:
         await probe.disconnect()
         await wipe(space)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_token_revoked_on_one_node_leaves_every_cache_at_once(space, database):
+    """A caches the token it checked; revoking it on B drops it from A's cache
+    as soon as B's announcement arrives (not a second later), and A refuses it."""
+    a, b = running = await nodes(space, database, 2)
+    try:
+        status, _ = await a.request("GET", "/v1/devices", TOKEN)
+        assert status == 200
+        cached = a.cloud.store._tables["token"].entries
+        assert TOKEN in cached
+        response = await treq.delete(f"{b.base}/v1/access_tokens/{TOKEN}", pool=b.pool,
+                                     auth=("alice", PASSWORD))
+        assert response.code == 200, await response.text()
+        await until(lambda: TOKEN not in cached, timeout=0.5, what="A's cache entry dropped")
+        status, _ = await a.request("GET", "/v1/devices", TOKEN)
+        assert status == 401
+    finally:
+        await stop_all(space, running)

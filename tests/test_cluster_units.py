@@ -243,3 +243,37 @@ def test_a_holder_without_the_image_names_the_shared_directory_option():
     router.ops["flash"](LocalSession(), {"image": "f00d"}).addErrback(failures.append)
     assert failures[0].check(errors.FirmwareError)
     assert "f00d" in str(failures[0].value) and "--firmware-dir" in str(failures[0].value)
+
+
+def test_cache_relay_passes_writes_on_and_drops_what_others_wrote():
+    from twisted_spark.cluster.cache import CacheRelay
+
+    class Cache:
+        def __init__(self):
+            self.dropped, self.listeners = [], []
+
+        def add_listener(self, listener):
+            self.listeners.append(listener)
+
+        def invalidate_token(self, key):
+            self.dropped.append(("token", key))
+
+        def invalidate_user(self, key):
+            self.dropped.append(("user", key))
+
+        def invalidate_device(self, key):
+            self.dropped.append(("device", key))
+
+        def invalidate_all(self):
+            self.dropped.append(("all", None))
+
+    cache, link = Cache(), FakeLink()
+    link.redis = object()
+    relay = CacheRelay(cache, link, "a")
+    cache.listeners[0]("token", "t1")
+    assert json.loads(link.sent[0][1]) == ["a", "token", "t1"]
+    relay.received(json.dumps(["a", "token", "t1"]))  # our own echo
+    relay.received(json.dumps(["b", "device", DEVICE]))
+    relay.received(json.dumps(["b", "all", None]))
+    relay.received("garbage")
+    assert cache.dropped == [("device", DEVICE), ("all", None)]

@@ -170,7 +170,8 @@ def build_cloud(
     if settings.redis_url:
         from twisted_spark.cluster.node import Cluster
 
-        cluster = Cluster(settings, reactor=reactor, clock=clock, bus=bus, store=store)
+        cluster = Cluster(settings, reactor=reactor, clock=clock, bus=bus, store=store,
+                          cache=cache)
         cluster.export_metrics(metrics)
         readiness.add("cluster", cluster.readiness)
         registry = cluster.registry

@@ -22,6 +22,7 @@ import socket
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from twisted_spark.cluster.cache import CacheRelay
 from twisted_spark.cluster.calls import MARGIN, CallRouter
 from twisted_spark.cluster.link import RedisAddress, RedisLink
 from twisted_spark.cluster.presence import Presence
@@ -46,9 +47,11 @@ class Cluster:
     :param clock: ``IReactorTime`` for timers and timestamps.
     :param bus: the local event bus.
     :param store: the (shared) store.
+    :param cache: the node's :class:`~twisted_spark.interfaces.IStoreCache`,
+        whose invalidations other nodes then hear about.
     """
 
-    def __init__(self, settings, *, reactor, clock, bus, store) -> None:
+    def __init__(self, settings, *, reactor, clock, bus, store, cache=None) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store
@@ -62,6 +65,7 @@ class Cluster:
         self.calls = CallRouter(self.link, self.node_id, self.registry, clock,
                                 settings.request_timeout + MARGIN)
         self.registry.router = self.calls
+        self.cache = CacheRelay(cache, self.link, self.node_id) if cache is not None else None
         self.interval = settings.presence_ttl / 3
         self.last_tick: float | None = None
         self.swept: list[str] = []
@@ -85,11 +89,14 @@ class Cluster:
 
     async def start(self) -> None:
         """Connect, load the other nodes' devices, join, and keep presence fresh."""
-        await self.link.connect({
+        channels = {
             self.relay.channel: self.relay.received,
             self.presence.channel: self.registry.presence_message,
             self.calls.inbox: self.calls.received,
-        })
+        }
+        if self.cache is not None:
+            channels[self.cache.channel] = self.cache.received
+        await self.link.connect(channels)
         self.relay.start()
         for event in await self.presence.release_all(self.node_id, self._offline_event):
             self.relay.publish_locally(event)  # left over from an earlier run with this id

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -89,7 +90,7 @@ class Cluster:
 
     async def start(self) -> None:
         """Connect, load the other nodes' devices, join, and keep presence fresh."""
-        channels = {
+        channels: dict[str, Callable[[str], None]] = {
             self.relay.channel: self.relay.received,
             self.presence.channel: self.registry.presence_message,
             self.calls.inbox: self.calls.received,

@@ -166,7 +166,7 @@ async def load(reactor, args) -> dict:
 
     async def publish(seq):
         body = {"name": name, "data": f"{seq} {time.time():.6f}", "private": "false"}
-        response = await treq.post(f"{args.url}/v1/devices/events", data=body,
+        response = await treq.post(f"{args.publish_url or args.url}/v1/devices/events", data=body,
                                    headers=headers, pool=pool)
         await response.content()
         if response.code != 200:
@@ -265,6 +265,7 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="run the load generator")
     r.add_argument("--url", help="base URL of a running server (default: spawn 'serve')")
     r.add_argument("--token", help="access token (Bearer)")
+    r.add_argument("--publish-url", help="publish here instead (another cluster node)")
     r.add_argument("--streams", type=int, default=100)
     r.add_argument("--events", type=int, default=2000)
     r.add_argument("--concurrency", type=int, default=4, help="publish requests in flight")

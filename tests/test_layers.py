@@ -31,6 +31,8 @@ BELOW_THE_API = [
     "twisted_spark.webhooks.policy",
     "twisted_spark.webhooks.health",
     "twisted_spark.interfaces.webhooks",
+    "twisted_spark.cluster.node",
+    "twisted_spark.cluster.firmware",
 ]
 
 PROBE = """

@@ -53,6 +53,11 @@ DEFAULT_OPTIONS = {
     "metrics-allow": None,
     "drain-timeout": 30.0,
     "log-format": "text",
+    "firmware-dir": None,
+    "redis": None,
+    "redis-namespace": "spark",
+    "node-id": None,
+    "presence-ttl": 30.0,
     "accept-unknown-devices": False,
     "allow-signup": False,
     "no-metrics": False,
@@ -269,6 +274,17 @@ def test_stopping_the_service_closes_connections_still_in_their_handshake(data_d
     assert done.called
     assert proto.state == CLOSED and not transport.connected
     assert not device_factory.connections
+
+
+def test_cluster_options():
+    options = parse("--redis", "redis://10.0.0.5:6380/1", "--node-id", "n1",
+                    "--presence-ttl", "12", "--firmware-dir", "/srv/fw")
+    settings = options.settings
+    assert (settings.redis_url, settings.node_id, settings.presence_ttl) == (
+        "redis://10.0.0.5:6380/1", "n1", 12.0)
+    assert str(settings.firmware_dir) == "/srv/fw"
+    with pytest.raises(usage.UsageError):
+        parse("--redis", "10.0.0.5:6379")
 
 
 def test_webhook_networks_are_checked_when_parsed():

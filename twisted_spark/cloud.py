@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from twisted.internet import defer
 
@@ -68,13 +68,20 @@ class Cloud:
     readiness: Readiness
     #: The UDP device port's protocol for Gen3 devices, if a Gen3 key was given.
     gen3: Gen3DeviceProtocol | None = None
+    #: The :class:`~twisted_spark.cluster.node.Cluster` with ``--redis``
+    #: (:meth:`start` joins it), else None.
+    cluster: Any = None
 
+    @defer.inlineCallbacks
     def start(self):
-        """Load what must be known before serving (the stored webhooks).
+        """Join the cluster (with ``--redis``), then load what must be known
+        before serving (the stored webhooks).
 
         :rtype: Deferred[None]
         """
-        return self.webhooks.start()
+        if self.cluster is not None:
+            yield defer.ensureDeferred(self.cluster.start())
+        yield self.webhooks.start()
 
     @defer.inlineCallbacks
     def stop(self):
@@ -89,17 +96,24 @@ class Cloud:
         3. close every device connection, the ones still in their handshake
            too (a pending RSA job finds its connection closed and stops), and end
            every Gen3 CoAP session (offline; their DTLS sessions stay saved);
-        4. close the store (queued writes are committed first);
-        5. stop the executors' threads.
+        4. in a cluster, leave (the devices closed in 3 get no status events
+           here: another node's sweep publishes ``offline`` for those that
+           did not reconnect elsewhere);
+        5. close the store (queued writes are committed first);
+        6. stop the executors' threads.
 
         :rtype: Deferred[None]
         """
         self.streams.close_all("server stopping")
         yield self.webhooks.stop()
         self.firmware.close()
+        if self.cluster is not None:
+            self.cluster.drain()
         self.devices.close_all("server shutting down")
         if self.gen3 is not None:
             self.gen3.sessions.close_all("server shutting down")
+        if self.cluster is not None:
+            yield defer.ensureDeferred(self.cluster.stop())
         yield self.store.close()
         self.executors.stop()
 
@@ -151,7 +165,18 @@ def build_cloud(
         lambda: {("answer", "hit"): cache.hits, ("answer", "miss"): cache.misses},
     )
     bus = EventBus()
-    registry = DeviceRegistry(clock, bus=bus, store=store)
+    cluster = None
+    registry: DeviceRegistry
+    if settings.redis_url:
+        from twisted_spark.cluster.node import Cluster
+
+        cluster = Cluster(settings, reactor=reactor, clock=clock, bus=bus, store=store,
+                          cache=cache)
+        cluster.export_metrics(metrics)
+        readiness.add("cluster", cluster.readiness)
+        registry = cluster.registry
+    else:
+        registry = DeviceRegistry(clock, bus=bus, store=store)
     router = DeviceRouter(bus, registry)
     devices = DeviceServerFactory(
         server_key, store, registry, bus, settings,
@@ -162,6 +187,11 @@ def build_cloud(
         settings, bus, registry, clock=clock, reactor=reactor, options=flash_options,
         files=executors.files, metrics=metrics,
     )
+    api_firmware: Any = firmware
+    if cluster is not None:
+        from twisted_spark.cluster.firmware import ClusterFirmware
+
+        api_firmware = ClusterFirmware(firmware, registry, cluster.calls, store)
     streams = StreamRegistry.from_settings(bus, clock, settings)
     if webhook_sender is None:
         policy = NetworkPolicy(settings.webhook_allow, settings.webhook_deny)
@@ -172,10 +202,15 @@ def build_cloud(
         metrics=metrics,
     )
     api = SparkAPI(
-        store, registry, settings, clock=clock, bus=bus, firmware=firmware,
+        store, registry, settings, clock=clock, bus=bus, firmware=api_firmware,
         passwords=executors.passwords, metrics=metrics, streams=streams, webhooks=webhooks,
         readiness=readiness,
     )
+    if cluster is not None:
+        from twisted_spark.api.shared_throttle import SharedLoginThrottle
+
+        api.throttle = SharedLoginThrottle(cluster.link, cluster.node_id, clock,
+                                           settings.login_failures_per_minute)
     gen3 = None
     if gen3_key is not None:
         gen3 = build_gen3_protocol(
@@ -189,5 +224,5 @@ def build_cloud(
         settings=settings, clock=clock, executors=executors, store=store, metrics=metrics,
         bus=bus, registry=registry, router=router, devices=devices, firmware=firmware,
         streams=streams, api=api, site=api.site(), webhooks=webhooks, readiness=readiness,
-        gen3=gen3,
+        gen3=gen3, cluster=cluster,
     )

@@ -125,6 +125,20 @@ class Settings:
     #: Seconds the compile command may run.
     compile_timeout: float = 300.0
 
+    # -- cluster (``--redis``) -------------------------------------------------
+    #: ``redis://host[:port][/db]``: run as one node of a cluster; None = alone.
+    redis_url: str | None = None
+    #: Prefix of every Redis key and channel (one per cluster).
+    redis_namespace: str = "spark"
+    #: This node's id in the cluster; None = host name and a random suffix.
+    node_id: str | None = None
+    #: Seconds a node's presence keys live unrenewed (renewed every third):
+    #: a dead node's devices show offline within 4/3 of this.
+    presence_ttl: float = 30.0
+    #: Directory of firmware images (default ``<data_dir>/firmware``); the
+    #: nodes of a cluster share one to flash devices held by another node.
+    firmware_dir: Path | None = None
+
     @property
     def database_path(self) -> Path:
         return self.data_dir / "spark.sqlite"
@@ -136,7 +150,7 @@ class Settings:
         Option names are the field names with dashes, except the two
         endpoints (``--api``, ``--device``), ``--no-metrics`` and ``--no-console``.
         """
-        renamed = {"api_endpoint": "api", "device_endpoint": "device"}
+        renamed = {"api_endpoint": "api", "device_endpoint": "device", "redis_url": "redis"}
         values = {}
         for spec in fields(cls):
             option_name = renamed.get(spec.name, spec.name.replace("_", "-"))
@@ -147,4 +161,6 @@ class Settings:
         if options.get("no-console"):
             values["console"] = False
         values["data_dir"] = Path(values.get("data_dir", cls.data_dir))
+        if values.get("firmware_dir") is not None:
+            values["firmware_dir"] = Path(values["firmware_dir"])
         return cls(**values)

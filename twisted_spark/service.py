@@ -217,7 +217,17 @@ class SparkService(MultiService):
         return defer.maybeDeferred(MultiService.stopService, self)
 
     def _sweep_expired_tokens(self):
-        """Delete expired tokens so the table does not grow forever (errors logged)."""
+        """Delete expired tokens so the table does not grow forever (errors
+        logged); in a cluster, one node per interval does it."""
+        cluster = self.cloud.cluster if self.cloud is not None else None
+        if cluster is None:
+            return self._delete_expired_tokens()
+        d = cluster.once("token-sweep", TOKEN_SWEEP_INTERVAL * 0.9)
+        d.addCallback(lambda mine: self._delete_expired_tokens() if mine else None)
+        d.addErrback(lambda f: log.failure("Could not take the token sweep lock", f))
+        return d
+
+    def _delete_expired_tokens(self):
         d = self.store.delete_expired(self.reactor.seconds())
         d.addCallback(lambda count: count and log.info(
             "Deleted {count} expired access token(s)", count=count))

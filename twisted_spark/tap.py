@@ -80,6 +80,17 @@ _udp_device.coerceDoc = (  # type: ignore[attr-defined]
     "[INTERFACE:]PORT, e.g. 5684 or 127.0.0.1:5684, or 'off'.")
 
 
+def _redis_url(value: str) -> str:
+    from twisted_spark.cluster.address import RedisAddress
+
+    RedisAddress.parse(value.strip())  # ValueError says what is wrong
+    return value.strip()
+
+
+_redis_url.coerceDoc = (  # type: ignore[attr-defined]
+    "redis://HOST[:PORT][/DB], with [USER]:PASSWORD@ before HOST if Redis wants one.")
+
+
 def _webhook_networks(kind: str, what: str):
     def coerce(value: str) -> tuple[str, ...]:
         from twisted_spark.webhooks.policy import ALLOW_NAMES, DENY_NAMES, parse_networks
@@ -204,6 +215,19 @@ class Options(usage.Options):
          _non_negative_float],
         ["log-format", None, _DEFAULTS.log_format,
          "Log lines as text or json (one object per line, for log shippers).", _log_format],
+        ["firmware-dir", None, None,
+         "Directory of firmware images (default: DATA_DIR/firmware); cluster nodes "
+         "share one to flash devices held by another node."],
+        ["redis", None, None,
+         "redis://HOST[:PORT][/DB]: run as one node of a cluster sharing this Redis "
+         "(and the database); default: a single node.", _redis_url],
+        ["redis-namespace", None, _DEFAULTS.redis_namespace,
+         "Prefix of the cluster's Redis keys and channels."],
+        ["node-id", None, None,
+         "This node's id in the cluster (default: host name and a random suffix)."],
+        ["presence-ttl", None, _DEFAULTS.presence_ttl,
+         "Seconds a cluster node's presence lives unrenewed; a dead node's devices "
+         "show offline within 4/3 of it.", _positive_float],
     ]
 
     optFlags = [

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from twisted_spark.api.auth import basic_credentials
 from twisted_spark.api.context import Reply
@@ -12,6 +13,8 @@ from twisted_spark.api.tokens import make_token, token_expiry, token_response
 from twisted_spark.models import User, iso8601
 from twisted_spark.text import is_utf8_text
 from twisted_spark.usernames import username_problem
+
+log = Logger()
 
 
 def basic_missing() -> ApiError:
@@ -46,7 +49,7 @@ def register(api):
     @route("/oauth/token", ["POST"], auth=None)
     async def issue_token(call):
         """Password grant; a Bearer header is ignored here (particle-cli sends one)."""
-        api.throttle.check(call.remote_address)
+        await defer.maybeDeferred(api.throttle.check, call.remote_address)
         body = call.body
         client_id = client_of(call)
         grant = body.text("grant_type")
@@ -170,10 +173,11 @@ def register(api):
         """The user if the password is right; the attempt is charged to the
         caller's address first (429 when it has none left), refunded on success."""
         address = call.remote_address
-        charge = api.throttle.charge(address)
+        charge = await defer.maybeDeferred(api.throttle.charge, address)
         user = await api.auth.check_password(username, password)
         if user is not None:
-            api.throttle.refund(address, charge)
+            refunded = defer.maybeDeferred(api.throttle.refund, address, charge)
+            refunded.addErrback(lambda f: log.failure("Could not refund a login charge", f))
         return user
 
     def client_of(call):

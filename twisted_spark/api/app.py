@@ -17,6 +17,7 @@ later events/webhooks/firmware) each have a ``register(api)`` function;
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
@@ -119,7 +120,7 @@ class SparkAPI:
         self.draining = False
         #: Decides whether the server is ready for traffic (``/readyz``).
         self.readiness = readiness if readiness is not None else Readiness()
-        self.throttle = LoginThrottle(clock, self.settings.login_failures_per_minute)
+        self.throttle: Any = LoginThrottle(clock, self.settings.login_failures_per_minute)
         if passwords is None:
             passwords = SynchronousExecutor("passwords")
         self.auth = Authenticator(

@@ -128,6 +128,16 @@ def token_response(token: AccessToken, now: float) -> dict:
     return body
 
 
+def too_many_logins(wait: float) -> ApiError:
+    """The 429 answer; ``Retry-After`` is ``wait`` rounded up to whole seconds (at least 1)."""
+    return ApiError(
+        429,
+        "too_many_requests",
+        "Too many failed logins from this address; try again later.",
+        headers={"Retry-After": max(1, math.ceil(wait))},
+    )
+
+
 class LoginThrottle:
     """Limit password checks per remote address over a sliding minute.
 
@@ -173,13 +183,7 @@ class LoginThrottle:
             return
         times = self._recent(address)
         if times is not None and len(times) >= self.per_minute:
-            retry = max(1, math.ceil(times[0] + self.WINDOW - self.clock.seconds()))
-            raise ApiError(
-                429,
-                "too_many_requests",
-                "Too many failed logins from this address; try again later.",
-                headers={"Retry-After": retry},
-            )
+            raise too_many_logins(times[0] + self.WINDOW - self.clock.seconds())
 
     def charge(self, address: str) -> float | None:
         """Count an attempt about to check a password; 429 if none is left.

@@ -93,7 +93,8 @@ class FirmwareUpdater:
         self.reactor = reactor
         self.options = options or FlashOptions()
         data_dir = Path(settings.data_dir)
-        self.images = images or ImageStore(data_dir / "firmware", executor=files)
+        image_dir = getattr(settings, "firmware_dir", None) or data_dir / "firmware"
+        self.images = images or ImageStore(image_dir, executor=files)
         self.compiler = None
         if settings.compile_command:
             self.compiler = Compiler(

@@ -9,7 +9,7 @@ import pytest_twisted
 import txredisapi
 from cluster_harness import REDIS, Node, namespace, require_redis, wipe
 from loopback import until
-from twisted.internet import reactor, tcp
+from twisted.internet import defer, reactor, tcp
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.web.server import Site
@@ -19,6 +19,7 @@ from zope.interface.verify import verifyObject
 from twisted_spark import passwords
 from twisted_spark.cluster.address import RedisAddress
 from twisted_spark.cluster.hook_health import RedisHealth
+from twisted_spark.cluster.hook_relay import HookRelay
 from twisted_spark.cluster.link import RedisLink
 from twisted_spark.interfaces.webhooks import IWebhookHealth
 from twisted_spark.models import AccessToken, User
@@ -245,3 +246,35 @@ async def test_a_hook_deleted_on_a_stops_firing_on_b_within_a_second(space, tmp_
         assert world.receiver.at("/gone") == []
     finally:
         await world.stop()
+
+
+class FakeDispatcher:
+    """Records what the relay passes on (the unit test of HookRelay's messages)."""
+
+    def __init__(self):
+        self.removed, self.reloads = [], 0
+
+    def hook(self, hook_id):
+        return None
+
+    def hook_removed(self, hook_id):
+        self.removed.append(hook_id)
+
+    def reload(self):
+        self.reloads += 1
+        return defer.succeed(None)
+
+
+def test_the_hook_relay_follows_other_nodes_and_ignores_its_own_and_bad_messages():
+    link = RedisLink(RedisAddress.parse(REDIS), "ns", reactor)  # never connected
+    dispatcher = FakeDispatcher()
+    relay = HookRelay(dispatcher, link, "node-a")
+    assert relay.channel == "ns:webhooks"
+    relay.hook_removed("h0")  # not connected: applied here, announced to nobody
+    for message in ("{", '["node-b", "added"]', '["node-a", "removed", "alice", "h1"]',
+                    '["node-b", "renamed", "alice", "h1"]'):
+        relay.received(message)
+    assert (dispatcher.removed, dispatcher.reloads, relay.sent) == (["h0"], 0, 0)
+    relay.received('["node-b", "removed", "alice", "h1"]')
+    relay.received('["node-b", "added", "alice", "h2"]')
+    assert (dispatcher.removed, dispatcher.reloads, relay.heard) == (["h0", "h1"], 1, 3)

@@ -30,7 +30,7 @@ UNIT_TESTS = {
                        "test_gen3_transcripts.py"},
     "DeviceRouter": {"test_events_routing.py", "test_events_devices.py", "test_interfaces.py",
                      "test_gen3_transcripts.py"},
-    "FirmwareUpdater": {"test_firmware_updater.py"},
+    "FirmwareUpdater": {"test_firmware_updater.py", "test_gen3_transcripts.py"},
     "StreamRegistry": {"test_api_sse.py", "test_events_devices.py"},
     "build_gen3_protocol": {"udp_harness.py", "test_udp_transcripts.py",
                             "test_gen3_transcripts.py"},

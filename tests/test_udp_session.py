@@ -12,12 +12,14 @@ import struct
 
 from udp_harness import DEVICE_ID, Device, Port, hello_message
 
+from twisted_spark.coap import to_device
 from twisted_spark.coap.blockwise import BLOCK1, BLOCK2, ETAG, Block, block_option
 from twisted_spark.coap.codec import CoapMessage, Code, MessageType, OptionNumber, decode
 from twisted_spark.config import Settings
-from twisted_spark.errors import DeviceTimeout
+from twisted_spark.errors import ArgumentTooLong, DeviceTimeout
 from twisted_spark.events.bus import EventBus
 from twisted_spark.registry import DeviceRegistry
+from twisted_spark.udp.kept import KeptState
 from twisted_spark.udp.sessions import Gen3SessionFactory
 
 CON, NON, ACK, RST = MessageType.CON, MessageType.NON, MessageType.ACK, MessageType.RST
@@ -129,6 +131,51 @@ def test_a_function_call_is_retransmitted_until_acknowledged_and_answered_once()
     assert cloud.take() == [CoapMessage(ACK, Code.EMPTY, 3)]
 
 
+def test_function_arguments_go_up_to_device_os_6s_1024_bytes_within_the_hellos_size():
+    """Device OS 6 takes 1024-byte arguments (its Linux build returned the length of a
+    1000-byte one); the call must also fit the largest message its Hello announced, or
+    be refused at once: the channel would refuse to send it and the call would hang."""
+    cloud = Cloud()
+    cloud.connect(max_message_size=1152)
+    describe_app(cloud, 2)
+    session = cloud.session()
+    assert session.argument_limit("brew") == 1024
+    session.call_function("brew", b"x" * 1024)
+    (call,) = cloud.take()
+    assert call.uri_path == ["f", "brew"] and len(call.encode()) <= 1152
+    small = Cloud()
+    small.connect(max_message_size=600)
+    describe_app(small, 2)
+    limit = small.session().argument_limit("brew")
+    assert limit == 600 - len(CoapMessage(CON, Code.POST, 0, b"\x00", (
+        (PATH, b"f"), (PATH, b"brew"), (QUERY, b"x" * limit))).encode()) + limit
+    failure = small.session().call_function("brew", b"x" * (limit + 1))
+    assert isinstance(failure.result.value, ArgumentTooLong) and small.take() == []
+    failure.addErrback(lambda _: None)
+    small.session().call_function("brew", b"x" * limit)
+    assert len(small.take()[0].encode()) == 600
+
+
+def test_fast_ota_chunks_go_non_confirmable_as_device_os_acknowledges_none():
+    """Chunks sent confirmable were resent until 64 filled the retransmission table; the
+    flow-control ping after them was then untracked and its ACK dropped (a 391-chunk
+    transfer to Device OS's Linux virtual device failed: "did not answer the ping")."""
+    cloud = Cloud()
+    cloud.connect()
+    session = cloud.session()
+    for index in range(70):
+        session.send_message(lambda mid, i=index: to_device.chunk(mid, 1, 0, b"x", i))
+    chunks = cloud.take()
+    assert len(chunks) == 70 and {m.type for m in chunks} == {NON}
+    assert chunks[0].uri_path == ["c"]
+    pinged = session.ping()
+    (ping,) = cloud.take()
+    cloud.device.send(CoapMessage(ACK, Code.EMPTY, ping.message_id).encode())
+    assert pinged.result is True
+    cloud.port.advance(60)
+    assert [m for m in cloud.take() if m.uri_path == ["c"]] == []  # none resent
+
+
 def test_a_duplicate_event_is_published_once_and_acknowledged_twice():
     cloud = Cloud()
     cloud.connect()
@@ -185,6 +232,27 @@ def test_goodbye_takes_the_device_offline_at_once():
     assert cloud.session().functions == ("brew",)  # not described again
 
 
+def test_a_device_resuming_without_a_hello_keeps_what_its_first_hello_said():
+    """Device OS skips the Hello on a resumed session ("Skipping HELLO message"), as its
+    Linux build did against this server: OTA v3, the chunk size and the largest message
+    still hold, so they are kept with the DTLS session (as describe and subscriptions are)."""
+    cloud = Cloud()
+    cloud.connect(flags=0x80 | 0x20, max_message_size=1152, ota_chunk_size=1024,
+                  max_binary_size=983040)
+    first = cloud.session()
+    cloud.device.send(request(CON, Code.POST, 9, "x", payload=b"\x04\x90\x1c"))
+    cloud.take()
+    cloud.device.sleep_and_resume(new_address=("198.51.100.8", 5684))
+    cloud.device.send(CoapMessage(CON, Code.EMPTY, 10).encode())
+    assert cloud.take() == [CoapMessage(ACK, Code.EMPTY, 10)]
+    resumed = cloud.session()
+    assert resumed is not first and resumed.transport.channel.resumed
+    assert resumed.hello == first.hello and resumed.platform_id == 12
+    assert (resumed.ota_v3, resumed.ota_chunk_size, resumed.max_binary_size) == (
+        True, 1024, 983040)
+    assert resumed.transport.channel.max_message_size == 1152  # not the 960 of no Hello
+
+
 def test_a_describe_that_never_comes_times_out():
     cloud = Cloud(request_timeout=5)
     cloud.connect()
@@ -219,3 +287,10 @@ def test_a_describe_asked_for_comes_back_in_block2_blocks():
     cloud.device.send(CoapMessage(ACK, Code.CONTENT, read.message_id, read.token, (),
                                   struct.pack(">i", 21)).encode())
     assert waiting.result == 21
+
+
+def test_state_kept_before_hellos_were_kept_still_loads_and_a_bad_hello_is_ignored():
+    old = {"s": [["particle", True, None]], "d": None}
+    assert KeptState.from_json(old) == KeptState((("particle", True, None),), None, None)
+    bad = dict(old, h={"device_id": DEVICE_ID, "flags": "x"})
+    assert KeptState.from_json(bad).hello is None

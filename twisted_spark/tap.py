@@ -170,7 +170,7 @@ class Options(usage.Options):
          "Largest firmware upload (bytes), PUT /v1/devices/:id only.", _positive_int],
         ["max-function-argument", None, None,
          "Function argument limit in bytes (default: the device platform's, "
-         "63 on a Core, 622 on a Photon).", _positive_int],
+         "63 on a Core, 622 on a Photon, 1024 on a Gen3 device).", _positive_int],
         ["max-event-data", None, _DEFAULTS.max_event_data,
          "Largest event data (bytes).", _positive_int],
         ["token-lifetime", None, _DEFAULTS.token_lifetime,

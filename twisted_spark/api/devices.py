@@ -100,7 +100,10 @@ async def described(api, session, kind):
     return names or ()
 
 
-def argument_limit(api, session) -> int:
+def argument_limit(api, session, name) -> int:
+    limit_of = getattr(session, "argument_limit", None)
+    if limit_of is not None:  # a local session knows its device (a Gen3 one: 1024 bytes)
+        return limit_of(name)
     if api.settings.max_function_argument is not None:
         return api.settings.max_function_argument
     return limits_for(getattr(session, "platform_id", None)).argument_limit
@@ -257,7 +260,7 @@ def register(api):
             (body.text(k) for k in ("arg", "args", "params") if body.get(k) is not None), ""
         )
         data = argument.encode("utf-8")
-        limit = argument_limit(api, session)
+        limit = argument_limit(api, session, name)
         if len(data) > limit:
             raise ApiError(
                 400, "Argument too long", f"The function argument is longer than {limit} bytes."

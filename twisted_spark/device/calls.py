@@ -44,15 +44,18 @@ class RemoteCalls(DescribeAssembly):
         described = await self._described("functions", name)
         if name not in described["functions"]:
             raise UnknownFunction(name)
-        limit = self._settings.max_function_argument
-        if limit is None:
-            limit = limits_for(self.platform_id).argument_limit
+        limit = self.argument_limit(name)
         if len(argument) > limit:
             raise ArgumentTooLong(f"argument is {len(argument)} bytes, the device accepts {limit}")
         self._check_usable()
         return await self._request(
             FUNCTION, lambda mid, tok: to_device.function_call(mid, tok, name, argument), name=name
         )
+
+    def argument_limit(self, name):
+        """Longest argument (bytes) a call of function ``name`` may carry to this device."""
+        limit = self._settings.max_function_argument
+        return limit if limit is not None else limits_for(self.platform_id).argument_limit
 
     def read_variable(self, name):
         """Read variable ``name`` -> Deferred[bool | int | float | str]."""

@@ -26,8 +26,14 @@ class DatagramChannel:
         self._connection = connection
         self.device_id = connection.state.device_id
         self.resumed = resumed
+        self.max_message_size = port.default_max_message
+        self.hello_known(hello)
+
+    def hello_known(self, hello) -> None:
         size = getattr(hello, "max_message_size", None)
-        self.max_message_size = min(size or port.default_max_message, connection.max_plaintext)
+        self.max_message_size = min(
+            size or self._port.default_max_message, self._connection.max_plaintext
+        )
 
     @property
     def address(self):

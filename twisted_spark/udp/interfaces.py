@@ -35,6 +35,15 @@ class IDatagramChannel(Interface):
         :class:`twisted_spark.dtls.StateError` if the connection is closed.
         """
 
+    def hello_known(hello):
+        """The device's Hello (a :class:`~twisted_spark.coap.gen3.Gen3Hello`, or None):
+        its ``max_message_size`` bounds what :meth:`send` takes from now on.
+
+        A resumed session has none of its own: its session gives the one it
+        kept with the DTLS session, so the device's limits survive a sleep or
+        a server restart.
+        """
+
     def close(reason):
         """End the DTLS session (close_notify) and forget it; the device will handshake again.
 

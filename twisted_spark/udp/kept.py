@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, NamedTuple
 
+from twisted_spark.coap.gen3 import Gen3Hello
+
 __all__ = ["KeptState"]
+
+_HELLO_NUMBERS = ("product_id", "product_version", "flags", "platform_id", "system_version")
+_HELLO_LIMITS = ("max_message_size", "max_binary_size", "ota_chunk_size")
 
 
 class KeptState(NamedTuple):
@@ -13,12 +19,16 @@ class KeptState(NamedTuple):
 
     subscriptions: tuple
     describe: dict[str, Any] | None
+    #: The Hello that started the DTLS session: a resuming device skips it, yet its
+    #: limits (largest message, OTA chunk and binary sizes) and flags (OTA v3) still hold.
+    hello: Gen3Hello | None = None
 
     def to_json(self) -> dict[str, Any]:
         describe = self.describe
         if describe is not None:
             describe = {"f": list(describe["functions"]), "v": dict(describe["variables"])}
-        return {"s": [list(entry) for entry in self.subscriptions], "d": describe}
+        hello = asdict(self.hello) if self.hello is not None else None
+        return {"s": [list(entry) for entry in self.subscriptions], "d": describe, "h": hello}
 
     @classmethod
     def from_json(cls, data: Any) -> KeptState | None:
@@ -35,4 +45,16 @@ class KeptState(NamedTuple):
             }
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
-        return cls(subscriptions, describe)
+        return cls(subscriptions, describe, _hello(data.get("h")))
+
+
+def _hello(raw: Any) -> Gen3Hello | None:
+    """The kept Hello (None if absent, as state kept before it was, or not one)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("device_id"), str):
+        return None
+    numbers: dict[str, Any] = {name: raw.get(name) for name in _HELLO_NUMBERS + _HELLO_LIMITS}
+    if not all(isinstance(numbers[name], int) for name in _HELLO_NUMBERS):
+        return None
+    if not all(numbers[name] is None or isinstance(numbers[name], int) for name in _HELLO_LIMITS):
+        return None
+    return Gen3Hello(device_id=raw["device_id"], **numbers)

@@ -48,6 +48,8 @@ CON = MessageType.CON
 HELLO_OTA_V3 = 0x80
 _MAX_WAITING = 16
 _DEFAULT_OTA_CHUNK = 512
+#: Device OS 6's longest function argument (``MAX_FUNCTION_ARG_LENGTH``, protocol_defs.h).
+GEN3_ARGUMENT_LIMIT = 1024
 #: Subscriptions one device may hold (Device OS keeps at most a few dozen handlers).
 _MAX_SUBSCRIPTIONS = 64
 
@@ -129,9 +131,33 @@ class Gen3Session(Gen3Describe):
         size = self.hello.ota_chunk_size if self.hello is not None else None
         return size or _DEFAULT_OTA_CHUNK
 
+    def argument_limit(self, name):
+        """Device OS 6 takes 1024-byte arguments (``--max-function-argument`` may say
+        otherwise), in one message no longer than the largest its Hello announced."""
+        limit = self._settings.max_function_argument or GEN3_ARGUMENT_LIMIT
+        # the Uri-Query option's header grows by 2 bytes for a long argument
+        room = self.buffer_size - len(to_device.function_call(0, 0, name)) - 2
+        return max(0, min(limit, room))
+
     @property
     def max_binary_size(self) -> int | None:  # type: ignore[override]
         return self.hello.max_binary_size if self.hello is not None else None
+
+    def send_message(self, build) -> None:
+        """Send ``build(mid)``, which nothing waits for, non-confirmable.
+
+        Device OS acknowledges no fast-OTA chunk (``chunked_transfer.cpp``:
+        only a regular chunk gets an ACK): sent confirmable, every chunk was
+        resent until 64 filled the retransmission table, and the flow-control
+        ping after them went untracked, so its answer was dropped and a
+        transfer of more than 64 chunks failed ("did not answer the ping"),
+        as it did with Device OS's Linux virtual device.  OTA v3 chunks are
+        non-confirmable already.
+        """
+        message = bytearray(build(self.next_mid()))
+        if message and (message[0] >> 4) & 3 == MessageType.CON:
+            message[0] = (message[0] & 0xCF) | (MessageType.NON << 4)
+        self.transport.send_coap(bytes(message))
 
     # -- starting ------------------------------------------------------------------
 
@@ -156,6 +182,7 @@ class Gen3Session(Gen3Describe):
             self._describe = {"functions": tuple(record.functions),
                               "variables": dict(record.variables)}
         self._ready = True
+        self.remember_state()  # the Hello at least: a resumed session will not repeat it
         self._sink.register(self)
         for entry in self.subscriptions:
             self._sink.subscription_added(self, entry)
@@ -170,7 +197,7 @@ class Gen3Session(Gen3Describe):
         """Keep describe and subscriptions with the DTLS session (a device will not repeat them)."""
         if self._closed or not self._ready:
             return
-        state = KeptState(tuple(self.subscriptions), self._describe).to_json()
+        state = KeptState(tuple(self.subscriptions), self._describe, self.hello).to_json()
         if state != self.transport.channel.application:
             self.transport.channel.remember(state)
 
@@ -208,6 +235,8 @@ class Gen3Session(Gen3Describe):
             self.platform_id = hello.platform_id
             self.product_id = hello.product_id
             self.firmware_version = hello.product_version
+            self.transport.channel.hello_known(hello)
+            self.remember_state()
         if msg.type == CON:
             self.transport.send_coap(to_device.empty_ack(msg.message_id))
 

@@ -65,6 +65,9 @@ class Gen3SessionFactory:
         kept = None
         if channel.resumed and channel.application is not None:
             kept = KeptState.from_json(channel.application)
+        if hello is None and kept is not None and kept.hello is not None:
+            hello = kept.hello  # resumed without a Hello: the one it started with still holds
+            channel.hello_known(hello)
         layer = MessageLayer(rng=self.rng, max_outstanding=64)
         transport = ReliableTransport(channel, self.clock, layer, on_lost=self._lost)
         session = Gen3Session(

@@ -209,6 +209,24 @@ def test_framing_errors_get_the_json_error_body(raw):
 
 
 @pytest.mark.parametrize("raw", [
+    b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nAccept:*\r* /\nX: y\r\n\r\n",
+])
+def test_after_a_framing_error_the_head_deadline_is_gone(raw):
+    """Found by fuzz/targets/http_api.py: the 400 left the head deadline armed,
+    and when the closing connection outlived it a 408 followed, and a second
+    close (which a transport may refuse)."""
+    h = harness(request_head_timeout=30.0, api_idle_timeout=1000.0)
+    wire = Wire(h)
+    wire.send(raw)
+    answered = wire.output
+    assert answered.startswith(b"HTTP/1.1 400 Bad Request\r\n") and wire.closed
+    h.clock.advance(31)
+    assert wire.output == answered
+    assert not wire.channel._head_deadline
+
+
+@pytest.mark.parametrize("raw", [
     b"GET /v1/devices/%ff HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /healthz HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n",
 ])
@@ -217,6 +235,15 @@ def test_a_url_that_is_not_utf8_gets_the_json_error_body(raw):
     wire.send(raw)
     assert wire.output.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b'"error_description":"The URL or Host is not UTF-8."' in wire.output
+
+
+@pytest.mark.parametrize("host", [b".0.1:8080", b".1:8080", b"a..b"])
+def test_a_host_that_is_no_host_name_gets_the_json_error_body(host):
+    """Found by fuzz/e2e.py: werkzeug's BadHost escaped Klein as a 500."""
+    wire = Wire(harness())
+    wire.send(b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert wire.output.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b'"error_description":"The Host header is not a host name."' in wire.output
 
 
 # -- request-head deadline and idle timeout --------------------------------------------

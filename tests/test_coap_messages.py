@@ -7,7 +7,7 @@ import pytest
 import vectors
 
 from twisted_spark.coap import messages
-from twisted_spark.coap.codec import CoapError, Code, decode
+from twisted_spark.coap.codec import CoapError, CoapMessage, Code, MessageType, decode
 from twisted_spark.coap.messages import DeviceBoundKind, MessageKind
 
 F = vectors.FIXTURE
@@ -623,6 +623,16 @@ def test_parse_event(raw, event):
     assert messages.parse_event(decode(raw)) == event
 
 
+def test_parse_event_refuses_a_max_age_over_four_bytes():
+    """Found by fuzz/e2e.py: a 16-byte Max-Age became a ttl no device can be sent,
+    and delivering the event to a subscribed device raised ValueError."""
+    options = ((11, b"e"), (11, b"temp"), (14, b"\x01" * 5))
+    with pytest.raises(CoapError, match="Max-Age is 5 bytes"):
+        messages.parse_event(CoapMessage(MessageType.NON, 2, 1, b"", options, b"x"))
+    options = ((11, b"e"), (11, b"temp"), (14, b"\xff" * 4))
+    assert messages.parse_event(CoapMessage(MessageType.NON, 2, 1, b"", options)).ttl == 2**32 - 1
+
+
 def test_parse_event_refuses_non_events():
     with pytest.raises(CoapError, match="not an event"):
         messages.parse_event(decode(T["get_time"].plaintext))
@@ -723,9 +733,16 @@ def test_parse_describe():
     payload = decode(F["describe_response"].plaintext).payload
     assert messages.parse_describe(payload) == {"f": ["brew"], "v": {"temperature": 2}}
     assert messages.parse_describe(payload + b"\x00") == {"f": ["brew"], "v": {"temperature": 2}}
-    for bad in (b"{", b"[1, 2]", b"\xff\xfe", b""):
+    for bad in (b"{", b"[1, 2]", b"\xff\xfe", b"", b"[" * 1500 + b"]" * 1500):
         with pytest.raises(CoapError):
             messages.parse_describe(bad)
+
+
+@pytest.mark.parametrize("code", [float("inf"), float("nan"), None, [2], {"x": 1}, "1e999"])
+def test_a_type_code_that_is_no_number_is_a_string(code):
+    """JSON's 1e999 is infinity, and int(inf) raised OverflowError (a crash of the fuzz target)."""
+    assert messages.variable_type_name(code) == "string"
+    assert messages.decode_variable(code, b"ok") == "ok"
 
 
 def test_merge_describe_photon_two_parts():

@@ -8,7 +8,7 @@ from conftest import PROJECT_ROOT
 
 SOURCES = sorted(
     path
-    for folder in ("twisted_spark", "tests", "bench")
+    for folder in ("twisted_spark", "tests", "bench", "fuzz")
     for path in (PROJECT_ROOT / folder).rglob("*.py")
 )
 

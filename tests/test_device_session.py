@@ -403,3 +403,43 @@ def test_a_system_part_with_empty_names_waits_too():
     assert not p.described.called
     p.part({"f": ["brew"], "v": {}})
     assert result(p.described)["functions"] == ("brew",)
+
+
+@pytest.mark.parametrize(
+    ("description", "variables"),
+    [
+        # An infinite type code: a string variable.
+        (b'{"f":["brew"],"v":{"temperature":1e999}}', {"temperature": "string"}),
+        # Nested past the recursion limit: ignored, like any unparsable part.
+        (b'{"f":' + b"[" * 1500 + b"]" * 1500 + b"}", None),
+    ],
+    ids=["infinite-type", "deep-nesting"],
+)
+def test_a_hostile_describe_answer_leaves_the_connection_up(description, variables):
+    """Confirmed through fuzz/targets/tcp_session.py: each closed the connection with an
+    internal error (OverflowError, RecursionError) instead of being handled."""
+    p = PartWire()
+    p.part(description)
+    assert p.session.connected
+    if variables is None:
+        assert not p.described.called
+    else:
+        assert result(p.described)["variables"] == variables
+
+
+def test_a_core_describing_an_infinite_platform_keeps_its_platform():
+    from test_device_protocol import Wire
+
+    from twisted_spark.coap import messages
+
+    s = Server()
+    s.register(CORE_ID)
+    wire = Wire(s, CORE_ID)
+    wire.handshake()
+    session = s.registry.get(CORE_ID)
+    described = session.describe()
+    (request,) = wire.received()
+    wire.feed(wire.frame(messages.describe_response(
+        request.message_id, request.token, b'{"f":["brew"],"v":{},"p":1e999}')))
+    assert result(described)["functions"] == ("brew",)
+    assert session.connected and session.platform_id == 0

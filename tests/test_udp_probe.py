@@ -82,6 +82,18 @@ def test_non_messages_are_not_answered_and_duplicates_not_logged_twice():
                                      "being handled)"]
 
 
+def test_a_non_describe_is_read_but_not_answered():
+    """Found by fuzz/e2e.py (and fuzz/targets/udp_session.py): the probe answered a
+    NON describe with an ACK, which the message layer refuses with a ValueError
+    that escaped to the UDP port."""
+    session = probe()
+    options = ((11, b"d"), (15, b"\x02"))
+    session.message_received(CoapMessage(NON, Code.POST, 5, b"\x05", options,
+                                         b'{"f":["bump"],"v":{"counter":2}}').encode())
+    assert session.channel.sent == []
+    assert session.application_describe.functions == ("bump",)
+
+
 # -- persistence -------------------------------------------------------------------------------
 
 

@@ -148,6 +148,19 @@ def test_response_template_renders_against_a_json_body_only():
     assert outcome.response_text(b"plain", None, context) == "plain"
 
 
+def test_json_nested_too_deeply_is_text_not_variables():
+    """Found by fuzz/targets/webhooks.py: a webhook server's answer (or event data)
+    nested a few hundred levels made to_context raise RecursionError, which the
+    dispatcher logged as an unexpected delivery failure."""
+    deep = '{"a":' * 600 + "1" + "}" * 600
+    context = event_context(event(data=deep))
+    assert render("<{{a}}>", context) == "<>"
+    assert context["PARTICLE_EVENT_VALUE"] == deep
+    assert outcome.response_text(deep.encode(), "T={{a}}", event_context(event())) == deep
+    shallow = '{"a":' * 10 + "1" + "}" * 10
+    assert outcome.response_text(shallow.encode(), "{{#a}}x{{/a}}", event_context(event())) == "x"
+
+
 def test_error_data_is_at_most_255_bytes():
     assert len(outcome.clip("é" * 200).encode()) <= 255
     event_ = outcome.outcome_event("hook-sent/x", None, "alice", 5.0)

@@ -42,10 +42,10 @@ from twisted_spark.api.bodies import (
 from twisted_spark.api.context import Call, Reply
 from twisted_spark.api.errors import (
     ApiError,
-    bad_request,
     install_error_handler,
     json_bytes,
     set_status,
+    target_error,
     write_error,
 )
 from twisted_spark.api.routing import use_match_cache
@@ -368,12 +368,9 @@ class _Counted(Resource):
         api = self._api
         api.in_flight += 1
         request.notifyFinish().addBoth(self._count, request, self._metrics.timer())
-        try:
-            b"/".join(request.postpath).decode("utf-8")
-            request.getRequestHostname().decode("utf-8")
-        except UnicodeDecodeError:
-            return write_error(request, bad_request("The URL or Host is not UTF-8."),
-                               self._cors_origin)
+        problem = target_error(request)
+        if problem is not None:
+            return write_error(request, problem, self._cors_origin)
         if api.draining and request.path != b"/readyz":
             return write_error(request, _SHUTTING_DOWN, self._cors_origin)
         return self._inner.render(request)

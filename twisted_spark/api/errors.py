@@ -55,6 +55,25 @@ def bad_request(description, errors=None, error="invalid_request") -> ApiError:
     return ApiError(400, error, description, errors=errors)
 
 
+def target_error(request) -> ApiError | None:
+    """A 400 for a request target Klein cannot route, else None.
+
+    A path or Host that is not UTF-8, or a Host that is no host name: Klein
+    binds werkzeug's URL map to the Host (IDNA-encoded) before any handler
+    runs, and werkzeug's ``BadHost`` would escape it as a 500.
+    """
+    try:
+        b"/".join(request.postpath).decode("utf-8")
+        host = request.getRequestHostname().decode("utf-8")
+    except UnicodeDecodeError:
+        return bad_request("The URL or Host is not UTF-8.")
+    try:
+        host.partition(":")[0].encode("idna")
+    except UnicodeError:
+        return bad_request("The Host header is not a host name.")
+    return None
+
+
 def forbidden(errors=None) -> ApiError:
     """403 for a device the caller may not use, or that does not exist."""
     return ApiError(

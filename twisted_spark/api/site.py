@@ -164,6 +164,8 @@ class SparkChannel(HTTPChannel):
 
     def _head_too_slow(self):
         self._head_deadline = None
+        if self.transport.disconnecting:  # already answered and closing, the peer not reading
+            return
         peer = self.transport.getPeer()
         log.info(
             "Closing HTTP connection from {address}: request head incomplete after "
@@ -175,6 +177,8 @@ class SparkChannel(HTTPChannel):
     def _respondToBadRequestAndDisconnect(self):
         # twisted.web's answer to unparseable framing (bad Content-Length,
         # chunking, request line, header limits) has no body; give it the API's.
+        # The head is over, received or not: no 408 may follow this 400.
+        self._cancel_head_deadline()
         self.transport.write(error_response(
             400, "Bad Request", "The request is not valid HTTP/1.1."))
         self.loseConnection()

@@ -53,6 +53,7 @@ __all__ = [
 Buffer = bytes | bytearray | memoryview
 OptionList = Sequence[tuple[int, bytes]]
 
+#: The largest option delta or length the 2-byte extended form can hold.
 _MAX_OPTION_LENGTH = 0xFFFF + 269
 
 
@@ -187,6 +188,11 @@ def _encode_options(options: Iterable[tuple[int, bytes]]) -> bytes:
         length = len(value)
         if delta < 0:
             raise CoapError("options must be in ascending option-number order")
+        if delta > _MAX_OPTION_LENGTH:
+            raise CoapError(
+                f"option {number} is {delta} after the previous one; a delta is at most "
+                f"{_MAX_OPTION_LENGTH}"
+            )
         if length > _MAX_OPTION_LENGTH:
             raise CoapError(f"option {number} value too long ({length} bytes)")
         if delta < 13 and length < 13:

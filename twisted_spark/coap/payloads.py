@@ -12,7 +12,10 @@ import struct
 from typing import Any, NamedTuple
 
 from twisted_spark.coap.codec import CoapError, CoapMessage, decode_uint
-from twisted_spark.coap.encoding import DEFAULT_TTL, DEVICE_ID, PATH, text_bytes
+from twisted_spark.coap.encoding import DEFAULT_TTL, DEVICE_ID, MAX_AGE, PATH, text_bytes
+
+#: Bytes of a Max-Age option (RFC 7252 §5.10: uint, 0-4 bytes).
+MAX_AGE_LENGTH = 4
 
 
 class UpdateParams(NamedTuple):
@@ -70,6 +73,8 @@ def parse_describe(payload: bytes) -> dict:
         value = json.loads(bytes(payload).rstrip(b"\x00").decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise CoapError(f"describe payload is not JSON: {exc}") from None
+    except RecursionError:  # [[[[... a few thousand deep fits in one frame
+        raise CoapError("describe payload nests too deeply") from None
     if not isinstance(value, dict):
         raise CoapError("describe payload is not a JSON object")
     return value
@@ -98,14 +103,17 @@ _TYPE_CODES = {name: code for code, name in VARIABLE_TYPES.items()}
 
 
 def _type_code(type_code: int | str) -> int | None:
-    if isinstance(type_code, str):
-        if type_code in _TYPE_CODES:
-            return _TYPE_CODES[type_code]
-        try:
-            return int(type_code)
-        except ValueError:
-            return None
-    return int(type_code)
+    """The numeric code, or None for anything a device sent that is not one.
+
+    A Describe is JSON from the device: the "code" may be a name, a number
+    (``1e999`` is infinity), ``null``, a list...
+    """
+    if isinstance(type_code, str) and type_code in _TYPE_CODES:
+        return _TYPE_CODES[type_code]
+    try:
+        return int(type_code)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def variable_type_name(type_code: int | str) -> str:
@@ -193,6 +201,8 @@ def parse_event(message: CoapMessage) -> Event:
 
     Name = Uri-Path segments after the first, joined with '/'; ttl = Max-Age,
     60 when absent or 0; data = payload as UTF-8, None when there is none.
+    A Max-Age longer than CoAP's 4 bytes is refused (no device sends one, and
+    the ttl could not be passed on to another device).
     """
     kind = message.path_char
     if kind not in ("e", "E"):
@@ -200,6 +210,9 @@ def parse_event(message: CoapMessage) -> Event:
     name = _name_after_kind(message)
     if not name:
         raise CoapError("event has no name")
+    for value in message.option_values(MAX_AGE):
+        if len(value) > MAX_AGE_LENGTH:
+            raise CoapError(f"event Max-Age is {len(value)} bytes (at most {MAX_AGE_LENGTH})")
     ttl = message.max_age
     if not ttl or ttl <= 0:
         ttl = DEFAULT_TTL

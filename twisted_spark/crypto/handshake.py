@@ -69,6 +69,7 @@ __all__ = [
     "encrypt_session",
     "make_nonce",
     "open_session_blob",
+    "read_identity",
     "session_hmac",
     "session_seeds",
     "sign_raw",
@@ -215,6 +216,19 @@ def decrypt_identity(server_private_key: ServerKey, blob: bytes, nonce: bytes) -
         )
     if not hmac.compare_digest(plaintext[:NONCE_LENGTH], nonce):
         raise _why_refused(server_private_key, blob, "identity blob does not echo our nonce")
+    return read_identity(plaintext)
+
+
+def read_identity(plaintext: bytes) -> Identity:
+    """The device id and key after the nonce of a decrypted identity (H2).
+
+    Raises :class:`HandshakeError` when it is too short or the key is malformed.
+    """
+    if len(plaintext) < CORE_IDENTITY_PLAINTEXT:
+        raise HandshakeError(
+            f"identity plaintext is {len(plaintext)} bytes, expected at least "
+            f"{CORE_IDENTITY_PLAINTEXT}"
+        )
     device_id = plaintext[NONCE_LENGTH:CORE_IDENTITY_PLAINTEXT].hex()
     key_der: bytes | None = None
     if len(plaintext) > CORE_IDENTITY_PLAINTEXT:

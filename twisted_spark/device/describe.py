@@ -132,14 +132,11 @@ class DescribeAssembly(RequestTable):
         variables = {}
         raw_variables = parts.get("v")
         for name, code in (raw_variables if isinstance(raw_variables, dict) else {}).items():
-            try:
-                variables[str(name)] = variable_type_name(code)
-            except (TypeError, ValueError):
-                variables[str(name)] = "string"
+            variables[str(name)] = variable_type_name(code)
         if "p" in parts and self.platform_id == CORE:
             try:
                 self.platform_id = int(parts["p"])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # "p": 1e999 is infinity
                 pass
         described = {"functions": functions, "variables": variables}
         if described != self._describe:

@@ -105,6 +105,8 @@ class ProbeSession:
             return self._answer(request, code, f"describe block refused: {problem}")
         if body is not None:
             self._describe_complete(kind, body)
+        if request.type != MessageType.CON:
+            return b""  # a NON describe is taken, not acknowledged (there is no ACK to give)
         options = () if block is None else ((BLOCK1, block.encode()),)
         ack = CoapMessage(MessageType.ACK, code, request.message_id, request.token, options)
         return self.layer.respond(request, ack.encode())

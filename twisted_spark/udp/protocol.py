@@ -326,8 +326,10 @@ class Gen3DeviceProtocol(DatagramProtocol):
                        address=_show(addr), reason=str(refused))
             return
         self._held[cid] = [(data, addr)]
-        d.addCallback(self._loaded, cid)
-        d.addErrback(self._load_failed, cid)
+        # A failure while handling the held records is not a failed load: say which.
+        d.addCallbacks(self._loaded, self._load_failed, callbackArgs=(cid,), errbackArgs=(cid,))
+        d.addErrback(lambda failure: log.failure(
+            "Handling the records held for DTLS session {cid} failed", failure, cid=cid.hex()))
 
     def _loaded(self, result, cid: bytes) -> None:
         state, why = result

@@ -13,7 +13,14 @@ import json
 
 from twisted_spark.events.visibility import INTERNAL_COREID
 from twisted_spark.models import Event
-from twisted_spark.webhooks.templates import TemplateError, render, render_tree, to_context
+from twisted_spark.webhooks.templates import (
+    NO_JSON,
+    TemplateError,
+    json_value,
+    render,
+    render_tree,
+    to_context,
+)
 
 PART_SIZE = 512
 MAX_ERROR = 255
@@ -53,9 +60,8 @@ def response_text(body: bytes, template, context: dict) -> str:
     text = body.decode("utf-8", "replace")
     if template is None:
         return text
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
+    value = json_value(text)
+    if value is NO_JSON:
         return text
     scope = dict(to_context(value)) if isinstance(value, dict) else {}
     scope.update({k: v for k, v in context.items() if k.startswith(("PARTICLE_", "SPARK_"))})

@@ -100,14 +100,32 @@ def event_variables(event: Event) -> dict[str, str]:
     }
 
 
-def json_object(text: str | None) -> dict | None:
-    """``text`` parsed as JSON when it is an object, else ``None``."""
-    if not text or text.lstrip()[:1] != "{":
-        return None
+#: JSON nested deeper than this is used as text, not as template variables:
+#: converting it (:func:`to_context`) recurses once per level.
+MAX_JSON_DEPTH = 64
+NO_JSON = object()
+
+
+def json_value(text: str) -> Any:
+    """``text`` parsed as JSON, or :data:`NO_JSON` when it is not JSON or nests too deeply."""
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
+        return NO_JSON
+    level = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [child for item in level if isinstance(item, dict | list)
+                 for child in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return value
+    return NO_JSON
+
+
+def json_object(text: str | None) -> dict | None:
+    """``text`` parsed as JSON when it is an object (not too deep), else ``None``."""
+    if not text or text.lstrip()[:1] != "{":
         return None
+    value = json_value(text)
     return value if isinstance(value, dict) else None
 
 

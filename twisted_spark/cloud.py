@@ -196,14 +196,27 @@ def build_cloud(
     if webhook_sender is None:
         policy = NetworkPolicy(settings.webhook_allow, settings.webhook_deny)
         webhook_sender = HttpSender(reactor, policy, settings.webhook_timeout)
+    health = None
+    if cluster is not None:
+        from twisted_spark.cluster.hook_health import RedisHealth
+
+        health = RedisHealth(cluster.link, cluster.node_id, clock, settings.webhook_max_errors,
+                             settings.webhook_sleep)
+        cluster.listen(health.channel, health.received)
     webhooks = WebhookDispatcher(
         bus, store, webhook_sender, clock, max_errors=settings.webhook_max_errors,
         sleep=settings.webhook_sleep, concurrency=settings.webhook_concurrency,
-        metrics=metrics,
+        health=health, metrics=metrics,
     )
+    api_webhooks: Any = webhooks
+    if cluster is not None:
+        from twisted_spark.cluster.hook_relay import HookRelay
+
+        api_webhooks = HookRelay(webhooks, cluster.link, cluster.node_id)
+        cluster.listen(api_webhooks.channel, api_webhooks.received)
     api = SparkAPI(
         store, registry, settings, clock=clock, bus=bus, firmware=api_firmware,
-        passwords=executors.passwords, metrics=metrics, streams=streams, webhooks=webhooks,
+        passwords=executors.passwords, metrics=metrics, streams=streams, webhooks=api_webhooks,
         readiness=readiness,
     )
     if cluster is not None:

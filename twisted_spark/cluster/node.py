@@ -73,6 +73,11 @@ class Cluster:
         self._loop: task.LoopingCall | None = None
         #: dead node -> its sweep, while it runs
         self._sweeps: dict[str, defer.Deferred] = {}
+        self._listeners: dict[str, Callable[[str], None]] = {}
+
+    def listen(self, channel: str, handler: Callable[[str], None]) -> None:
+        """Also follow ``channel`` (before :meth:`start`): ``handler(message)``."""
+        self._listeners[channel] = handler
 
     def export_metrics(self, metrics) -> None:
         """Gauges of this node's cluster side, on the node's ``/metrics``."""
@@ -97,6 +102,7 @@ class Cluster:
         }
         if self.cache is not None:
             channels[self.cache.channel] = self.cache.received
+        channels.update(self._listeners)
         await self.link.connect(channels)
         self.relay.start()
         for event in await self.presence.release_all(self.node_id, self._offline_event):

@@ -179,6 +179,11 @@ class WebhookDispatcher:
     def failures(self, hook_id: str) -> int:
         return self.health.failures(hook_id)
 
+    def hook(self, hook_id: str) -> Webhook | None:
+        """The hook ``hook_id`` if this dispatcher knows it."""
+        state = self._hooks.get(hook_id)
+        return state.hook if state is not None else None
+
     def pending(self) -> int:
         """Deliveries queued and not started, over every hook."""
         return sum(len(s.queue) for s in self._hooks.values())

@@ -3,10 +3,10 @@
 
 :class:`LocalHealth` keeps them in this process, which is right for one
 node.  In a cluster every node dispatches the events it received, so a
-broken hook fails on several nodes at once; an ``IWebhookHealth`` backed by
-the cluster's Redis (a counter and a sleep key per hook, announced to the
-other nodes) makes them share one count and one sleep, and plugs in where
-the composition root passes ``health=`` to the dispatcher.
+broken hook fails on several nodes at once;
+:class:`~twisted_spark.cluster.hook_health.RedisHealth` (a counter and a
+sleep key per hook in Redis, announced to the other nodes) makes them share
+one count and one sleep, and keeps its local view in a :class:`LocalHealth`.
 """
 
 from __future__ import annotations
@@ -51,3 +51,12 @@ class LocalHealth:
     def forget(self, hook_id: str) -> None:
         self._failures.pop(hook_id, None)
         self._until.pop(hook_id, None)
+
+    def assume(self, hook_id: str, failures: int, until: float | None) -> None:
+        """Take a state learnt elsewhere: ``failures`` in a row, asleep until
+        ``until`` (clock seconds; None: awake)."""
+        self.forget(hook_id)
+        if failures > 0:
+            self._failures[hook_id] = failures
+        if until is not None:
+            self._until[hook_id] = until

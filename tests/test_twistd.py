@@ -1,7 +1,6 @@
 """A real ``twistd -n spark`` process: starts, answers on both ports, stops cleanly."""
 
 import os
-import re
 import signal
 import sys
 from pathlib import Path
@@ -10,24 +9,9 @@ import pytest_twisted
 import treq
 from conftest import PROJECT_ROOT
 from loopback import until
+from server_process import READY, Output
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
-READY = re.compile(rb"API on \S+ \(127\.0\.0\.1:(\d+)\); devices on \S+ \(127\.0\.0\.1:(\d+)\)")
-
-
-class Output(protocol.ProcessProtocol):
-    def __init__(self):
-        self.data = b""
-        self.ended = defer.Deferred()
-
-    def outReceived(self, data):
-        self.data += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.ended.callback(reason.value)
 
 
 class NonceReader(protocol.Protocol):

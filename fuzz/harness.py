@@ -109,8 +109,7 @@ class MemoExecutor:
         pass
 
     def run(self, function, *args, **kwargs) -> defer.Deferred:
-        key = (function, *(arg if isinstance(arg, bytes | str | int) else id(arg)
-                           for arg in args), tuple(sorted(kwargs.items())))
+        key = (function, *map(_memo_key, args), tuple(sorted(kwargs.items())))
         if key in self._results:
             return defer.succeed(self._results[key])
         d = defer.maybeDeferred(function, *args, **kwargs)
@@ -120,6 +119,15 @@ class MemoExecutor:
             return result
 
         return d.addCallback(remember)
+
+
+def _memo_key(arg):
+    """What identifies an argument: its value, a public key's numbers (a key
+    loaded afresh per connection is the same key), or else its identity."""
+    if isinstance(arg, bytes | str | int):
+        return arg
+    public_numbers = getattr(arg, "public_numbers", None)
+    return public_numbers() if callable(public_numbers) else id(arg)
 
 
 def connection_done():

@@ -166,7 +166,41 @@ def load(args):
     latencies, errors = [], {}
     window = {}
 
+    if args.client == "raw":
+        import rawhttp
+
+        calls = []
+        for device in ids:
+            common = {"Host": f"127.0.0.1:{args.port}", "Authorization": f"Bearer {TOKEN}"}
+            if args.op == "variable":
+                calls.append(rawhttp.encode_request(
+                    "GET", f"/v1/devices/{device}/temperature", common))
+            else:
+                calls.append(rawhttp.encode_request(
+                    "POST", f"/v1/devices/{device}/brew",
+                    {**common, "Content-Type": "application/x-www-form-urlencoded"},
+                    b"arg=bench"))
+        expected = b'"result":-98765' if args.op == "variable" else b'"return_value":5'
+
+    async def raw_worker(n):
+        connection = await rawhttp.connect(reactor, "127.0.0.1", args.port)
+        i = n
+        while True:
+            now = time.perf_counter()
+            if now >= window["end"]:
+                connection.transport.loseConnection()
+                return
+            status, body = await connection.request(calls[i % len(calls)])
+            i += 1
+            done = time.perf_counter()
+            if status != 200 or expected not in body:
+                errors[status] = errors.get(status, 0) + 1
+            elif now >= window["start"]:
+                latencies.append(done - now)
+
     async def worker(n):
+        if args.client == "raw":
+            return await raw_worker(n)
         i = n
         while True:
             now = time.perf_counter()
@@ -207,6 +241,8 @@ def load(args):
         await defer.gatherResults(
             [defer.ensureDeferred(worker(n)) for n in range(args.concurrency)]
         )
+        if "end" not in cpu:  # the last worker finished before the end timer ran
+            sample("end")
         await pool.closeCachedConnections()
         latencies.sort()
 
@@ -286,6 +322,8 @@ def run(args):
                 str(args.warmup),
                 "--op",
                 args.op,
+                "--client",
+                args.client,
                 "--server-pid",
                 str(server.pid),
                 "--devices-pid",
@@ -337,6 +375,8 @@ def main(argv=None):
     parser.add_argument("--op", choices=["function", "variable"], default="function",
                         help="POST /v1/devices/<id>/brew, or GET .../temperature")
     parser.add_argument("--nodelay", action="store_true", help="(server) TCP_NODELAY on sockets")
+    parser.add_argument("--client", choices=["raw", "treq"], default="raw",
+                        help="(load) bench/rawhttp.py's lean keep-alive client, or treq")
     args = parser.parse_args(argv)
     {"run": run, "server": serve, "devices": devices, "load": load}[args.command](args)
 

@@ -17,6 +17,14 @@ p50/p90/p99 latency and the server's CPU use, in all and per call (from
 Run from the repository root::
 
     PYTHONPATH=. /work/venv/bin/python bench/bench_api.py --devices 10 --concurrency 16
+
+Against a server that is already running (another implementation, to compare on
+the same machine): the devices ``be00…00``, ``be00…01``, … must be registered
+there with the public key of ``tests/keys/device-1.pem`` and callable with the
+token, and the server must hold ``tests/keys/server.pem``::
+
+    python bench/bench_api.py --external-api http://127.0.0.1:8080 \
+        --external-device 127.0.0.1:5683 --token TOKEN --server-pid PID[,PID...]
 """
 
 from __future__ import annotations
@@ -137,7 +145,7 @@ def devices(args):
             device = VirtualDevice(
                 device_id, device_key, server_key.public_key(), platform="photon"
             )
-            connected.append(connect_device(reactor, "127.0.0.1", args.port, device, 30))
+            connected.append(connect_device(reactor, args.host, args.port, device, 30))
         await defer.gatherResults([defer.ensureDeferred(c) for c in connected])
         print("ready", flush=True)
 
@@ -160,18 +168,21 @@ def load(args):
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = args.concurrency
     pool.retryAutomatically = False
-    base = f"http://127.0.0.1:{args.port}"
+    base = args.url or f"http://127.0.0.1:{args.port}"
     ids = device_ids(args.devices)
-    headers = {"Authorization": f"Bearer {TOKEN}"}
+    headers = {"Authorization": f"Bearer {args.token}"}
     latencies, errors = [], {}
     window = {}
 
     if args.client == "raw":
+        from urllib.parse import urlsplit
+
         import rawhttp
 
+        target = urlsplit(base)
         calls = []
         for device in ids:
-            common = {"Host": f"127.0.0.1:{args.port}", "Authorization": f"Bearer {TOKEN}"}
+            common = {"Host": target.netloc, "Authorization": f"Bearer {args.token}"}
             if args.op == "variable":
                 calls.append(rawhttp.encode_request(
                     "GET", f"/v1/devices/{device}/temperature", common))
@@ -183,7 +194,7 @@ def load(args):
         expected = b'"result":-98765' if args.op == "variable" else b'"return_value":5'
 
     async def raw_worker(n):
-        connection = await rawhttp.connect(reactor, "127.0.0.1", args.port)
+        connection = await rawhttp.connect(reactor, target.hostname, target.port or 80)
         i = n
         while True:
             now = time.perf_counter()
@@ -276,9 +287,33 @@ def load(args):
 # -- orchestration -----------------------------------------------------------------------
 
 
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def stat_cpu_ticks(stat):
+    """utime + stime, in clock ticks, of one ``/proc/<pid>/stat`` line (all threads)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def parse_pids(text):
+    """``"12,34"`` -> ``[12, 34]``; None or empty -> ``[]``."""
+    return [int(p) for p in (text or "").replace(" ", "").split(",") if p]
+
+
+def cpu_seconds(pids):
+    """CPU seconds (user + system, every thread) of a process, or the sum over several.
+
+    :param pids: ``"self"``, a pid, or a comma-separated list such as ``"12,34"``.
+    """
+    pids = ["self"] if pids == "self" else parse_pids(str(pids))
+    ticks = sum(stat_cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) for pid in pids)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def split_hostport(text):
+    """``"127.0.0.1:5683"`` -> ``("127.0.0.1", 5683)``."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
 
 
 def run(args):
@@ -286,19 +321,26 @@ def run(args):
     me = [sys.executable, str(Path(__file__).resolve())]
     procs = []
     try:
-        server = subprocess.Popen(
-            me
-            + ["server", "--devices", str(args.devices), "--store", args.store,
-               "--postgres", args.postgres]
-            + (["--nodelay"] if args.nodelay else []),
-            stdout=subprocess.PIPE,
-            env=env,
-            text=True,
-        )
-        procs.append(server)
-        ports = json.loads(server.stdout.readline())
+        if args.external_api:
+            url, server_pid = args.external_api.rstrip("/"), args.server_pid
+            device_host, device_port = split_hostport(args.external_device)
+        else:
+            server = subprocess.Popen(
+                me
+                + ["server", "--devices", str(args.devices), "--store", args.store,
+                   "--postgres", args.postgres]
+                + (["--nodelay"] if args.nodelay else []),
+                stdout=subprocess.PIPE,
+                env=env,
+                text=True,
+            )
+            procs.append(server)
+            ports = json.loads(server.stdout.readline())
+            url, server_pid = f"http://127.0.0.1:{ports['api']}", str(server.pid)
+            device_host, device_port = "127.0.0.1", ports["device"]
         fleet = subprocess.Popen(
-            me + ["devices", "--devices", str(args.devices), "--port", str(ports["device"])],
+            me + ["devices", "--devices", str(args.devices), "--host", device_host,
+                  "--port", str(device_port)],
             stdout=subprocess.PIPE,
             env=env,
             text=True,
@@ -310,8 +352,10 @@ def run(args):
             me
             + [
                 "load",
-                "--port",
-                str(ports["api"]),
+                "--url",
+                url,
+                "--token",
+                args.token,
                 "--devices",
                 str(args.devices),
                 "--concurrency",
@@ -324,8 +368,7 @@ def run(args):
                 args.op,
                 "--client",
                 args.client,
-                "--server-pid",
-                str(server.pid),
+                *(["--server-pid", server_pid] if server_pid else []),
                 "--devices-pid",
                 str(fleet.pid),
             ],
@@ -337,8 +380,9 @@ def run(args):
         result = json.loads(out.stdout.strip().splitlines()[-1])
         result.update(devices=args.devices, concurrency=args.concurrency, cpus=os.cpu_count())
         print(json.dumps(result, indent=2))
+        where = f"external server {url}" if args.external_api else f"{args.store} store"
         print(
-            f"\n{args.store} store, {args.devices} virtual devices, "
+            f"\n{where}, {args.devices} virtual devices, "
             f"{args.concurrency} concurrent HTTP clients, "
             f"{args.duration:.0f} s: {result['rps']:.0f} {args.op} calls/s, "
             f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
@@ -367,7 +411,16 @@ def main(argv=None):
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--port", type=int)
-    parser.add_argument("--server-pid", type=int, help="(load) sample this process's CPU")
+    parser.add_argument("--host", default="127.0.0.1", help="(devices) the device server's host")
+    parser.add_argument("--url", help="(load) the API's base URL (default: 127.0.0.1:--port)")
+    parser.add_argument("--token", default=TOKEN, help="the access token the load calls with")
+    parser.add_argument("--external-api", metavar="URL",
+                        help="measure the server already running at this API base URL "
+                             "instead of starting ours (needs --external-device)")
+    parser.add_argument("--external-device", metavar="HOST:PORT",
+                        help="(--external-api) its device server")
+    parser.add_argument("--server-pid", help="sample the CPU of this process (all threads), "
+                        "or the sum of several: PID,PID...")
     parser.add_argument("--devices-pid", type=int, help="(load) sample this process's CPU")
     parser.add_argument("--store", choices=["memory", "sqlite", "postgresql"], default="memory")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres",
@@ -378,6 +431,8 @@ def main(argv=None):
     parser.add_argument("--client", choices=["raw", "treq"], default="raw",
                         help="(load) bench/rawhttp.py's lean keep-alive client, or treq")
     args = parser.parse_args(argv)
+    if args.external_api and not args.external_device:
+        parser.error("--external-api needs --external-device HOST:PORT")
     {"run": run, "server": serve, "devices": devices, "load": load}[args.command](args)
 
 

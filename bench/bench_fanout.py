@@ -7,7 +7,8 @@ The server is always another process:
 
 * against a running server (the real API)::
 
-      python bench/bench_fanout.py run --url http://127.0.0.1:8080 --token TOKEN
+      python bench/bench_fanout.py run --url http://127.0.0.1:8080 --token TOKEN \
+          [--server-pid PID[,PID...]]   # its CPU (all threads), from /proc
 
 * self-contained: spawn a minimal server: the composition root's bus and SSE
   streams behind a bare resource (publish validation; no authentication)::
@@ -231,9 +232,11 @@ def run(args) -> int:
             server.kill()
             raise SystemExit(f"the server did not start: {line!r}")
         args.url = f"http://127.0.0.1:{int(line.split()[1])}"
+    from bench_api import cpu_seconds
     from twisted.internet import defer, task
 
     results = {}
+    cpu0 = cpu_seconds(args.server_pid) if args.server_pid else None
 
     async def main(reactor):
         results.update(await load(reactor, args))
@@ -244,6 +247,11 @@ def run(args) -> int:
         if e.code not in (0, None):
             raise
     finally:
+        if cpu0 is not None:
+            cpu = cpu_seconds(args.server_pid) - cpu0
+            results["server_cpu_s"] = round(cpu, 3)
+            if results.get("delivered"):
+                results["server_cpu_us_per_delivery"] = round(cpu / results["delivered"] * 1e6, 2)
         if server is not None:
             server.terminate()
             _, _, usage = os.wait4(server.pid, 0)
@@ -265,6 +273,8 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="run the load generator")
     r.add_argument("--url", help="base URL of a running server (default: spawn 'serve')")
     r.add_argument("--token", help="access token (Bearer)")
+    r.add_argument("--server-pid", help="(--url) the server's process, PID or PID,PID...: "
+                   "report its CPU over the run")
     r.add_argument("--publish-url", help="publish here instead (another cluster node)")
     r.add_argument("--streams", type=int, default=100)
     r.add_argument("--events", type=int, default=2000)

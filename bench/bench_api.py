@@ -54,6 +54,7 @@ def serve(args):
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
+    from twisted_spark import heap
     from twisted_spark.cloud import build_cloud
     from twisted_spark.config import Settings
     from twisted_spark.crypto.keys import public_key_der
@@ -112,6 +113,8 @@ def serve(args):
             cloud.devices
         )
         api_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+        if not args.unsettled_heap:
+            heap.settle()  # as `serve` and twistd do once the server is up
         print(
             json.dumps({"api": api_port.getHost().port, "device": device_port.getHost().port}),
             flush=True,
@@ -328,6 +331,7 @@ def run(args):
             server = subprocess.Popen(
                 me
                 + ["server", "--devices", str(args.devices), "--store", args.store,
+               *(["--unsettled-heap"] if args.unsettled_heap else []),
                    "--postgres", args.postgres]
                 + (["--nodelay"] if args.nodelay else []),
                 stdout=subprocess.PIPE,
@@ -428,6 +432,9 @@ def main(argv=None):
     parser.add_argument("--op", choices=["function", "variable"], default="function",
                         help="POST /v1/devices/<id>/brew, or GET .../temperature")
     parser.add_argument("--nodelay", action="store_true", help="(server) TCP_NODELAY on sockets")
+    parser.add_argument("--unsettled-heap", action="store_true",
+                        help="(server) leave the garbage collector as CPython sets it "
+                             "(twisted_spark.heap.settle is what the real server does)")
     parser.add_argument("--client", choices=["raw", "treq"], default="raw",
                         help="(load) bench/rawhttp.py's lean keep-alive client, or treq")
     args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ SEPARATE process (``--client``), so the two do not share a GIL.  Reports:
 Usage::
 
     PYTHONPATH=. python bench/bench_handshake.py [--count 500] [--threads 2] \
-        [--describe] [--store sqlite] [--reconnect] [--platform photon]
+        [--no-describe] [--store sqlite] [--reconnect] [--platform photon]
 
 Against a server already running (another implementation, on the same machine):
 it must hold ``tests/keys/server.pem`` and have the public key of
@@ -200,7 +200,9 @@ def main():
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=500)
-    parser.add_argument("--describe", action="store_true", help="Describe after each Hello")
+    parser.add_argument("--no-describe", dest="describe", action="store_false",
+                        help="skip the Describe after each Hello (the real server "
+                             "always asks for it, as the Node server does)")
     parser.add_argument("--store", choices=("memory", "sqlite"), default="memory",
                         help="where device keys are looked up")
     parser.add_argument("--reconnect", action="store_true",
@@ -257,6 +259,9 @@ def main():
         cloud, listening = start_server(reactor, args.threads, store, args.describe)
         factory = cloud.devices
         port = (await listening).getHost().port
+        from twisted_spark import heap
+
+        heap.settle()  # as `serve` and twistd do once the server is up
         if args.reconnect:
             await burst(reactor, factory, port)
             while len(factory.registry) or factory.connections:

@@ -162,3 +162,28 @@ def test_authentic_records_with_garbage_inside_never_raise():
     net.device_output(device.send(b"still fine", 2.0))
     net.pump()
     assert net.events_of("server", ApplicationData)[-1] == ApplicationData(b"still fine")
+
+
+def test_a_client_hello_numbered_near_the_16_bit_limit_is_dropped_with_a_reason():
+    """Found by fuzz/targets/dtls_server.py: a cookie-carrying ClientHello with
+    message_seq 65535 left the server's flight numbers past 16 bits, and
+    encoding its ServerHello raised OverflowError out of the endpoint."""
+    reference = Network()
+    reference.handshake()
+    hellos = []
+    for direction, datagram in reference.log:
+        records, _ = split_records(datagram, None)
+        for record in records:
+            if direction == "to_server" and record.content_type == 22 and record.epoch == 0:
+                [fragment] = parse_fragments(record.fragment)
+                if fragment.msg_type == 1:  # ClientHello
+                    hellos.append((record, fragment))
+    record, fragment = hellos[-1]  # the one with the cookie
+    assert ClientHello.parse(fragment.data).cookie
+    renumbered = encode_record(22, 0, record.sequence,
+                               encode_message(1, 0xFFFF, fragment.data))
+    out = reference.server.datagram_received(renumbered, DEVICE_ADDRESS, 2.0)
+    out = run_work(reference.server, out, 2.0)
+    reasons = [str(event) for _, event in out.events]
+    assert any("leaves no room" in reason for reason in reasons), reasons
+    assert out.datagrams == []

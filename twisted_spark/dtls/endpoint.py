@@ -46,6 +46,11 @@ def _client_hello_random(record: Record) -> bytes | None:
     return fragment[14:46]
 
 
+#: The highest ClientHello message_seq a handshake can follow: the server's
+#: flight and the device's next one number up to four past it (RFC 6347
+#: §4.2.2), and message_seq is 16 bits.
+_LAST_HELLO_SEQ = 0xFFFF - 4
+
 class DtlsServer:
     """The DTLS side of the UDP device port."""
 
@@ -147,6 +152,9 @@ class DtlsServer:
             if len(fragments) != 1 or not fragments[0].complete:
                 raise DtlsError("ClientHello is fragmented or shares its record")
             fragment = fragments[0]
+            if fragment.message_seq > _LAST_HELLO_SEQ:
+                raise DtlsError(f"message_seq {fragment.message_seq} leaves no room for the "
+                                "handshake's next four messages (16-bit numbers)")
             hello = ClientHello.parse(fragment.data)
         except DtlsError as error:
             out.events.append((None, Dropped(f"ClientHello from {address!r}: {error.reason}")))

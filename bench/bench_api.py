@@ -505,7 +505,11 @@ def run_idle(args):
               f"{connected['seconds']:.1f} s ({connected['online'] / connected['seconds']:.0f}/s, "
               f"server CPU {(cpu1 - cpu0) * 1000 / max(1, connected['online']):.2f} ms each); "
               f"failures {connected['failures'] or 0}", flush=True)
+        settle_cpu = cpu_seconds(server.pid)
         time.sleep(args.settle)
+        settle_cpu = cpu_seconds(server.pid) - settle_cpu
+        print(f"server CPU holding {connected['online']} idle devices, no API load: "
+              f"{100 * settle_cpu / args.settle:.1f}% over {args.settle:g} s", flush=True)
         held = ask(server, "held")
         held_at = time.perf_counter()
         busy = measure(ports, server, fleet.pid)

@@ -16,7 +16,16 @@ The server is always another process:
   is reported per delivery.  Issue 17's figure (100 streams × 800 events/s)::
 
       PYTHONPATH=. /tmp/v/bin/python bench/bench_fanout.py run --server api \
-          --streams 100 --events 8000 --rate 800
+          --streams 100 --events 8000 --rate 800 --client node
+
+  ``--client node`` runs the same load from ``bench/fanout_load.js`` (Node):
+  one Python process cannot parse 80 000 SSE events/s (this script's own
+  generator tops out near 13 000 deliveries/s here), so it would measure
+  itself.  ``BENCH_NODELAY=1`` sets TCP_NODELAY on the server's sockets.
+  On the shared 2-core machine run it as
+  ``/work/notes/quiet.sh /work/notes/closing/prio.sh <command>`` (see
+  ``/work/notes/closing/scale.md``: the fuzzers' autogroup otherwise takes
+  half of the CPU despite SCHED_IDLE).
 
 * self-contained, minimal: spawn a minimal server: the composition root's bus
   and SSE streams behind a bare resource (publish validation; no
@@ -120,6 +129,16 @@ def serve_api(port: int, queue_size: int) -> None:
     from twisted_spark.models import AccessToken, User
     from twisted_spark.store import MemoryStore
 
+    if os.environ.get("BENCH_NODELAY"):
+        from twisted.internet import tcp
+
+        original = tcp.Server.__init__
+
+        def nodelay_init(self, *a, **kw):
+            original(self, *a, **kw)
+            self.setTcpNoDelay(True)
+
+        tcp.Server.__init__ = nodelay_init
     # As a deployed server: log events go to an observer (here: nowhere).
     globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
     server_key = RSA.import_key((ROOT / "tests" / "keys" / "server.pem").read_bytes())
@@ -301,9 +320,14 @@ def run(args) -> int:
             raise SystemExit(f"the server did not start: {line!r}")
         args.url = f"http://127.0.0.1:{int(line.split()[1])}"
         args.server_pid = server.pid
-    from twisted.internet import defer, task
-
     results = {}
+    if args.client == "node":
+        try:
+            results.update(load_node(args))
+        finally:
+            finish(server, results)
+        return 0 if results.get("missing") == 0 else 1
+    from twisted.internet import defer, task
 
     async def main(reactor):
         results.update(await load(reactor, args))
@@ -314,16 +338,48 @@ def run(args) -> int:
         if e.code not in (0, None):
             raise
     finally:
-        if server is not None:
-            server.terminate()
-            _, _, usage = os.wait4(server.pid, 0)
-            server.returncode = 0
-            cpu = usage.ru_utime + usage.ru_stime
-            results["server_cpu_s"] = round(cpu, 3)
-            if results.get("delivered"):
-                results["server_cpu_us_per_delivery"] = round(cpu / results["delivered"] * 1e6, 2)
-    print(json.dumps(results, indent=2))
+        finish(server, results)
     return 0 if results.get("missing") == 0 else 1
+
+
+def finish(server, results) -> None:
+    """Stop the spawned server, add its whole-life CPU, print the results."""
+    if server is not None:
+        server.terminate()
+        _, _, usage = os.wait4(server.pid, 0)
+        server.returncode = 0
+        cpu = usage.ru_utime + usage.ru_stime
+        results["server_cpu_s"] = round(cpu, 3)
+        if results.get("delivered"):
+            results["server_cpu_us_per_delivery"] = round(cpu / results["delivered"] * 1e6, 2)
+    print(json.dumps(results, indent=2))
+
+
+def load_node(args) -> dict:
+    """The same load from ``fanout_load.js`` (Node): one process parses 80 000 events/s."""
+    node = subprocess.Popen(
+        ["node", str(ROOT / "bench" / "fanout_load.js"), args.url, args.token or "",
+         str(args.streams), str(args.events), str(args.rate), str(args.concurrency),
+         str(args.timeout)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    if node.stdout.readline().strip() != "streams open":
+        node.kill()
+        raise SystemExit("the Node generator did not open its streams")
+    cpu_start = cpu_seconds(args.server_pid) if args.server_pid else None
+    node_start = cpu_seconds(node.pid)
+    line = node.stdout.readline()
+    cpu_end = cpu_seconds(args.server_pid) if args.server_pid else None
+    node_cpu = cpu_seconds(node.pid) - node_start
+    node.wait()
+    results = json.loads(line)
+    results["generator_cpu_percent"] = round(100 * node_cpu / results["seconds"], 1)
+    if cpu_start is not None:
+        results["server_cpu_s_window"] = round(cpu_end - cpu_start, 3)
+        results["server_cpu_percent"] = round(100 * (cpu_end - cpu_start) / results["seconds"], 1)
+        results["server_cpu_us_per_delivery_window"] = round(
+            (cpu_end - cpu_start) / max(results["delivered"], 1) * 1e6, 2)
+    return results
 
 
 def main(argv=None) -> int:
@@ -345,6 +401,8 @@ def main(argv=None) -> int:
     r.add_argument("--rate", type=float, default=0.0, help="events/s to publish; 0 = max")
     r.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for stragglers")
     r.add_argument("--queue-size", type=int, default=1000, help="for the spawned server")
+    r.add_argument("--client", choices=["python", "node"], default="python",
+                   help="the load generator: this script (treq) or bench/fanout_load.js")
     r.add_argument("--server", choices=["minimal", "api"], default="minimal",
                    help="without --url, spawn this server: the bare resource or the real API")
     args = parser.parse_args(argv)

@@ -106,10 +106,12 @@ class DescribeAssembly(RequestTable):
             self._complete_describe(pending)
             return
         # A system part (possibly merged): an application part may follow.
+        # The grace gets a timer of its own: moving the request's timer sooner
+        # (reset) costs the reactor a linear search of its timer heap, where
+        # every idle device has its keep-alive timer.
         if pending.timer is not None and pending.timer.active():
-            pending.timer.reset(DESCRIBE_GRACE)
-        else:
-            self._arm(pending, DESCRIBE_GRACE)
+            pending.timer.cancel()
+        self._arm(pending, DESCRIBE_GRACE)
         if pending.parts.get("f") or pending.parts.get("v"):
             # It already names functions/variables (Photon 0.6 sends everything
             # in this one part): answer from it now; lookups of other names wait.

@@ -279,6 +279,8 @@ class DeviceProtocol:
                     self.close("internal error while handling a message", error=True)
             else:
                 self._hello_received(msg)
+        if self.state == READY:
+            self._postpone_idle_check()
 
     def _hello_received(self, msg):
         if kinds.classify(msg) is not kinds.MessageKind.HELLO:
@@ -345,6 +347,21 @@ class DeviceProtocol:
         self.factory.log_limiter.emit(self.remote_ip, self.log, level, format, **kwargs)
 
     # -- keep-alive -------------------------------------------------------------------
+
+    def _postpone_idle_check(self):
+        """The device spoke: its keep-alive check moves to a full ping interval from now.
+
+        ``DelayedCall.reset`` to a later time is cheap (the reactor re-files the
+        call when its old time comes), so a device that pings every interval,
+        as the firmware does, keeps one timer for its whole connection instead
+        of a new timer (and the garbage the collector then scans) per ping.
+        """
+        timer = self._timer
+        if timer is None or not timer.active():
+            return
+        interval = self.factory.settings.device_ping_interval
+        if self.factory.clock.seconds() + interval > timer.getTime():
+            timer.reset(interval)
 
     def _idle_check(self):
         self._timer = None

@@ -152,6 +152,18 @@ class Inspector:
         out["delayed_calls"] = len(self.reactor.getDelayedCalls())
         counts = type_counts()
         out["gc_objects"] = sum(counts.values())
+        if word == "held":
+            self.marked = {id(o) for o in gc.get_objects()}
+        elif word == "busy" and getattr(self, "marked", None) is not None:
+            # Objects that reached the old generation during the measurement
+            # and are still alive: what keeps full collections coming.
+            promoted = {}
+            for obj in gc.get_objects(generation=2):
+                if id(obj) not in self.marked:
+                    name = type(obj).__qualname__
+                    promoted[name] = promoted.get(name, 0) + 1
+            out["promoted_alive"] = dict(sorted(promoted.items(), key=lambda kv: -kv[1])[:10])
+            self.marked = None
         if word == "base":
             self.base_types = counts
             if self.tracing:
@@ -520,7 +532,9 @@ def run_idle(args):
         held_at = time.perf_counter()
         busy = measure(ports, server, fleet.pid)
         print(f"{args.idle} idle devices: {brief(busy)}", flush=True)
-        print(f"  server during it: {ask(server, 'busy')['since_last']}", flush=True)
+        after = ask(server, "busy")
+        print(f"  server during it: {after['since_last']}", flush=True)
+        print(f"  new objects still alive after it: {after.get('promoted_alive')}", flush=True)
         print(f"p99 with the fleet / without: {busy['p99_ms'] / idle['p99_ms']:.2f} "
               f"(p50 {busy['p50_ms'] / idle['p50_ms']:.2f})", flush=True)
         fleet.stdin.write("\n")

@@ -309,7 +309,8 @@ class DeviceProtocol:
         self.send_coap(to_device.hello(session.next_mid()))
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        self._timer = factory.clock.callLater(
+        # The keep-alive deadline lives on the factory's wheel, not the reactor heap.
+        self._timer = factory.keepalive.call_later(
             factory.settings.device_ping_interval, self._idle_check
         )
         factory.session_online(session, record)
@@ -351,10 +352,10 @@ class DeviceProtocol:
     def _postpone_idle_check(self):
         """The device spoke: its keep-alive check moves to a full ping interval from now.
 
-        ``DelayedCall.reset`` to a later time is cheap (the reactor re-files the
-        call when its old time comes), so a device that pings every interval,
-        as the firmware does, keeps one timer for its whole connection instead
-        of a new timer (and the garbage the collector then scans) per ping.
+        The deadline is an entry on the factory's
+        :class:`~twisted_spark.device.wheel.TimerWheel`, re-armed in place: a
+        device that pings every interval, as the firmware does, allocates no
+        timer for its whole connection.
         """
         timer = self._timer
         if timer is None or not timer.active():
@@ -364,7 +365,7 @@ class DeviceProtocol:
             timer.reset(interval)
 
     def _idle_check(self):
-        self._timer = None
+        timer = self._timer  # the wheel entry that just fired: re-armed below
         if self.state != READY:
             return
         settings = self.factory.settings
@@ -383,7 +384,7 @@ class DeviceProtocol:
             next_at = last + settings.device_idle_timeout
         else:
             next_at = last + ping_interval
-        self._timer = clock.callLater(max(0.0, next_at - now), self._idle_check)
+        timer.reset(max(0.0, next_at - now))
 
     # -- closing ------------------------------------------------------------------------
 

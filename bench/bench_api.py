@@ -18,6 +18,14 @@ Run from the repository root::
 
     PYTHONPATH=. /work/venv/bin/python bench/bench_api.py --devices 10 --concurrency 16
 
+Against a server that is already running (another implementation, to compare on
+the same machine): the devices ``be00…00``, ``be00…01``, … must be registered
+there with the public key of ``tests/keys/device-1.pem`` and callable with the
+token, and the server must hold ``tests/keys/server.pem``::
+
+    python bench/bench_api.py --external-api http://127.0.0.1:8080 \
+        --external-device 127.0.0.1:5683 --token TOKEN --server-pid PID[,PID...]
+
 ``--idle N`` (issue 17: "10 000 devices held in one process") adds a fourth
 process, ``fleet``: N more virtual devices that connect and stay idle, each
 pinging after ``--keepalive`` seconds of silence as the firmware does (15 s),
@@ -195,6 +203,7 @@ def serve(args):
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
+    from twisted_spark import heap
     from twisted_spark.cloud import build_cloud
     from twisted_spark.config import Settings
     from twisted_spark.crypto.keys import public_key_der
@@ -266,6 +275,8 @@ def serve(args):
             cloud.devices
         )
         api_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+        if not args.unsettled_heap:
+            heap.settle()  # as `serve` and twistd do once the server is up
         print(
             json.dumps({"api": api_port.getHost().port, "device": device_port.getHost().port}),
             flush=True,
@@ -312,7 +323,7 @@ def devices(args):
             device = VirtualDevice(
                 device_id, device_key, server_key.public_key(), platform="photon"
             )
-            connected.append(connect_device(reactor, "127.0.0.1", args.port, device, 30))
+            connected.append(connect_device(reactor, args.host, args.port, device, 30))
         await defer.gatherResults([defer.ensureDeferred(c) for c in connected])
         print("ready", flush=True)
 
@@ -376,13 +387,50 @@ def load(args):
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = args.concurrency
     pool.retryAutomatically = False
-    base = f"http://127.0.0.1:{args.port}"
+    base = args.url or f"http://127.0.0.1:{args.port}"
     ids = device_ids(args.devices)
-    headers = {"Authorization": f"Bearer {TOKEN}"}
+    headers = {"Authorization": f"Bearer {args.token}"}
     latencies, errors = [], {}
     window = {}
 
+    if args.client == "raw":
+        from urllib.parse import urlsplit
+
+        import rawhttp
+
+        target = urlsplit(base)
+        calls = []
+        for device in ids:
+            common = {"Host": target.netloc, "Authorization": f"Bearer {args.token}"}
+            if args.op == "variable":
+                calls.append(rawhttp.encode_request(
+                    "GET", f"/v1/devices/{device}/temperature", common))
+            else:
+                calls.append(rawhttp.encode_request(
+                    "POST", f"/v1/devices/{device}/brew",
+                    {**common, "Content-Type": "application/x-www-form-urlencoded"},
+                    b"arg=bench"))
+        expected = b'"result":-98765' if args.op == "variable" else b'"return_value":5'
+
+    async def raw_worker(n):
+        connection = await rawhttp.connect(reactor, target.hostname, target.port or 80)
+        i = n
+        while True:
+            now = time.perf_counter()
+            if now >= window["end"]:
+                connection.transport.loseConnection()
+                return
+            status, body = await connection.request(calls[i % len(calls)])
+            i += 1
+            done = time.perf_counter()
+            if status != 200 or expected not in body:
+                errors[status] = errors.get(status, 0) + 1
+            elif now >= window["start"]:
+                latencies.append(done - now)
+
     async def worker(n):
+        if args.client == "raw":
+            return await raw_worker(n)
         i = n
         while True:
             now = time.perf_counter()
@@ -423,6 +471,8 @@ def load(args):
         await defer.gatherResults(
             [defer.ensureDeferred(worker(n)) for n in range(args.concurrency)]
         )
+        if "end" not in cpu:  # the last worker finished before the end timer ran
+            sample("end")
         await pool.closeCachedConnections()
         latencies.sort()
 
@@ -456,9 +506,33 @@ def load(args):
 # -- orchestration -----------------------------------------------------------------------
 
 
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def stat_cpu_ticks(stat):
+    """utime + stime, in clock ticks, of one ``/proc/<pid>/stat`` line (all threads)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def parse_pids(text):
+    """``"12,34"`` -> ``[12, 34]``; None or empty -> ``[]``."""
+    return [int(p) for p in (text or "").replace(" ", "").split(",") if p]
+
+
+def cpu_seconds(pids):
+    """CPU seconds (user + system, every thread) of a process, or the sum over several.
+
+    :param pids: ``"self"``, a pid, or a comma-separated list such as ``"12,34"``.
+    """
+    pids = ["self"] if pids == "self" else parse_pids(str(pids))
+    ticks = sum(stat_cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) for pid in pids)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def split_hostport(text):
+    """``"127.0.0.1:5683"`` -> ``("127.0.0.1", 5683)``."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
 
 
 def run_idle(args):
@@ -493,7 +567,8 @@ def run_idle(args):
         server = subprocess.Popen(
             me + ["server", "--devices", str(args.devices), "--idle", str(args.idle),
                   "--store", args.store]
-            + (["--tracemalloc"] if args.tracemalloc else []),
+            + (["--tracemalloc"] if args.tracemalloc else [])
+            + (["--unsettled-heap"] if args.unsettled_heap else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
         )
         procs.append(server)
@@ -608,19 +683,27 @@ def run(args):
     me = [sys.executable, str(Path(__file__).resolve())]
     procs = []
     try:
-        server = subprocess.Popen(
-            me
-            + ["server", "--devices", str(args.devices), "--store", args.store,
-               "--postgres", args.postgres]
-            + (["--nodelay"] if args.nodelay else []),
-            stdout=subprocess.PIPE,
-            env=env,
-            text=True,
-        )
-        procs.append(server)
-        ports = json.loads(server.stdout.readline())
+        if args.external_api:
+            url, server_pid = args.external_api.rstrip("/"), args.server_pid
+            device_host, device_port = split_hostport(args.external_device)
+        else:
+            server = subprocess.Popen(
+                me
+                + ["server", "--devices", str(args.devices), "--store", args.store,
+               *(["--unsettled-heap"] if args.unsettled_heap else []),
+                   "--postgres", args.postgres]
+                + (["--nodelay"] if args.nodelay else []),
+                stdout=subprocess.PIPE,
+                env=env,
+                text=True,
+            )
+            procs.append(server)
+            ports = json.loads(server.stdout.readline())
+            url, server_pid = f"http://127.0.0.1:{ports['api']}", str(server.pid)
+            device_host, device_port = "127.0.0.1", ports["device"]
         fleet = subprocess.Popen(
-            me + ["devices", "--devices", str(args.devices), "--port", str(ports["device"])],
+            me + ["devices", "--devices", str(args.devices), "--host", device_host,
+                  "--port", str(device_port)],
             stdout=subprocess.PIPE,
             env=env,
             text=True,
@@ -632,8 +715,10 @@ def run(args):
             me
             + [
                 "load",
-                "--port",
-                str(ports["api"]),
+                "--url",
+                url,
+                "--token",
+                args.token,
                 "--devices",
                 str(args.devices),
                 "--concurrency",
@@ -644,8 +729,9 @@ def run(args):
                 str(args.warmup),
                 "--op",
                 args.op,
-                "--server-pid",
-                str(server.pid),
+                "--client",
+                args.client,
+                *(["--server-pid", server_pid] if server_pid else []),
                 "--devices-pid",
                 str(fleet.pid),
             ],
@@ -657,8 +743,9 @@ def run(args):
         result = json.loads(out.stdout.strip().splitlines()[-1])
         result.update(devices=args.devices, concurrency=args.concurrency, cpus=os.cpu_count())
         print(json.dumps(result, indent=2))
+        where = f"external server {url}" if args.external_api else f"{args.store} store"
         print(
-            f"\n{args.store} store, {args.devices} virtual devices, "
+            f"\n{where}, {args.devices} virtual devices, "
             f"{args.concurrency} concurrent HTTP clients, "
             f"{args.duration:.0f} s: {result['rps']:.0f} {args.op} calls/s, "
             f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
@@ -688,7 +775,16 @@ def main(argv=None):
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--port", type=int)
-    parser.add_argument("--server-pid", type=int, help="(load) sample this process's CPU")
+    parser.add_argument("--host", default="127.0.0.1", help="(devices) the device server's host")
+    parser.add_argument("--url", help="(load) the API's base URL (default: 127.0.0.1:--port)")
+    parser.add_argument("--token", default=TOKEN, help="the access token the load calls with")
+    parser.add_argument("--external-api", metavar="URL",
+                        help="measure the server already running at this API base URL "
+                             "instead of starting ours (needs --external-device)")
+    parser.add_argument("--external-device", metavar="HOST:PORT",
+                        help="(--external-api) its device server")
+    parser.add_argument("--server-pid", help="sample the CPU of this process (all threads), "
+                        "or the sum of several: PID,PID...")
     parser.add_argument("--devices-pid", type=int, help="(load) sample this process's CPU")
     parser.add_argument("--store", choices=["memory", "sqlite", "postgresql"], default="memory")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres",
@@ -706,7 +802,14 @@ def main(argv=None):
                         help="(--idle) connect and disconnect the fleet this many times")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="(--idle) trace the server's allocations (slow)")
+    parser.add_argument("--unsettled-heap", action="store_true",
+                        help="(server) leave the garbage collector as CPython sets it "
+                             "(twisted_spark.heap.settle is what the real server does)")
+    parser.add_argument("--client", choices=["raw", "treq"], default="raw",
+                        help="(load) bench/rawhttp.py's lean keep-alive client, or treq")
     args = parser.parse_args(argv)
+    if args.external_api and not args.external_device:
+        parser.error("--external-api needs --external-device HOST:PORT")
     {"run": run, "server": serve, "devices": devices, "load": load,
      "fleet": fleet}[args.command](args)
 

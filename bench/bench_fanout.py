@@ -7,7 +7,8 @@ The server is always another process:
 
 * against a running server (the real API)::
 
-      python bench/bench_fanout.py run --url http://127.0.0.1:8080 --token TOKEN
+      python bench/bench_fanout.py run --url http://127.0.0.1:8080 --token TOKEN \
+          [--server-pid PID[,PID...]]   # its CPU (all threads), from /proc
 
 * self-contained, the real API (``--server api``): spawns ``serve-api``, the
   composition root's whole HTTP site (Klein routes, token authentication,
@@ -166,10 +167,13 @@ def serve_api(port: int, queue_size: int) -> None:
     reactor.run()
 
 
-def cpu_seconds(pid) -> float:
-    """CPU time (user + system, every thread) of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids) -> float:
+    """CPU time (user + system, every thread) so far of a pid or ``"PID,PID..."``."""
+    total = 0
+    for pid in str(pids).split(","):
+        fields = Path(f"/proc/{pid.strip()}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # -- the load generator (run) --------------------------------------------------------
@@ -305,7 +309,6 @@ async def load(reactor, args) -> dict:
 
 def run(args) -> int:
     server = None
-    args.server_pid = None
     if args.url is None:
         if args.server == "api":
             args.token = TOKEN
@@ -319,7 +322,7 @@ def run(args) -> int:
             server.kill()
             raise SystemExit(f"the server did not start: {line!r}")
         args.url = f"http://127.0.0.1:{int(line.split()[1])}"
-        args.server_pid = server.pid
+        args.server_pid = str(server.pid)
     results = {}
     if args.client == "node":
         try:
@@ -328,6 +331,8 @@ def run(args) -> int:
             finish(server, results)
         return 0 if results.get("missing") == 0 else 1
     from twisted.internet import defer, task
+
+    cpu0 = cpu_seconds(args.server_pid) if args.server_pid and server is None else None
 
     async def main(reactor):
         results.update(await load(reactor, args))
@@ -338,6 +343,11 @@ def run(args) -> int:
         if e.code not in (0, None):
             raise
     finally:
+        if cpu0 is not None:  # a server given by --url and --server-pid
+            cpu = cpu_seconds(args.server_pid) - cpu0
+            results["server_cpu_s"] = round(cpu, 3)
+            if results.get("delivered"):
+                results["server_cpu_us_per_delivery"] = round(cpu / results["delivered"] * 1e6, 2)
         finish(server, results)
     return 0 if results.get("missing") == 0 else 1
 
@@ -394,6 +404,8 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="run the load generator")
     r.add_argument("--url", help="base URL of a running server (default: spawn 'serve')")
     r.add_argument("--token", help="access token (Bearer)")
+    r.add_argument("--server-pid", help="(--url) the server's process, PID or PID,PID...: "
+                   "report its CPU over the run")
     r.add_argument("--publish-url", help="publish here instead (another cluster node)")
     r.add_argument("--streams", type=int, default=100)
     r.add_argument("--events", type=int, default=2000)

@@ -11,7 +11,17 @@ SEPARATE process (``--client``), so the two do not share a GIL.  Reports:
 Usage::
 
     PYTHONPATH=. python bench/bench_handshake.py [--count 500] [--threads 2] \
-        [--describe] [--store sqlite] [--reconnect]
+        [--describe] [--store sqlite] [--reconnect] [--platform photon]
+
+Against a server already running (another implementation, on the same machine):
+it must hold ``tests/keys/server.pem`` and have the public key of
+``tests/keys/device-1.pem`` registered for the ids ``device_id(0..count-1)``::
+
+    PYTHONPATH=. python bench/bench_handshake.py --external 127.0.0.1:5683 \
+        --server-pid PID[,PID...] --count 1000 --platform photon
+
+There the burst is timed by the load generator (first connect to the last server
+Hello) and the server CPU read from ``/proc/<pid>/stat`` around it.
 """
 
 from __future__ import annotations
@@ -42,8 +52,8 @@ def device_id(i):
 # -- load generator (separate process) ---------------------------------------------
 
 
-def client_main(host, port, count, concurrency, hold):
-    """Connect ``count`` Core devices; print one JSON line with timings."""
+def client_main(host, port, count, concurrency, hold, platform="core"):
+    """Connect ``count`` devices; print one JSON line with timings and own CPU."""
     from Crypto.PublicKey import RSA
     from twisted.internet import defer, task
 
@@ -59,15 +69,16 @@ def client_main(host, port, count, concurrency, hold):
             reactor,
             host,
             port,
-            make_factory(server_public, keys, "core", reactor),
+            make_factory(server_public, keys, platform, reactor),
             count,
             concurrency,
         )
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
         online = await fleet.connect_all(timeout=120)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
         print(
-            json.dumps({"online": len(online), "seconds": elapsed, "failures": fleet.failures[:3]}),
+            json.dumps({"online": len(online), "seconds": elapsed, "cpu": cpu,
+                        "failures": fleet.failures[:3]}),
             flush=True,
         )
         if hold:
@@ -152,6 +163,38 @@ def rsa_cost(repeat=200):
     return (time.process_time() - started) * 1000 / repeat
 
 
+def client_command(address, args, hold=False):
+    """The argv of the load generator process for a burst against ``address``."""
+    return [
+        sys.executable, __file__, "--client", address, "--count", str(args.count),
+        "--concurrency", str(args.concurrency), "--platform", args.platform,
+    ] + (["--hold"] if hold else [])
+
+
+def external_burst(args):
+    """One burst against the server at ``args.external``; CPU from ``--server-pid``."""
+    from bench_api import cpu_seconds
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cpu0 = cpu_seconds(args.server_pid) if args.server_pid else 0.0
+    # --hold: the devices stay connected until the server's CPU has been read.
+    proc = subprocess.Popen(client_command(args.external, args, hold=True),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+    report = json.loads(proc.stdout.readline() or "{}")
+    cpu = (cpu_seconds(args.server_pid) - cpu0) if args.server_pid else float("nan")
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    proc.wait()
+    online, seconds = report.get("online", 0), report.get("seconds", 0) or 1e-9
+    print(f"devices online: {online}/{args.count} ({args.platform}), "
+          f"failures {report.get('failures')}")
+    print(f"burst: {online / seconds:.0f} handshakes/s over {seconds:.2f} s (client-measured)")
+    print(f"server CPU: {cpu * 1000 / max(online, 1):.2f} ms per handshake "
+          f"(pids {args.server_pid}, all threads)")
+    print(f"load generator CPU: {report.get('cpu', 0) * 1000 / max(online, 1):.2f} ms "
+          f"per handshake")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500)
@@ -163,14 +206,24 @@ def main():
     parser.add_argument("--reconnect", action="store_true",
                         help="measure the second burst: devices coming back within a minute, "
                              "their stored attributes unchanged")
+    parser.add_argument("--platform", choices=("core", "photon"), default="core",
+                        help="the virtual devices' kind; a photon sends its public key "
+                             "in the handshake")
+    parser.add_argument("--external", metavar="HOST:PORT",
+                        help="measure the device server already running there instead of ours")
+    parser.add_argument("--server-pid",
+                        help="(--external) its process: PID, or PID,PID... to add up")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
         host, port = args.client.rsplit(":", 1)
-        client_main(host, int(port), args.count, args.concurrency, args.hold)
+        client_main(host, int(port), args.count, args.concurrency, args.hold, args.platform)
         return
     raise_fd_limit()
+    if args.external:
+        external_burst(args)
+        return
     cost = rsa_cost()
     print(f"server RSA work per handshake (1 thread, isolated): {cost:.2f} ms CPU")
 
@@ -181,16 +234,7 @@ def main():
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         cpu0 = time.process_time()
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--client",
-                f"127.0.0.1:{port}",
-                "--count",
-                str(args.count),
-                "--concurrency",
-                str(args.concurrency),
-            ],
+            client_command(f"127.0.0.1:{port}", args),
             stdout=subprocess.PIPE,
             env=env,
             text=True,
@@ -224,12 +268,15 @@ def main():
         print(f"devices online: {online}/{args.count} (client saw {report.get('online')})")
         print(
             f"burst: {online / window:.0f} handshakes/s over {window:.2f} s "
-            f"(client-measured {report.get('seconds', 0):.2f} s)"
+            f"(client-measured {report.get('seconds', 0):.2f} s: "
+            f"{report.get('online', 0) / (report.get('seconds') or 1e-9):.0f}/s)"
         )
         print(
             f"server CPU: {cpu * 1000 / max(online, 1):.2f} ms per handshake "
             f"(all threads, incl. framing/Hello/registry)"
         )
+        print(f"load generator CPU: {report.get('cpu', 0) * 1000 / max(online, 1):.2f} ms "
+              f"per handshake")
         (await listening).stopListening()
         await cloud.stop()
 

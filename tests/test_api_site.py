@@ -246,6 +246,36 @@ def test_a_host_that_is_no_host_name_gets_the_json_error_body(host):
     assert b'"error_description":"The Host header is not a host name."' in wire.output
 
 
+def split_response(output: bytes) -> tuple[dict[bytes, bytes], bytes]:
+    head_bytes, _, body = output.partition(b"\r\n\r\n")
+    lines = head_bytes.split(b"\r\n")[1:]
+    fields = (line.partition(b":") for line in lines)
+    return {name.strip().lower(): value.strip() for name, _, value in fields}, body
+
+
+@pytest.mark.parametrize("request_head", [
+    head("GET", "/healthz"),  # an answer through render()
+    head("GET", "/v1/devices"),  # an error through write_error(): no token
+])
+def test_json_answers_carry_their_length_and_are_not_chunked(request_head):
+    """Chunked framing cost two more writes per response, and every client a chunk parser."""
+    wire = Wire(harness())
+    wire.send(request_head)
+    headers, body = split_response(wire.output)
+    assert b"transfer-encoding" not in headers
+    assert body.startswith(b"{") and int(headers[b"content-length"]) == len(body)
+
+
+def test_a_head_request_gets_the_length_of_the_body_it_does_not_get():
+    wire = Wire(harness())
+    wire.send(head("GET", "/healthz"))
+    _, get_body = split_response(wire.output)
+    wire = Wire(harness())
+    wire.send(head("HEAD", "/healthz"))
+    headers, body = split_response(wire.output)
+    assert body == b"" and int(headers[b"content-length"]) == len(get_body) > 0
+
+
 # -- request-head deadline and idle timeout --------------------------------------------
 
 

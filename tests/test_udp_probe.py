@@ -5,6 +5,7 @@ import json
 import pytest_twisted
 from dtls_harness import key
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 
 from twisted_spark.coap.blockwise import BLOCK1, CONTINUE, REQUEST_ENTITY_INCOMPLETE, Block
 from twisted_spark.coap.codec import CoapMessage, Code, MessageType, decode
@@ -54,6 +55,28 @@ def test_block_wise_describe_is_answered_block_by_block():
     assert first.option_values(BLOCK1) == [Block(0, True, 6).encode()]
     assert (last.code, last.option_values(BLOCK1)) == (Code.CHANGED, [Block(1, False, 6).encode()])
     assert [m.type_name for m in session.system_describe.modules] == ["bootloader"]
+
+
+class TinyChannel(FakeChannel):
+    """A device whose Hello declared a maximum message size of one byte."""
+
+    max_message_size = 1
+
+    def send(self, message):
+        if len(message) > self.max_message_size:
+            raise ValueError(f"a {len(message)}-byte message is over the device's 1")
+        super().send(message)
+
+
+def test_an_answer_over_the_devices_maximum_size_is_logged_not_raised():
+    """Found by fuzz/targets/udp_session.py: the ValueError of such a send
+    escaped the probe and failed the port's handling of the datagram."""
+    session = ProbeSession(TinyChannel(), None, Clock())
+    with capturedLogs() as events:
+        session.message_received(describe_block(1, 0, False, b"{}", kind=2))
+    assert session.channel.sent == []
+    assert any("was not sent" in formatEvent(event) and "over the device's 1"
+               in formatEvent(event) for event in events)
 
 
 def test_an_out_of_order_block_gets_4_08_and_is_logged():

@@ -61,7 +61,7 @@ def _serve(reactor, options):
     else:
         observer = textFileLogObserver(sys.stdout)
     globalLogBeginner.beginLoggingTo([observer])
-    service = makeService(options, reactor=reactor)
+    service = makeService(options, reactor=reactor, settle_heap=True)
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     return defer.Deferred()  # runs until the process is told to stop

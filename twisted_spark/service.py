@@ -104,12 +104,17 @@ class SparkService(MultiService):
         ``executors.database`` for PostgreSQL and ``executors.store`` for SQLite.
     :param executors: the :class:`~twisted_spark.executors.Executors`; thread
         pools sized from settings by default (tests pass synchronous ones).
+    :param settle_heap: once started, tune the process's garbage collector
+        for a long-running server (:func:`twisted_spark.heap.settle`): for
+        a process that is this server's own, not for an embedding one.
 
     :ivar cloud: the :class:`~twisted_spark.cloud.Cloud` once started.
     """
 
-    def __init__(self, settings: Settings, reactor, open_store=None, executors=None) -> None:
+    def __init__(self, settings: Settings, reactor, open_store=None, executors=None,
+                 settle_heap: bool = False) -> None:
         super().__init__()
+        self._settle_heap = settle_heap
         self.settings = settings
         self.reactor = reactor
         self._open_store = open_store or _open_configured_store
@@ -235,6 +240,10 @@ class SparkService(MultiService):
         return d
 
     def _started(self, _):
+        if self._settle_heap:
+            from twisted_spark import heap
+
+            heap.settle()
         self.ready.callback(self)
 
     def _failed(self, failure):

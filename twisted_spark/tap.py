@@ -251,13 +251,17 @@ def makeService(options, reactor=None, **collaborators):
     """Build the server as a :class:`~twisted.application.service.MultiService`.
 
     ``options`` is a parsed :class:`Options` (or any mapping with its keys).
-    ``reactor`` defaults to the global one; ``collaborators`` are passed to
+    ``reactor`` defaults to the global one (then, as under ``twistd``, the
+    process is the server's own and its heap is settled once the server is
+    up: :mod:`twisted_spark.heap`); ``collaborators`` are passed to
     :class:`twisted_spark.service.SparkService` so tests and embedders can
     substitute the store or thread pools.
     """
     from twisted_spark.service import SparkService
 
-    if reactor is None:
+    if reactor is None:  # twistd: the process is the server's own
         from twisted.internet import reactor
+
+        collaborators.setdefault("settle_heap", True)
     settings = getattr(options, "settings", None) or Settings.from_options(options)
     return SparkService(settings, reactor, **collaborators)

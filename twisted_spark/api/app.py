@@ -45,6 +45,7 @@ from twisted_spark.api.errors import (
     install_error_handler,
     json_bytes,
     set_status,
+    sized,
     target_error,
     write_error,
 )
@@ -337,13 +338,13 @@ def render(request, result) -> bytes:
     request.setHeader(b"cache-control", b"no-store")
     for name, value in result.headers.items():
         request.setHeader(name.encode(), str(value).encode())
-    if result.body is None or request.method == b"HEAD":
-        return b""
+    if result.body is None:
+        return sized(request, b"")
     if isinstance(result.body, bytes):
-        return result.body
+        return sized(request, result.body)
     if isinstance(result.body, str) and not result.content_type.startswith("application/json"):
-        return result.body.encode("utf-8")
-    return json_bytes(result.body)
+        return sized(request, result.body.encode("utf-8"))
+    return sized(request, json_bytes(result.body))
 
 
 class _Counted(Resource):

@@ -106,9 +106,9 @@ class DescribeAssembly(RequestTable):
             self._complete_describe(pending)
             return
         # A system part (possibly merged): an application part may follow.
-        # The grace gets a timer of its own: moving the request's timer sooner
-        # (reset) costs the reactor a linear search of its timer heap, where
-        # every idle device has its keep-alive timer.
+        # Cancel and arm anew rather than reset(): moving a timer sooner
+        # makes the reactor search its whole list of timers (one per idle
+        # connection and more), and cancelling is cheap.
         if pending.timer is not None and pending.timer.active():
             pending.timer.cancel()
         self._arm(pending, DESCRIBE_GRACE)

@@ -29,6 +29,7 @@ from twisted_spark.coap.gen3 import (
     parse_application_describe,
 )
 from twisted_spark.coap.reliability import MessageLayer
+from twisted_spark.dtls import StateError
 from twisted_spark.udp.interfaces import IDatagramSession, IDatagramSessionFactory
 
 __all__ = ["ProbeSession", "ProbeSessionFactory"]
@@ -64,14 +65,23 @@ class ProbeSession:
     def message_received(self, message: bytes) -> None:
         step = self.layer.received(message, self.clock.seconds())
         for data in step.send:
-            self.channel.send(data)
+            self._send(data)
         for reason in step.dropped:
             self.history.append(f"dropped: {reason}")
         for request in step.deliver:
             self.history.append(summary(request))
             answer = self._handle(request)
             if request.type == MessageType.CON:
-                self.channel.send(answer)
+                self._send(answer)
+
+    def _send(self, data: bytes) -> None:
+        """Send, or log why not (a message over the device's declared maximum
+        size, which a Hello may set as low as one byte, or a closed session)."""
+        try:
+            self.channel.send(data)
+        except (ValueError, StateError) as error:
+            log.warn("Gen3 device {device_id}: a message was not sent: {why}",
+                     device_id=self.channel.device_id, why=str(error))
 
     def _handle(self, request: CoapMessage) -> bytes:
         device = self.channel.device_id

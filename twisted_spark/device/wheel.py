@@ -61,7 +61,7 @@ class TimerWheel:
         self.resolution = resolution
         self._slots: dict[int, dict[WheelEntry, None]] = {}
         self._call = None
-        self._due_slot = None
+        self._due_slot: int | None = None
 
     def __len__(self) -> int:
         return sum(map(len, self._slots.values()))

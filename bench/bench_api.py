@@ -25,11 +25,34 @@ token, and the server must hold ``tests/keys/server.pem``::
 
     python bench/bench_api.py --external-api http://127.0.0.1:8080 \
         --external-device 127.0.0.1:5683 --token TOKEN --server-pid PID[,PID...]
+
+``--idle N`` (issue 17: "10 000 devices held in one process") adds a fourth
+process, ``fleet``: N more virtual devices that connect and stay idle, each
+pinging after ``--keepalive`` seconds of silence as the firmware does (15 s),
+while the server pings and idle-checks them.  The run then measures the load
+twice in the same server: first with no fleet (the idle-server figure), then
+with the fleet connected, and prints the ratio of the p99s.  Afterwards the
+fleet disconnects and the server reports its memory: RSS, ``gc`` object counts
+by type (growth from before the fleet), and RSS after ``malloc_trim(0)`` (what
+glibc's allocator gives back), with ``--tracemalloc`` also the top allocation
+sites still held (tracemalloc slows the server: take latencies without it)::
+
+    PYTHONPATH=. /tmp/v/bin/python bench/bench_api.py --devices 1 --concurrency 1 \
+        --idle 10000 --duration 20
+    PYTHONPATH=. /tmp/v/bin/python bench/bench_api.py --devices 1 --concurrency 1 \
+        --idle 10000 --duration 5 --tracemalloc
+    PYTHONPATH=. /tmp/v/bin/python bench/bench_api.py --devices 1 --concurrency 1 \\
+        --idle 10000 --duration 5 --cycles 3     # RSS over repeated fleets
+
+On the shared 2-core machine: ``/work/notes/quiet.sh /work/notes/closing/prio.sh
+<command>`` (prio.sh gives the run's autogroup nice -20: the fuzzers' autogroup
+otherwise takes half of the CPU despite their SCHED_IDLE).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -44,6 +67,132 @@ TOKEN = "be0c4b0c4b0c4b0c4b0c4b0c4b0c4b0c4b0c4b0c"
 
 def device_ids(count):
     return [f"be{n:022x}" for n in range(count)]
+
+
+def idle_ids(count):
+    return [f"bf{n:022x}" for n in range(count)]
+
+
+def raise_fd_limit():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def rss_kib(pid="self"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def type_counts():
+    counts = {}
+    for obj in gc.get_objects():
+        name = type(obj).__qualname__
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+class Inspector:
+    """The server's answers to ``stats`` / ``trim`` / ``snapshot`` lines on stdin."""
+
+    def __init__(self, reactor, cloud, tracing):
+        self.reactor = reactor
+        self.cloud = cloud
+        self.tracing = tracing
+        self.base_types = None
+        self.base_snapshot = None
+        # Where the time goes between two stats: garbage collections by
+        # generation, and how late a 10 ms timer runs (the event loop's lag).
+        self.gc_ms = {0: [], 1: [], 2: []}
+        self.lags = []
+        self._gc_started = 0.0
+        gc.callbacks.append(self._gc)
+        from twisted.internet import task
+
+        self._tick_at = time.perf_counter()
+        task.LoopingCall(self._tick).start(0.01, now=False)
+
+    def _gc(self, phase, info):
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_ms[info["generation"]].append((time.perf_counter() - self._gc_started) * 1e3)
+
+    def _tick(self):
+        now = time.perf_counter()
+        self.lags.append((now - self._tick_at - 0.01) * 1e3)
+        self._tick_at = now
+
+    def timing(self):
+        """The GC and loop-lag summary since the previous call (then reset)."""
+        lags = sorted(self.lags)
+        out = {
+            "gc": {f"gen{g}": {"count": len(v), "total_ms": round(sum(v), 1),
+                               "max_ms": round(max(v, default=0), 1)}
+                   for g, v in self.gc_ms.items()},
+            "loop_lag_ms": {"p50": round(lags[len(lags) // 2], 2) if lags else None,
+                            "p99": round(lags[int(len(lags) * 0.99)], 2) if lags else None,
+                            "max": round(lags[-1], 2) if lags else None,
+                            "over_10ms": sum(1 for v in lags if v > 10)},
+        }
+        self.gc_ms = {0: [], 1: [], 2: []}
+        self.lags = []
+        return out
+
+    def command(self, line):
+        import ctypes
+        import tracemalloc
+
+        word = line.strip()
+        out = {"command": word, "since_last": self.timing()}
+        gc.collect()
+        if word == "trim":
+            before = rss_kib()
+            libc = ctypes.CDLL("libc.so.6")
+            out["malloc_trim_returned"] = libc.malloc_trim(0)
+            out["rss_before_trim_kib"] = before
+        out["rss_kib"] = rss_kib()
+        out["online"] = len(self.cloud.devices.registry)
+        out["connections"] = len(self.cloud.devices.connections)
+        out["delayed_calls"] = len(self.reactor.getDelayedCalls())
+        counts = type_counts()
+        out["gc_objects"] = sum(counts.values())
+        if word == "held":
+            self.marked = {id(o) for o in gc.get_objects()}
+        elif word == "busy" and getattr(self, "marked", None) is not None:
+            # Objects that reached the old generation during the measurement
+            # and are still alive: what keeps full collections coming.
+            promoted = {}
+            for obj in gc.get_objects(generation=2):
+                if id(obj) not in self.marked:
+                    name = type(obj).__qualname__
+                    promoted[name] = promoted.get(name, 0) + 1
+            out["promoted_alive"] = dict(sorted(promoted.items(), key=lambda kv: -kv[1])[:10])
+            self.marked = None
+        if word == "base":
+            self.base_types = counts
+            if self.tracing:
+                self.base_snapshot = tracemalloc.take_snapshot()
+        elif self.base_types is not None:
+            grown = {k: v - self.base_types.get(k, 0) for k, v in counts.items()}
+            out["gc_growth_by_type"] = dict(
+                sorted(((k, v) for k, v in grown.items() if v), key=lambda kv: -abs(kv[1]))[:12]
+            )
+            out["gc_objects_growth"] = out["gc_objects"] - sum(self.base_types.values())
+            if self.tracing and self.base_snapshot is not None:
+                snap = tracemalloc.take_snapshot()
+                diff = snap.compare_to(self.base_snapshot, "lineno")
+                out["tracemalloc_growth_kib"] = round(
+                    sum(d.size_diff for d in diff) / 1024, 1)
+                out["tracemalloc_top"] = [
+                    f"{d.size_diff / 1024:+.1f} KiB {d.count_diff:+d} blocks "
+                    f"{d.traceback[0].filename.rsplit('/', 2)[-1]}:{d.traceback[0].lineno}"
+                    for d in diff[:8]
+                ]
+        print(json.dumps(out), flush=True)
 
 
 # -- server -------------------------------------------------------------------------
@@ -73,9 +222,20 @@ def serve(args):
 
         tcp.Server.__init__ = nodelay_init
 
+    raise_fd_limit()
+    # As a deployed server does: log events go to an observer, not into
+    # twisted's start-up buffer (its last 200 events keep their sources alive).
+    from twisted.logger import globalLogBeginner
+
+    globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(1)
     server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
     device_key = RSA.import_key((KEYS / "device-1.pem").read_bytes())
-    settings = Settings()
+    # The idle fleet connects as one burst: admission control is not measured here.
+    settings = Settings(max_pending_handshakes=100_000) if args.idle else Settings()
 
     async def start():
         executors = Executors.threaded(reactor, settings.rsa_threads)
@@ -100,7 +260,7 @@ def serve(args):
             store = MemoryStore()
         await store.add_user(User("bench", "x", is_admin=False))
         await store.add_token(AccessToken(TOKEN, "bench", "bench", 0.0, None))
-        for device_id in device_ids(args.devices):
+        for device_id in device_ids(args.devices) + idle_ids(args.idle):
             await store.put_device(
                 DeviceRecord(device_id, owner="bench", public_key=public_key_der(device_key))
             )
@@ -109,7 +269,9 @@ def serve(args):
         )
         site = cloud.site
         site.noisy = False
-        device_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        device_port = await TCP4ServerEndpoint(
+            reactor, 0, interface="127.0.0.1", backlog=1024
+        ).listen(
             cloud.devices
         )
         api_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
@@ -119,6 +281,19 @@ def serve(args):
             json.dumps({"api": api_port.getHost().port, "device": device_port.getHost().port}),
             flush=True,
         )
+        if args.idle:
+            from twisted.internet import stdio
+            from twisted.protocols.basic import LineReceiver
+
+            inspector = Inspector(reactor, cloud, args.tracemalloc)
+
+            class Control(LineReceiver):
+                delimiter = b"\n"
+
+                def lineReceived(self, line):
+                    inspector.command(line.decode())
+
+            stdio.StandardIO(Control(), reactor=reactor)
 
     from twisted.internet import defer
 
@@ -158,6 +333,47 @@ def devices(args):
 
     reactor.callWhenRunning(lambda: defer.ensureDeferred(start()).addErrback(failed))
     reactor.run()
+
+
+def fleet(args):
+    """``--idle`` devices that connect, then idle with keep-alive pings until stdin says go."""
+    from Crypto.PublicKey import RSA
+    from twisted.internet import defer, reactor, stdio, task
+    from twisted.protocols.basic import LineReceiver
+
+    from twisted_spark.sim.fleet import Fleet, make_factory
+
+    raise_fd_limit()
+    server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
+    device_key = RSA.import_key((KEYS / "device-1.pem").read_bytes())
+    keys = [(device_id, device_key) for device_id in idle_ids(args.idle)]
+    held = Fleet(
+        reactor, "127.0.0.1", args.port,
+        make_factory(server_key.public_key(), keys, "photon", reactor, keepalive=args.keepalive),
+        args.idle, concurrency=200,
+    )
+    release = defer.Deferred()
+
+    class Control(LineReceiver):
+        delimiter = b"\n"
+
+        def lineReceived(self, line):
+            if not release.called:
+                release.callback(None)
+
+    async def main(_reactor):
+        stdio.StandardIO(Control(), reactor=reactor)
+        started = time.perf_counter()
+        online = await held.connect_all(timeout=120)
+        print(json.dumps({"online": len(online), "seconds": time.perf_counter() - started,
+                          "failures": held.failures[:3]}), flush=True)
+        await release
+        still = sum(1 for d in held.devices if d._state == "framed")
+        held.disconnect_all()
+        await task.deferLater(reactor, 1.0, lambda: None)
+        print(json.dumps({"still_online": still}), flush=True)
+
+    task.react(lambda r: defer.ensureDeferred(main(r)))
 
 
 # -- load --------------------------------------------------------------------------------
@@ -319,7 +535,150 @@ def split_hostport(text):
     return host, int(port)
 
 
+def run_idle(args):
+    """The ``--idle`` run: idle-server figure, the same with the fleet, then memory."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    me = [sys.executable, str(Path(__file__).resolve())]
+    procs = []
+
+    def ask(proc, line):
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+        return json.loads(proc.stdout.readline())
+
+    def measure(ports, server, fleet_pid):
+        out = subprocess.run(
+            me + ["load", "--port", str(ports["api"]), "--devices", str(args.devices),
+                  "--concurrency", str(args.concurrency), "--duration", str(args.duration),
+                  "--warmup", str(args.warmup), "--op", args.op,
+                  "--server-pid", str(server.pid)]
+            + (["--devices-pid", str(fleet_pid)] if fleet_pid else []),
+            stdout=subprocess.PIPE, env=env, text=True, check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def brief(r):
+        return (f"{r['rps']:.0f} calls/s, p50 {r['p50_ms']:.2f} ms, p90 {r['p90_ms']:.2f} ms, "
+                f"p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms, server CPU "
+                f"{r['server_cpu_percent']:.0f}% ({r['server_cpu_ms_per_call']:.3f} ms/call), "
+                f"fleet CPU {r['devices_cpu_percent']:.0f}%, errors {r['errors'] or 0}")
+
+    try:
+        server = subprocess.Popen(
+            me + ["server", "--devices", str(args.devices), "--idle", str(args.idle),
+                  "--store", args.store]
+            + (["--tracemalloc"] if args.tracemalloc else [])
+            + (["--unsettled-heap"] if args.unsettled_heap else []),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+        )
+        procs.append(server)
+        ports = json.loads(server.stdout.readline())
+        callers = subprocess.Popen(
+            me + ["devices", "--devices", str(args.devices), "--port", str(ports["device"])],
+            stdout=subprocess.PIPE, env=env, text=True,
+        )
+        procs.append(callers)
+        if callers.stdout.readline().strip() != "ready":
+            raise SystemExit("virtual devices did not connect")
+        ask(server, "pre")
+        idle = measure(ports, server, None)
+        print(f"no idle fleet:     {brief(idle)}", flush=True)
+        base = ask(server, "base")
+        print(f"  server during it: {base['since_last']}", flush=True)
+        cpu0 = cpu_seconds(server.pid)
+        fleet = subprocess.Popen(
+            me + ["fleet", "--idle", str(args.idle), "--port", str(ports["device"]),
+                  "--keepalive", str(args.keepalive)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+        )
+        procs.append(fleet)
+        connected = json.loads(fleet.stdout.readline())
+        cpu1 = cpu_seconds(server.pid)
+        print(f"idle fleet: {connected['online']} of {args.idle} online in "
+              f"{connected['seconds']:.1f} s ({connected['online'] / connected['seconds']:.0f}/s, "
+              f"server CPU {(cpu1 - cpu0) * 1000 / max(1, connected['online']):.2f} ms each); "
+              f"failures {connected['failures'] or 0}", flush=True)
+        settle_cpu = cpu_seconds(server.pid)
+        time.sleep(args.settle)
+        settle_cpu = cpu_seconds(server.pid) - settle_cpu
+        print(f"server CPU holding {connected['online']} idle devices, no API load: "
+              f"{100 * settle_cpu / args.settle:.1f}% over {args.settle:g} s", flush=True)
+        held = ask(server, "held")
+        held_at = time.perf_counter()
+        busy = measure(ports, server, fleet.pid)
+        print(f"{args.idle} idle devices: {brief(busy)}", flush=True)
+        after = ask(server, "busy")
+        print(f"  server during it: {after['since_last']}", flush=True)
+        print(f"  new objects still alive after it: {after.get('promoted_alive')}", flush=True)
+        print(f"p99 with the fleet / without: {busy['p99_ms'] / idle['p99_ms']:.2f} "
+              f"(p50 {busy['p50_ms'] / idle['p50_ms']:.2f})", flush=True)
+        fleet.stdin.write("\n")
+        fleet.stdin.flush()
+        still = json.loads(fleet.stdout.readline())["still_online"]
+        print(f"held {time.perf_counter() - held_at + args.settle:.0f} s: {still} of "
+              f"{connected['online']} still online", flush=True)
+        left_at = time.perf_counter()
+        while True:
+            gone = ask(server, "gone")
+            if gone["connections"] <= args.devices or time.perf_counter() > left_at + 60:
+                break
+            time.sleep(0.5)
+        print(f"{gone['connections']} connections left "
+              f"{time.perf_counter() - left_at:.1f} s after the fleet let go", flush=True)
+        trim = ask(server, "trim")
+        per = (held["rss_kib"] - base["rss_kib"]) / max(1, held["online"])
+        print(f"server RSS: before the fleet {base['rss_kib']} KiB, held "
+              f"{held['rss_kib']} KiB ({per:.2f} KiB per device, {held['online']} online, "
+              f"{held['delayed_calls']} timers), after disconnect {gone['rss_kib']} KiB, "
+              f"after malloc_trim(0) {trim['rss_kib']} KiB", flush=True)
+        print(f"gc objects: before {base['gc_objects']}, held {held['gc_objects']} "
+              f"(+{held['gc_objects_growth']}), after disconnect {gone['gc_objects']} "
+              f"({gone['gc_objects_growth']:+d}); growth by type after disconnect: "
+              f"{gone['gc_growth_by_type']}", flush=True)
+        if args.tracemalloc:
+            print(f"tracemalloc, held: {held['tracemalloc_growth_kib']} KiB "
+                  f"{held['tracemalloc_top'][:4]}", flush=True)
+            print(f"tracemalloc, after disconnect: {gone['tracemalloc_growth_kib']} KiB; top: "
+                  + "; ".join(gone["tracemalloc_top"]), flush=True)
+        for cycle in range(2, args.cycles + 1):
+            # A leak grows with every cycle; memory the allocator kept is reused.
+            again = subprocess.Popen(
+                me + ["fleet", "--idle", str(args.idle), "--port", str(ports["device"]),
+                      "--keepalive", str(args.keepalive)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+            )
+            procs.append(again)
+            online = json.loads(again.stdout.readline())["online"]
+            held_again = ask(server, "held")
+            again.stdin.write("\n")
+            again.stdin.flush()
+            again.stdout.readline()
+            left_at = time.perf_counter()
+            while True:
+                gone_again = ask(server, "gone")
+                if gone_again["connections"] <= args.devices or (
+                        time.perf_counter() > left_at + 60):
+                    break
+                time.sleep(0.5)
+            print(f"cycle {cycle}: {online} online, RSS held {held_again['rss_kib']} KiB, after "
+                  f"disconnect {gone_again['rss_kib']} KiB; gc objects "
+                  f"{gone_again['gc_objects_growth']:+d} from before the first fleet "
+                  f"{dict(list(gone_again['gc_growth_by_type'].items())[:4])}",
+                  flush=True)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def run(args):
+    if args.idle:
+        run_idle(args)
+        return
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     me = [sys.executable, str(Path(__file__).resolve())]
     procs = []
@@ -408,7 +767,8 @@ def run(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "command", nargs="?", default="run", choices=["run", "server", "devices", "load"]
+        "command", nargs="?", default="run",
+        choices=["run", "server", "devices", "load", "fleet"],
     )
     parser.add_argument("--devices", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -432,6 +792,16 @@ def main(argv=None):
     parser.add_argument("--op", choices=["function", "variable"], default="function",
                         help="POST /v1/devices/<id>/brew, or GET .../temperature")
     parser.add_argument("--nodelay", action="store_true", help="(server) TCP_NODELAY on sockets")
+    parser.add_argument("--idle", type=int, default=0,
+                        help="also hold this many idle, pinging devices (see above)")
+    parser.add_argument("--keepalive", type=float, default=15.0,
+                        help="(--idle) seconds of silence before an idle device pings")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="(--idle) seconds between the fleet online and the measurement")
+    parser.add_argument("--cycles", type=int, default=1,
+                        help="(--idle) connect and disconnect the fleet this many times")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="(--idle) trace the server's allocations (slow)")
     parser.add_argument("--unsettled-heap", action="store_true",
                         help="(server) leave the garbage collector as CPython sets it "
                              "(twisted_spark.heap.settle is what the real server does)")
@@ -440,7 +810,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.external_api and not args.external_device:
         parser.error("--external-api needs --external-device HOST:PORT")
-    {"run": run, "server": serve, "devices": devices, "load": load}[args.command](args)
+    {"run": run, "server": serve, "devices": devices, "load": load,
+     "fleet": fleet}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,27 @@ The server is always another process:
       python bench/bench_fanout.py run --url http://127.0.0.1:8080 --token TOKEN \
           [--server-pid PID[,PID...]]   # its CPU (all threads), from /proc
 
-* self-contained: spawn a minimal server: the composition root's bus and SSE
-  streams behind a bare resource (publish validation; no authentication)::
+* self-contained, the real API (``--server api``): spawns ``serve-api``, the
+  composition root's whole HTTP site (Klein routes, token authentication,
+  scopes, metrics) on an in-memory store with one user and token, in its own
+  process; the server's CPU over the run comes from ``/proc/<pid>/stat`` and
+  is reported per delivery.  Issue 17's figure (100 streams × 800 events/s)::
+
+      PYTHONPATH=. /tmp/v/bin/python bench/bench_fanout.py run --server api \
+          --streams 100 --events 8000 --rate 800 --client node
+
+  ``--client node`` runs the same load from ``bench/fanout_load.js`` (Node):
+  one Python process cannot parse 80 000 SSE events/s (this script's own
+  generator tops out near 13 000 deliveries/s here), so it would measure
+  itself.  ``BENCH_NODELAY=1`` sets TCP_NODELAY on the server's sockets.
+  On the shared 2-core machine run it as
+  ``/work/notes/quiet.sh /work/notes/closing/prio.sh <command>`` (see
+  ``/work/notes/closing/scale.md``: the fuzzers' autogroup otherwise takes
+  half of the CPU despite SCHED_IDLE).
+
+* self-contained, minimal: spawn a minimal server: the composition root's bus
+  and SSE streams behind a bare resource (publish validation; no
+  authentication)::
 
       python bench/bench_fanout.py run            # spawns "serve" itself
       python bench/bench_fanout.py serve --port 8090
@@ -96,6 +115,67 @@ def serve(port: int, queue_size: int) -> None:
     reactor.run()
 
 
+TOKEN = "fa0c4b0c4b0c4b0c4b0c4b0c4b0c4b0c4b0c4b0c"
+
+
+def serve_api(port: int, queue_size: int) -> None:
+    """The real HTTP API (``build_cloud``'s site), one user ``bench`` with :data:`TOKEN`."""
+    from Crypto.PublicKey import RSA
+    from twisted.internet import defer, reactor
+    from twisted.logger import globalLogBeginner
+
+    from twisted_spark.cloud import build_cloud
+    from twisted_spark.config import Settings
+    from twisted_spark.executors import Executors
+    from twisted_spark.models import AccessToken, User
+    from twisted_spark.store import MemoryStore
+
+    if os.environ.get("BENCH_NODELAY"):
+        from twisted.internet import tcp
+
+        original = tcp.Server.__init__
+
+        def nodelay_init(self, *a, **kw):
+            original(self, *a, **kw)
+            self.setTcpNoDelay(True)
+
+        tcp.Server.__init__ = nodelay_init
+    # As a deployed server: log events go to an observer (here: nowhere).
+    globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
+    server_key = RSA.import_key((ROOT / "tests" / "keys" / "server.pem").read_bytes())
+    settings = Settings(sse_queue_size=queue_size)
+
+    async def start():
+        executors = Executors.threaded(reactor, settings.rsa_threads)
+        executors.start()
+        reactor.addSystemEventTrigger("before", "shutdown", executors.stop)
+        store = MemoryStore()
+        await store.add_user(User("bench", "x", is_admin=False))
+        await store.add_token(AccessToken(TOKEN, "bench", "bench", 0.0, None))
+        cloud = build_cloud(settings, reactor=reactor, store=store, server_key=server_key,
+                            executors=executors)
+        cloud.site.noisy = False
+        listening = reactor.listenTCP(port, cloud.site, interface="127.0.0.1")
+        reactor.addSystemEventTrigger("before", "shutdown", cloud.streams.close_all)
+        print(f"listening {listening.getHost().port}", flush=True)
+
+    def failed(f):
+        print(f"server failed: {f.getErrorMessage()}", file=sys.stderr, flush=True)
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(start()).addErrback(failed))
+    reactor.run()
+
+
+def cpu_seconds(pids) -> float:
+    """CPU time (user + system, every thread) so far of a pid or ``"PID,PID..."``."""
+    total = 0
+    for pid in str(pids).split(","):
+        fields = Path(f"/proc/{pid.strip()}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 # -- the load generator (run) --------------------------------------------------------
 
 
@@ -174,6 +254,7 @@ async def load(reactor, args) -> dict:
             publish_errors[0] += 1
 
     expected = args.events * len(streams)
+    cpu_start = cpu_seconds(args.server_pid) if args.server_pid else None
     started = time.time()
     next_seq = [0]
     interval = 1.0 / args.rate if args.rate else 0.0
@@ -200,6 +281,7 @@ async def load(reactor, args) -> dict:
     await pool.closeCachedConnections()
     await defer.gatherResults([s.done for s in streams])
 
+    cpu_end = cpu_seconds(args.server_pid) if args.server_pid else None
     end = last_receive[0] or time.time()
     latencies.sort()
     elapsed = max(end - started, 1e-9)
@@ -216,15 +298,23 @@ async def load(reactor, args) -> dict:
         "latency_ms_p99": round(percentile(latencies, 0.99) * 1000, 2),
         "latency_ms_max": round((latencies[-1] if latencies else float("nan")) * 1000, 2),
         "seconds": round(elapsed, 3),
+        **({} if cpu_start is None else {
+            "server_cpu_s_window": round(cpu_end - cpu_start, 3),
+            "server_cpu_percent": round(100 * (cpu_end - cpu_start) / elapsed, 1),
+            "server_cpu_us_per_delivery_window": round(
+                (cpu_end - cpu_start) / max(received[0], 1) * 1e6, 2),
+        }),
     }
 
 
 def run(args) -> int:
     server = None
     if args.url is None:
+        if args.server == "api":
+            args.token = TOKEN
         server = subprocess.Popen(
-            [sys.executable, __file__, "serve", "--port", "0", "--queue-size",
-             str(args.queue_size)],
+            [sys.executable, __file__, "serve-api" if args.server == "api" else "serve",
+             "--port", "0", "--queue-size", str(args.queue_size)],
             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         line = server.stdout.readline()
@@ -232,11 +322,17 @@ def run(args) -> int:
             server.kill()
             raise SystemExit(f"the server did not start: {line!r}")
         args.url = f"http://127.0.0.1:{int(line.split()[1])}"
-    from bench_api import cpu_seconds
+        args.server_pid = str(server.pid)
+    results = {}
+    if args.client == "node":
+        try:
+            results.update(load_node(args))
+        finally:
+            finish(server, results)
+        return 0 if results.get("missing") == 0 else 1
     from twisted.internet import defer, task
 
-    results = {}
-    cpu0 = cpu_seconds(args.server_pid) if args.server_pid else None
+    cpu0 = cpu_seconds(args.server_pid) if args.server_pid and server is None else None
 
     async def main(reactor):
         results.update(await load(reactor, args))
@@ -247,21 +343,53 @@ def run(args) -> int:
         if e.code not in (0, None):
             raise
     finally:
-        if cpu0 is not None:
+        if cpu0 is not None:  # a server given by --url and --server-pid
             cpu = cpu_seconds(args.server_pid) - cpu0
             results["server_cpu_s"] = round(cpu, 3)
             if results.get("delivered"):
                 results["server_cpu_us_per_delivery"] = round(cpu / results["delivered"] * 1e6, 2)
-        if server is not None:
-            server.terminate()
-            _, _, usage = os.wait4(server.pid, 0)
-            server.returncode = 0
-            cpu = usage.ru_utime + usage.ru_stime
-            results["server_cpu_s"] = round(cpu, 3)
-            if results.get("delivered"):
-                results["server_cpu_us_per_delivery"] = round(cpu / results["delivered"] * 1e6, 2)
-    print(json.dumps(results, indent=2))
+        finish(server, results)
     return 0 if results.get("missing") == 0 else 1
+
+
+def finish(server, results) -> None:
+    """Stop the spawned server, add its whole-life CPU, print the results."""
+    if server is not None:
+        server.terminate()
+        _, _, usage = os.wait4(server.pid, 0)
+        server.returncode = 0
+        cpu = usage.ru_utime + usage.ru_stime
+        results["server_cpu_s"] = round(cpu, 3)
+        if results.get("delivered"):
+            results["server_cpu_us_per_delivery"] = round(cpu / results["delivered"] * 1e6, 2)
+    print(json.dumps(results, indent=2))
+
+
+def load_node(args) -> dict:
+    """The same load from ``fanout_load.js`` (Node): one process parses 80 000 events/s."""
+    node = subprocess.Popen(
+        ["node", str(ROOT / "bench" / "fanout_load.js"), args.url, args.token or "",
+         str(args.streams), str(args.events), str(args.rate), str(args.concurrency),
+         str(args.timeout)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    if node.stdout.readline().strip() != "streams open":
+        node.kill()
+        raise SystemExit("the Node generator did not open its streams")
+    cpu_start = cpu_seconds(args.server_pid) if args.server_pid else None
+    node_start = cpu_seconds(node.pid)
+    line = node.stdout.readline()
+    cpu_end = cpu_seconds(args.server_pid) if args.server_pid else None
+    node_cpu = cpu_seconds(node.pid) - node_start
+    node.wait()
+    results = json.loads(line)
+    results["generator_cpu_percent"] = round(100 * node_cpu / results["seconds"], 1)
+    if cpu_start is not None:
+        results["server_cpu_s_window"] = round(cpu_end - cpu_start, 3)
+        results["server_cpu_percent"] = round(100 * (cpu_end - cpu_start) / results["seconds"], 1)
+        results["server_cpu_us_per_delivery_window"] = round(
+            (cpu_end - cpu_start) / max(results["delivered"], 1) * 1e6, 2)
+    return results
 
 
 def main(argv=None) -> int:
@@ -270,6 +398,9 @@ def main(argv=None) -> int:
     s = sub.add_parser("serve", help="run the minimal event server")
     s.add_argument("--port", type=int, default=8090)
     s.add_argument("--queue-size", type=int, default=1000)
+    a = sub.add_parser("serve-api", help="run the real API with one token")
+    a.add_argument("--port", type=int, default=8090)
+    a.add_argument("--queue-size", type=int, default=1000)
     r = sub.add_parser("run", help="run the load generator")
     r.add_argument("--url", help="base URL of a running server (default: spawn 'serve')")
     r.add_argument("--token", help="access token (Bearer)")
@@ -282,9 +413,16 @@ def main(argv=None) -> int:
     r.add_argument("--rate", type=float, default=0.0, help="events/s to publish; 0 = max")
     r.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for stragglers")
     r.add_argument("--queue-size", type=int, default=1000, help="for the spawned server")
+    r.add_argument("--client", choices=["python", "node"], default="python",
+                   help="the load generator: this script (treq) or bench/fanout_load.js")
+    r.add_argument("--server", choices=["minimal", "api"], default="minimal",
+                   help="without --url, spawn this server: the bare resource or the real API")
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.port, args.queue_size)
+        return 0
+    if args.command == "serve-api":
+        serve_api(args.port, args.queue_size)
         return 0
     return run(args)
 

@@ -401,6 +401,25 @@ def test_one_timer_per_idle_connection():
     assert len(s.clock.getDelayedCalls()) == 1
 
 
+def test_a_device_pinging_every_interval_keeps_one_timer_and_is_never_pinged():
+    """Each frame postpones the keep-alive check (a reset to a later time):
+    no new timer per ping, and no server ping while the device talks."""
+    s, w = ready_wire(device_ping_interval=15, device_idle_timeout=30)
+    timer = w.proto._timer
+    for _ in range(10):
+        s.clock.advance(14)
+        w.feed(w.frame(messages.ping(w.next_mid())))
+        (ack,) = w.received()
+        assert ack.type == codec.MessageType.ACK
+    assert w.proto._timer is timer and timer.active()
+    assert timer.getTime() == s.clock.seconds() + 15
+    s.clock.advance(15.1)  # silent now: pinged after a full interval
+    (ping,) = w.received()
+    assert ping.type == codec.MessageType.CON and ping.code == 0
+    s.clock.advance(15)
+    assert w.tr.disconnecting
+
+
 def test_connection_lost_during_rsa_work_is_harmless():
     from twisted.internet import defer
 

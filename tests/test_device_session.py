@@ -379,6 +379,20 @@ def test_a_name_never_described_fails_when_the_grace_ends():
     assert p.session._pending == {}
 
 
+def test_the_grace_is_a_timer_of_its_own_not_the_request_timer_moved_sooner():
+    """A reactor moves a timer sooner by searching its whole timer heap (one
+    keep-alive timer per idle device): the grace cancels the request's timer."""
+    from twisted_spark.device.describe import DESCRIBE_GRACE
+
+    p = PartWire()
+    (pending,) = p.session._pending.values()
+    request_timer = pending.timer
+    p.part(SYSTEM)
+    assert request_timer.cancelled
+    assert pending.timer is not request_timer and pending.timer.active()
+    assert pending.timer.getTime() == p.s.clock.seconds() + DESCRIBE_GRACE
+
+
 def test_a_system_part_without_names_still_waits_for_the_application_part():
     p = PartWire()
     p.part(SYSTEM)

@@ -15,6 +15,7 @@ from twisted_spark.crypto.keys import openssl_private_key
 from twisted_spark.device.log_limit import LogLimiter
 from twisted_spark.device.protocol import DeviceProtocol
 from twisted_spark.device.session import DeviceSession
+from twisted_spark.device.wheel import TimerWheel
 
 #: Metric counting connections refused for load, labelled by reason.
 REFUSED_METRIC = "spark_device_connections_refused_total"
@@ -106,6 +107,8 @@ class DeviceServerFactory:
         self.random_bytes = random_bytes
         self.describe_on_connect = describe_on_connect
         self.connections = set()
+        #: Keep-alive deadlines of the sessions (one reactor timer for all).
+        self.keepalive = TimerWheel(clock)
         #: Log budget per address for connections without a session (bogus ones).
         self.log_limiter = LogLimiter(clock)
 

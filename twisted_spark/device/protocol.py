@@ -14,9 +14,10 @@ PROTOCOL.md §3-§5, §10.  One :class:`DeviceProtocol` per connection:
 3. The first frame must be the device Hello: the server Hello goes out at
    once, a :class:`~twisted_spark.device.session.DeviceSession` is created
    and registered.
-4. Afterwards every frame is decrypted and handed to the session.  The same
-   single timer now does keep-alive: after ``device_ping_interval`` seconds
-   of silence the server pings, after ``device_idle_timeout`` it closes.
+4. Afterwards every frame is decrypted and handed to the session, and
+   postpones the keep-alive check (an entry on the factory's timer wheel, not
+   a reactor timer): after ``device_ping_interval`` seconds of silence the
+   server pings, after ``device_idle_timeout`` it closes.
 
 Any bad input (oversized frame, bad padding, unparsable CoAP, bad counter)
 closes this connection with one log line; other connections are unaffected.
@@ -279,6 +280,8 @@ class DeviceProtocol:
                     self.close("internal error while handling a message", error=True)
             else:
                 self._hello_received(msg)
+        if self.state == READY:
+            self._postpone_idle_check()
 
     def _hello_received(self, msg):
         if kinds.classify(msg) is not kinds.MessageKind.HELLO:
@@ -293,12 +296,8 @@ class DeviceProtocol:
         start = int.from_bytes(factory.random_bytes(2), "big")
         record = self._record
         session = factory.new_session(
-            self,
-            self.device_id,
-            record.owner if record is not None else None,
-            hello,
-            recv_mid=msg.message_id,
-            server_mid=start,
+            self, self.device_id, record.owner if record is not None else None, hello,
+            recv_mid=msg.message_id, server_mid=start,
         )
         self.session = session
         self.state = READY
@@ -307,28 +306,20 @@ class DeviceProtocol:
         self.send_coap(to_device.hello(session.next_mid()))
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        self._timer = factory.clock.callLater(
-            factory.settings.device_ping_interval, self._idle_check
-        )
+        self._timer = factory.keepalive.call_later(factory.settings.device_ping_interval,
+                                                   self._idle_check)
         factory.session_online(session, record)
         self.log.info(
             "Device {device_id} online from {ip} (platform {platform}, product {product}, "
             "firmware {firmware})",
-            device_id=self.device_id,
-            ip=self.remote_ip,
-            platform=session.platform_id,
-            product=session.product_id,
-            firmware=session.firmware_version,
+            device_id=self.device_id, ip=self.remote_ip, platform=session.platform_id,
+            product=session.product_id, firmware=session.firmware_version,
         )
         if factory.describe_on_connect and self.state == READY:
             d = session.describe()
-            d.addErrback(
-                lambda f: self.log.info(
-                    "Describe of {device_id} failed: {why}",
-                    device_id=self.device_id,
-                    why=f.getErrorMessage(),
-                )
-            )
+            d.addErrback(lambda f: self.log.info(
+                "Describe of {device_id} failed: {why}",
+                device_id=self.device_id, why=f.getErrorMessage()))
 
     def send_coap(self, coap):
         """Encrypt and write one CoAP message (in call order: the IV chain needs it)."""
@@ -346,8 +337,18 @@ class DeviceProtocol:
 
     # -- keep-alive -------------------------------------------------------------------
 
+    def _postpone_idle_check(self):
+        """The device spoke: its keep-alive check moves a ping interval from now
+        (a :class:`~twisted_spark.device.wheel.TimerWheel` entry, re-armed in place)."""
+        timer = self._timer
+        if timer is None or not timer.active():
+            return
+        interval = self.factory.settings.device_ping_interval
+        if self.factory.clock.seconds() + interval > timer.getTime():
+            timer.reset(interval)
+
     def _idle_check(self):
-        self._timer = None
+        timer = self._timer  # the wheel entry that just fired: re-armed below
         if self.state != READY:
             return
         settings = self.factory.settings
@@ -366,7 +367,7 @@ class DeviceProtocol:
             next_at = last + settings.device_idle_timeout
         else:
             next_at = last + ping_interval
-        self._timer = clock.callLater(max(0.0, next_at - now), self._idle_check)
+        timer.reset(max(0.0, next_at - now))
 
     # -- closing ------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from twisted_spark.dtls.events import Closed, Dropped, HandshakeComplete, Output
 from twisted_spark.dtls.fragments import Message, encode_message, parse_fragments
 from twisted_spark.dtls.messages import ClientHello, HelloVerifyRequest
 from twisted_spark.dtls.negotiation import CID_LENGTH, negotiate
-from twisted_spark.dtls.record import Record, encode_record, split_records
+from twisted_spark.dtls.record import MAX_SEQUENCE, Record, encode_record, split_records
 from twisted_spark.dtls.server import ServerConfig, ServerHandshake
 from twisted_spark.dtls.session import SERVER, SessionState, SessionTable
 from twisted_spark.dtls.wire import ContentType, HandshakeType
@@ -50,6 +50,11 @@ def _client_hello_random(record: Record) -> bytes | None:
 #: flight and the device's next one number up to four past it (RFC 6347
 #: §4.2.2), and message_seq is 16 bits.
 _LAST_HELLO_SEQ = 0xFFFF - 4
+#: The highest ClientHello record sequence a handshake can follow: the server
+#: numbers its records on from it (RFC 6347 §4.2.1), its flights and their
+#: retransmissions need far fewer than these 65 536, and a real device
+#: starts at 0.
+_LAST_HELLO_RECORD = MAX_SEQUENCE - 0x10000
 
 class DtlsServer:
     """The DTLS side of the UDP device port."""
@@ -152,6 +157,9 @@ class DtlsServer:
             if len(fragments) != 1 or not fragments[0].complete:
                 raise DtlsError("ClientHello is fragmented or shares its record")
             fragment = fragments[0]
+            if record.sequence > _LAST_HELLO_RECORD:
+                raise DtlsError(f"record sequence {record.sequence} leaves too few record "
+                                "numbers for a handshake's flights (48 bits)")
             if fragment.message_seq > _LAST_HELLO_SEQ:
                 raise DtlsError(f"message_seq {fragment.message_seq} leaves no room for the "
                                 "handshake's next four messages (16-bit numbers)")

@@ -105,9 +105,12 @@ class StreamCollector(Protocol):
         self.done.callback(None)
 
     def events(self):
-        """(name, data) of every SSE event so far."""
+        """(name, data) of every complete SSE event so far (a big event may
+        still be arriving: what follows the last blank line is not parsed)."""
         out, name = [], None
-        for line in b"".join(self.chunks).decode().split("\n"):
+        received = b"".join(self.chunks)
+        complete = received[:received.rfind(b"\n\n") + 1]
+        for line in complete.decode().split("\n"):
             if line.startswith("event: "):
                 name = line[7:]
             elif line.startswith("data: ") and name is not None:

@@ -4,9 +4,11 @@
 All database work runs on one dedicated thread holding one connection (the
 ``store`` executor of :mod:`twisted_spark.executors`), so the reactor never
 waits on disk and writes are serialized the way SQLite wants.  Each write
-is its own ``BEGIN IMMEDIATE`` transaction and its Deferred fires only
-after ``COMMIT`` returned.  The statements themselves, and opening the file,
-are in :mod:`twisted_spark.store.sqlite_ops`.
+commits in a ``BEGIN IMMEDIATE`` transaction and its Deferred fires only
+after ``COMMIT`` returned; the writes that queue up while the thread is
+busy share one transaction (:mod:`twisted_spark.store.group_commit`).
+The statements themselves, and opening the file, are in
+:mod:`twisted_spark.store.sqlite_ops`.
 
 Durability: WAL journal with ``synchronous=FULL`` (the default here) fsyncs
 the WAL on every commit, so an acknowledged write survives a SIGKILL *and*
@@ -34,6 +36,7 @@ from twisted_spark.interfaces import IDtlsSessionStore, IExecutor, IStore
 from twisted_spark.interfaces.webhooks import IWebhookStore
 from twisted_spark.models import AccessToken, DeviceRecord, DtlsSessionRecord, User, Webhook
 from twisted_spark.store import StoreClosed, check_device_changes, normalize_device
+from twisted_spark.store.group_commit import GroupCommit
 from twisted_spark.store.sqlite_ops import (
     DTLS_COLUMNS,
     SELECT_DEVICE,
@@ -53,7 +56,6 @@ from twisted_spark.store.sqlite_ops import (
     get_one,
     put_device,
     token_row,
-    transaction,
     update_device,
     user_row,
     webhook_row,
@@ -69,6 +71,7 @@ class SQLiteStore:
         self._connection = connection
         self._executor = executor
         self._reactor = reactor
+        self._group_commit = GroupCommit(executor, connection)
         # None until close() is first called; then the Deferreds it handed out.
         self._close_waiters: list[defer.Deferred] | None = None
         self._closed = False
@@ -115,8 +118,10 @@ class SQLiteStore:
         return self._executor.run(function, self._connection, *args)
 
     def _write(self, function, *args) -> defer.Deferred:
-        """Like :meth:`_call`, inside one transaction committed before the Deferred fires."""
-        return self._call(transaction, function, *args)
+        """Like :meth:`_call`, inside a transaction committed before the Deferred fires."""
+        if self._close_waiters is not None:
+            return defer.fail(StoreClosed("the store is closed"))
+        return self._group_commit.write(function, *args)
 
     def close(self) -> defer.Deferred:
         """Finish queued work, close the connection and stop the thread.

@@ -8,8 +8,6 @@ returns an already-fired Deferred.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from twisted.internet import defer
 from zope.interface import implementer
 
@@ -129,10 +127,9 @@ class MemoryStore:
             current = self._devices.get(device_id)
             still_as_expected(device_id, current, expected)
             if current is None:
-                record = DeviceRecord(device_id=device_id, **changes)
+                record = normalize_device(DeviceRecord(device_id=device_id, **changes))
             else:
-                record = replace(current, **changes)
-            record = normalize_device(record)
+                record = normalize_device(current, **changes)
             self._check_device(record)
         except (TypeError, ConstraintError, DeviceChanged) as e:
             return defer.fail(e)

@@ -25,8 +25,6 @@ Python do, whatever the database's own collation.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from psycopg import errors as pg_errors
 
 from twisted_spark.errors import DuplicateUser
@@ -179,10 +177,10 @@ def update_device(cursor, device_id: str, expected: dict, changes: dict) -> Devi
     current = get_one(cursor, GET_DEVICE, (device_id,), device_row)
     still_as_expected(device_id, current, expected)
     if current is None:
-        record = DeviceRecord(device_id=device_id, **changes)
+        record = normalize_device(DeviceRecord(device_id=device_id, **changes))
     else:
-        record = replace(current, **changes)
-    return put_device(cursor, normalize_device(record))
+        record = normalize_device(current, **changes)
+    return put_device(cursor, record)
 
 
 def delete_device(cursor, device_id: str) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import replace
 
 from twisted_spark.errors import DuplicateUser
 from twisted_spark.models import AccessToken, DeviceRecord, User, Webhook
@@ -173,7 +172,7 @@ def update_device(cursor, device_id: str, expected: dict, changes: dict) -> Devi
     current = None if row is None else device_row(row)
     still_as_expected(device_id, current, expected)
     if current is None:
-        record = DeviceRecord(device_id=device_id, **changes)
+        record = normalize_device(DeviceRecord(device_id=device_id, **changes))
     else:
-        record = replace(current, **changes)
-    return put_device(cursor, normalize_device(record))
+        record = normalize_device(current, **changes)
+    return put_device(cursor, record)

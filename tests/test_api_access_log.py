@@ -1,9 +1,11 @@
 """Access tokens never reach the access log."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.web.test.requesthelper import DummyRequest
 
-from twisted_spark.api.access_log import redact, redacting_log_formatter
+from twisted_spark.api.access_log import escape, redact, redacting_log_formatter
 
 TOKEN = b"0123456789abcdef0123456789abcdef01234567"
 
@@ -82,3 +84,33 @@ def test_log_line_redacts_a_decoded_spelling_and_the_referrer():
     assert TOKEN.decode() not in line
     assert '"DELETE /v1/access_tokens/[redacted] HTTP/1.1" 200' in line
     assert '"https://app.example/page?%61ccess_token=[redacted]"' in line
+
+
+def _request(uri, agent=None, referrer=None):
+    request = DummyRequest([b""])
+    request.uri, request.method, request.clientproto = uri, b"GET", b"HTTP/1.1"
+    request.code, request.sentLength = 404, 0
+    if agent is not None:
+        request.requestHeaders.setRawHeaders(b"user-agent", [agent])
+    if referrer is not None:
+        request.requestHeaders.setRawHeaders(b"referer", [referrer])
+    return request
+
+
+@pytest.mark.parametrize("uri, agent, referrer", [
+    (b"/v1/devices", None, None),
+    (b'/v1/devices/"quoted"', b"curl/8.5.0", b"http://example/page"),
+    (b"/v1/devices/caf\xc3\xa9\\x", b"agent 'with' \"quotes\"\t\x00", b"\xff"),
+])
+def test_log_line_is_twisted_combined_format_when_there_is_no_token(uri, agent, referrer):
+    from twisted.web.http import combinedLogFormatter
+
+    request = _request(uri, agent, referrer)
+    assert redacting_log_formatter("[ts]", request) == combinedLogFormatter("[ts]", request)
+
+
+@given(st.binary(max_size=40) | st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_escape_writes_fields_as_twisted_does(value):
+    from twisted.web.http import _escape
+
+    assert escape(value) == _escape(value)

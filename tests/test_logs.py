@@ -1,4 +1,4 @@
-"""``--log-format json``: one JSON object per line, with the fields shippers index."""
+"""Log lines: classic text by default; ``--log-format json``: one JSON object per line."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from server_process import Server
 from twisted.logger import Logger, LogLevel
 
 from twisted_spark import passwords
-from twisted_spark.logs import json_line, json_observer
+from twisted_spark.logs import json_line, json_observer, text_observer
 from twisted_spark.models import User
 from twisted_spark.store.sqlite import SQLiteStore
 
@@ -80,3 +80,19 @@ async def test_a_real_server_logs_json_lines_with_request_fields(reactor, data_d
     assert access["duration"] >= 0
     assert token not in server.output.text()
     assert access["uri"] == "/v1/devices?access_token=[redacted]"
+
+
+def test_text_lines_are_twisted_classic_lines():
+    from twisted.logger import textFileLogObserver
+
+    ours, theirs = io.StringIO(), io.StringIO()
+    observer, reference = text_observer(ours), textFileLogObserver(theirs)
+    times = [1_764_545_226.0, 1_764_545_226.999, 1_764_545_227.0001, None, 1_764_545_226.5, 0.25]
+    for when in times:
+        for event in ({"log_format": "device {d} online", "d": "be01", "log_time": when,
+                       "log_namespace": "twisted_spark.device", "log_level": LogLevel.info},
+                      {"log_format": "again", "log_time": when, "log_system": "-"}):
+            observer(event)
+            reference(event)
+    assert ours.getvalue() == theirs.getvalue()
+    assert ours.getvalue().count("\n") == len(times) * 2

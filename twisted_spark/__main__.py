@@ -50,16 +50,15 @@ class MainOptions(usage.Options):
 
 def _serve(reactor, options):
     from twisted.internet import defer
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
+    from twisted_spark.logs import json_observer, text_observer
     from twisted_spark.tap import makeService
 
     if options["log-format"] == "json":
-        from twisted_spark.logs import json_observer
-
         observer = json_observer(sys.stdout)
     else:
-        observer = textFileLogObserver(sys.stdout)
+        observer = text_observer(sys.stdout)
     globalLogBeginner.beginLoggingTo([observer])
     service = makeService(options, reactor=reactor, settle_heap=True)
     service.startService()

@@ -10,6 +10,11 @@ Redaction looks at the URI the way the server reads it: query names are
 percent-decoded (``?access%5Ftoken=`` is a token carrier too) and the path is
 percent-decoded before routing (``/v1/access%5Ftokens/T`` deletes token T), so
 every spelling the server would accept as a token is redacted.
+
+The line is twisted.web's combined log format, character for character
+(:func:`redacting_log_formatter`), built without its per-field ``repr``
+escaping when a field is plain printable ASCII (as nearly all are): a line
+is written for every request.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_plus, unquote_to_bytes
 
-from twisted.web.http import combinedLogFormatter
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.iweb import IAccessLogFormatter
 from zope.interface import provider
 
@@ -63,24 +68,31 @@ def _redact_referrer(value: bytes) -> bytes:
     return head + mark + redact_query(query) if mark else value
 
 
-class _RedactedRequest:
-    """The request as the log formatter sees it: the same, but redacted URI and Referer."""
+#: Bytes that the combined format writes as they are: printable ASCII but ``"`` and ``\\``.
+_PLAIN = re.compile(rb'[ !#-\[\]-~]*')
 
-    def __init__(self, request) -> None:
-        self._request = request
-        self.uri = redact(request.uri)
 
-    def getHeader(self, name):
-        value = self._request.getHeader(name)
-        if value is not None and name.lower() == b"referer":
-            return _redact_referrer(value)
-        return value
-
-    def __getattr__(self, name):
-        return getattr(self._request, name)
+def escape(value: bytes | str) -> str:
+    """``value`` as the combined log format writes a field: like ``repr`` inside double quotes."""
+    if isinstance(value, str):
+        value = value.encode("ascii")
+    if _PLAIN.fullmatch(value):
+        return value.decode("ascii")
+    quoted = repr(value)[1:]  # drop the b; Python picks the quote character
+    if quoted.startswith("'"):
+        return quoted[1:-1].replace('"', '\\"').replace("\\'", "'")
+    return quoted[1:-1]
 
 
 @provider(IAccessLogFormatter)
 def redacting_log_formatter(timestamp, request) -> str:
     """The combined log format, with access tokens redacted from the URI and Referer."""
-    return combinedLogFormatter(timestamp, _RedactedRequest(request))
+    client = request.getClientAddress()
+    ip = client.host if isinstance(client, IPv4Address | IPv6Address) else "-"
+    referrer = request.getHeader(b"referer")
+    agent = request.getHeader(b"user-agent")
+    method, uri = escape(request.method), escape(redact(request.uri))
+    referrer = escape(_redact_referrer(referrer)) if referrer else "-"
+    agent = escape(agent) if agent else "-"
+    return (f'"{escape(ip)}" - - {timestamp} "{method} {uri} {escape(request.clientproto)}" '
+            f'{request.code:d} {request.sentLength or "-"} "{referrer}" "{agent}"')

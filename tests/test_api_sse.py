@@ -12,8 +12,9 @@ from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
-from twisted_spark.api import sse
-from twisted_spark.api.sse import EventStream, encode_event, format_event, prefix_from_path
+from twisted_spark.api import sse, sse_frames
+from twisted_spark.api.sse import EventStream, prefix_from_path
+from twisted_spark.api.sse_frames import encode_event, format_event
 from twisted_spark.api.streams import StreamRegistry
 from twisted_spark.events.bus import EventBus
 from twisted_spark.events.visibility import firehose_rule
@@ -127,8 +128,8 @@ def test_frame_cannot_be_split_by_names_or_data():
 
 def test_frame_is_formatted_once_and_shared(bus, clock, monkeypatch):
     calls = []
-    real = sse.format_event
-    monkeypatch.setattr(sse, "format_event", lambda e: calls.append(e) or real(e))
+    real = sse_frames.format_event
+    monkeypatch.setattr(sse_frames, "format_event", lambda e: calls.append(e) or real(e))
     r1, _ = open_stream(bus, clock)
     r2, _ = open_stream(bus, clock)
     r3, _ = open_stream(bus, clock)
@@ -497,3 +498,59 @@ def test_ended_fires_at_once_for_a_client_gone_before_start(bus, clock):
     request._disconnected = True
     stream = EventStream(request, clock).start(bus, "", None)
     assert stream.ended.result == "client disconnected"
+
+
+# -- on a real twisted.web connection ------------------------------------------------
+
+
+def _serve_stream(bus, clock, request_line):
+    """A twisted.web Site whose one resource opens an event stream; a request on it."""
+    from twisted.internet.testing import StringTransport
+    from twisted.web.resource import Resource
+    from twisted.web.server import NOT_DONE_YET, Site
+
+    streams = []
+
+    class Events(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            streams.append(EventStream(request, clock).start(bus, "", None))
+            return NOT_DONE_YET
+
+    channel = Site(Events()).buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(request_line + b"\r\nHost: x\r\n\r\n")
+    return transport, streams
+
+
+def _dechunk(body):
+    decoded = b""
+    while body:
+        size, _, body = body.partition(b"\r\n")
+        length = int(size, 16)
+        decoded, body = decoded + body[:length], body[length:]
+        assert body[:2] == b"\r\n"
+        body = body[2:]
+    return decoded
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"])
+def test_events_on_the_wire_are_valid_http_of_either_version(bus, clock, version):
+    transport, streams = _serve_stream(bus, clock, b"GET /v1/events " + version)
+    events = [ev(data=str(n)) for n in range(3)] + [ev("long", "x" * 300)]
+    for event in events:
+        bus.publish(event)
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    expected = sse.PREAMBLE + b"".join(format_event(event) for event in events)
+    if version == b"HTTP/1.1":
+        assert b"Transfer-Encoding: chunked" in head
+        body = _dechunk(body)
+    else:
+        assert b"chunked" not in head
+    assert body == expected
+    assert streams[0].request.sentLength == len(expected)
+    assert streams[0].events_sent == len(events)
+    streams[0].close()
+    assert transport.value().endswith(b"0\r\n\r\n") == (version == b"HTTP/1.1")

@@ -24,7 +24,8 @@ from twisted.internet.protocol import Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from twisted_spark.api.sse import format_event, prefix_from_path
+from twisted_spark.api.sse import prefix_from_path
+from twisted_spark.api.sse_frames import format_event
 from twisted_spark.config import Settings
 from twisted_spark.crypto.keys import public_key_der
 from twisted_spark.events import visibility

@@ -1,9 +1,11 @@
 # -*- test-case-name: tests.test_api_sse,tests.test_events_e2e -*-
 """Server-Sent Event streams of the API (API.md §5): HTTP code, so it lives in ``api``.
 
-* :func:`format_event` builds an event's frame; :func:`encode_event` returns
-  it from a one-entry cache, so an event fanned out to many streams is
-  formatted once and every stream writes the same ``bytes`` object.
+* An event's frame comes from :mod:`twisted_spark.api.sse_frames`, formatted
+  once for all the streams it goes to.  On a chunked HTTP/1.1 response (all
+  of them but HTTP/1.0 clients') a stream writes it already framed as a
+  chunk straight to the connection: one buffer append per stream instead of
+  twisted.web's four-part chunk write through three layers.
 * :class:`EventStream` is one open SSE response bound to a twisted.web
   request: headers and ``:ok``, a bus subscription, one keep-alive timer (and
   one at its token's expiry, which ends it), a push producer bounding what a
@@ -19,17 +21,17 @@ sent and the request belongs to the stream (the route returns
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from urllib.parse import unquote
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ITransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_spark.models import Event, iso8601
+from twisted_spark.api.sse_frames import encode_chunk, encode_event
+from twisted_spark.models import Event
 
 log = Logger()
 
@@ -47,47 +49,15 @@ HEADERS = (
     (b"x-accel-buffering", b"no"),
 )
 
-_NAME_UNSAFE = str.maketrans({"\r": " ", "\n": " "})
+def _chunk_transport(request):
+    """The connection under a chunked response, for whole chunks; else ``None``.
 
-
-def format_event(event: Event) -> bytes:
-    """The SSE frame of ``event``.
-
-    ``event: <name>\\ndata: {"data":…,"ttl":"60","published_at":"…","coreid":"…"}\\n\\n``
-    with the keys in that order, ``ttl`` as a string and ``data`` ``null``
-    when absent or empty.  CR and LF in a name (only a device could send
-    them) become spaces so a frame can never be split.
+    Only once the headers are out (``request.chunked`` is then known), and
+    never for HEAD, whose body twisted.web drops.
     """
-    payload = json.dumps(
-        {
-            "data": event.data or None,
-            "ttl": str(event.ttl),
-            "published_at": iso8601(event.published_at),
-            "coreid": event.coreid,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    name = event.name.translate(_NAME_UNSAFE)
-    return f"event: {name}\ndata: {payload}\n\n".encode("utf-8", "replace")
-
-
-_last_event: Event | None = None
-_last_frame = b""
-
-
-def encode_event(event: Event) -> bytes:
-    """:func:`format_event`, cached for the event being fanned out right now.
-
-    The bus delivers one event to all its subscribers before the next, so a
-    one-entry identity cache makes every stream after the first reuse the
-    frame (the same ``bytes`` object).
-    """
-    global _last_event, _last_frame
-    if event is not _last_event:
-        _last_frame = format_event(event)
-        _last_event = event
-    return _last_frame
+    if not getattr(request, "chunked", False) or request.method == b"HEAD":
+        return None
+    return getattr(getattr(request, "channel", None), "transport", None)
 
 
 def prefix_from_path(path: bytes | str, fixed_segments: int) -> str:
@@ -154,6 +124,7 @@ class EventStream:
         "_started",
         "_closed",
         "_gone",
+        "_transport",
     )
 
     def __init__(
@@ -189,6 +160,7 @@ class EventStream:
         self._started = False
         self._closed = False
         self._gone = False
+        self._transport: ITransport | None = None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -227,6 +199,7 @@ class EventStream:
         self._write(PREAMBLE)
         if self._closed:  # the connection died under the first write
             return self
+        self._transport = _chunk_transport(request)
         self._subscription = bus.subscribe(prefix, self._deliver, accepts)
         self._timer = self.clock.callLater(self.keepalive, self._tick)
         if self.expires_at is not None:
@@ -311,10 +284,16 @@ class EventStream:
 
     # -- writing ----------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, chunk: bytes | None = None) -> None:
+        """Write ``data``; or ``chunk``, ``data`` framed as a chunk, straight to the connection."""
         self._last_write = self.clock.seconds()
+        transport = self._transport
         try:
-            self.request.write(data)
+            if chunk is None or transport is None:
+                self.request.write(data)
+            else:
+                self.request.sentLength += len(data)  # as request.write counts it
+                transport.write(chunk)
         except Exception:
             log.failure("SSE write failed; closing the stream")
             self._cleanup("write failed")
@@ -334,7 +313,7 @@ class EventStream:
             self._queue.append(frame)
             return
         self.events_sent += 1
-        self._write(frame)
+        self._write(frame, None if self._transport is None else encode_chunk(event))
 
     def _overflow(self) -> None:
         log.warn(

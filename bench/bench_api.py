@@ -16,7 +16,7 @@ p50/p90/p99 latency and the server's CPU use, in all and per call (from
 ``/proc/<pid>/stat``, so it counts every thread of the server process).
 Run from the repository root::
 
-    PYTHONPATH=. /work/venv/bin/python bench/bench_api.py --devices 10 --concurrency 16
+    PYTHONPATH=. python bench/bench_api.py --devices 10 --concurrency 16
 
 Against a server that is already running (another implementation, to compare on
 the same machine): the devices ``be00…00``, ``be00…01``, … must be registered
@@ -37,16 +37,18 @@ by type (growth from before the fleet), and RSS after ``malloc_trim(0)`` (what
 glibc's allocator gives back), with ``--tracemalloc`` also the top allocation
 sites still held (tracemalloc slows the server: take latencies without it)::
 
-    PYTHONPATH=. /tmp/v/bin/python bench/bench_api.py --devices 1 --concurrency 1 \
+    PYTHONPATH=. python bench/bench_api.py --devices 1 --concurrency 1 \
         --idle 10000 --duration 20
-    PYTHONPATH=. /tmp/v/bin/python bench/bench_api.py --devices 1 --concurrency 1 \
+    PYTHONPATH=. python bench/bench_api.py --devices 1 --concurrency 1 \
         --idle 10000 --duration 5 --tracemalloc
-    PYTHONPATH=. /tmp/v/bin/python bench/bench_api.py --devices 1 --concurrency 1 \\
+    PYTHONPATH=. python bench/bench_api.py --devices 1 --concurrency 1 \\
         --idle 10000 --duration 5 --cycles 3     # RSS over repeated fleets
 
-On the shared 2-core machine: ``/work/notes/quiet.sh /work/notes/closing/prio.sh
-<command>`` (prio.sh gives the run's autogroup nice -20: the fuzzers' autogroup
-otherwise takes half of the CPU despite their SCHED_IDLE).
+On a machine shared with background work (fuzzers under ``SCHED_IDLE``, say)
+give the run a scheduling autogroup of its own with a high priority, e.g.
+``setsid bash -c 'echo -20 > /proc/self/autogroup && exec "$@"' - <command>``
+(as root): autogroups share the CPU fairly, so otherwise the background's
+group takes half of it despite its policy.
 """
 
 from __future__ import annotations

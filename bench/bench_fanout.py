@@ -16,17 +16,15 @@ The server is always another process:
   process; the server's CPU over the run comes from ``/proc/<pid>/stat`` and
   is reported per delivery.  Issue 17's figure (100 streams × 800 events/s)::
 
-      PYTHONPATH=. /tmp/v/bin/python bench/bench_fanout.py run --server api \
+      PYTHONPATH=. python bench/bench_fanout.py run --server api \
           --streams 100 --events 8000 --rate 800 --client node
 
   ``--client node`` runs the same load from ``bench/fanout_load.js`` (Node):
   one Python process cannot parse 80 000 SSE events/s (this script's own
   generator tops out near 13 000 deliveries/s here), so it would measure
   itself.  ``BENCH_NODELAY=1`` sets TCP_NODELAY on the server's sockets.
-  On the shared 2-core machine run it as
-  ``/work/notes/quiet.sh /work/notes/closing/prio.sh <command>`` (see
-  ``/work/notes/closing/scale.md``: the fuzzers' autogroup otherwise takes
-  half of the CPU despite SCHED_IDLE).
+  On a machine shared with background work, give the run an autogroup of
+  its own (see ``bench_api.py``).
 
 * self-contained, minimal: spawn a minimal server: the composition root's bus
   and SSE streams behind a bare resource (publish validation; no

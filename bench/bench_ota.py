@@ -9,7 +9,7 @@ UpdateDone answer) and the flasher's own transfer time, as the median of
 chunk's CRC and the result is compared byte for byte.  Run from the
 repository root::
 
-    PYTHONPATH=. /work/venv/bin/python bench/bench_ota.py --size 102400 --repeat 5
+    PYTHONPATH=. python bench/bench_ota.py --size 102400 --repeat 5
 """
 
 from __future__ import annotations

@@ -72,3 +72,34 @@ async def test_fleet_mixed_platforms(reactor, tmp_path):
         fleet.disconnect_all()
     finally:
         await server.stop()
+
+
+def test_a_device_key_opens_the_session_as_pycryptodome_does_and_names_bad_padding():
+    from Crypto.PublicKey import RSA
+
+    from twisted_spark.crypto.handshake import HandshakeError, build_session_blob
+    from twisted_spark.crypto.keys import openssl_private_key
+    from twisted_spark.sim.keys import DeviceKey
+
+    server = RSA.import_key((KEYS / "server.pem").read_bytes())
+    device_key = DeviceKey(DEVICE_KEYS[0])
+    assert device_key.der == public_key_der(DEVICE_KEYS[0])
+    session, blob = build_session_blob(openssl_private_key(server), DEVICE_KEYS[0].public_key())
+    assert device_key.open_session_blob(server.public_key(), blob) == session
+    # A ciphertext whose plaintext is no PKCS#1 type-2 block: OpenSSL's
+    # implicit rejection would make it random bytes, the error still says why.
+    public = DEVICE_KEYS[0].public_key()
+    block = int.from_bytes(b"\x00\x01" + b"\xff" * 80 + b"\x00" + bytes(45), "big")
+    bad = pow(block, public.e, public.n).to_bytes(128, "big") + blob[128:]
+    with pytest.raises(HandshakeError, match="bad PKCS#1 padding"):
+        device_key.open_session_blob(server.public_key(), bad)
+
+
+def test_a_fleet_converts_each_key_once():
+    from twisted_spark.sim.fleet import make_factory
+
+    keys = [("aa" * 12, DEVICE_KEYS[0]), ("bb" * 12, DEVICE_KEYS[0]), ("cc" * 12, DEVICE_KEYS[1])]
+    make_device = make_factory(None, keys, "photon", None)
+    first, second, third = (make_device(i) for i in range(3))
+    assert first._key is second._key is not third._key
+    assert first.private_key is DEVICE_KEYS[0] and third.private_key is DEVICE_KEYS[1]

@@ -30,10 +30,8 @@ from twisted_spark.crypto.handshake import (
     NONCE_LENGTH,
     SESSION_BLOB_LENGTH,
     encrypt_identity,
-    open_session_blob,
     session_seeds,
 )
-from twisted_spark.crypto.keys import public_key_der
 from twisted_spark.platforms import CORE
 from twisted_spark.sim.application import (
     TYPE_CODES,
@@ -43,6 +41,7 @@ from twisted_spark.sim.application import (
     default_variables,
 )
 from twisted_spark.sim.connect import VirtualDeviceFactory, connect_device
+from twisted_spark.sim.keys import DeviceKey
 from twisted_spark.sim.ota import OtaFaults, OtaReceiver
 
 __all__ = [
@@ -60,7 +59,8 @@ class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
     """One simulated device connection (see the module docstring).
 
     :param device_id: 24 hex characters.
-    :param private_key: the device's RSA-1024 ``RsaKey`` (private).
+    :param private_key: the device's RSA-1024 ``RsaKey`` (private), or a
+        :class:`~twisted_spark.sim.keys.DeviceKey` shared with other devices.
     :param server_public_key: the server's RSA-2048 public ``RsaKey``.
     :param platform: ``"core"`` (6-byte Hello, no key in the handshake,
         640-byte buffer) or ``"photon"`` (8-byte Hello, sends its key).
@@ -106,7 +106,8 @@ class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
         ota_faults=None,
     ):
         self.device_id = device_id.lower()
-        self.private_key = private_key
+        self._key = private_key if isinstance(private_key, DeviceKey) else None
+        self.private_key = private_key.key if self._key is not None else private_key
         self.server_public_key = server_public_key
         self.platform = platform
         self.platform_id = platforms.IDS[platform]
@@ -163,7 +164,9 @@ class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
         self._buffer += data
         if self._state == "nonce" and len(self._buffer) >= NONCE_LENGTH:
             nonce, self._buffer = self._buffer[:NONCE_LENGTH], self._buffer[NONCE_LENGTH:]
-            key_der = public_key_der(self.private_key) if self.platform_id != CORE else None
+            if self._key is None:
+                self._key = DeviceKey(self.private_key)
+            key_der = self._key.der if self.platform_id != CORE else None
             self.transport.write(
                 encrypt_identity(self.server_public_key, nonce, self.device_id, key_der)
             )
@@ -172,7 +175,7 @@ class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
             blob = self._buffer[:SESSION_BLOB_LENGTH]
             rest, self._buffer = self._buffer[SESSION_BLOB_LENGTH:], b""
             try:
-                session = open_session_blob(self.private_key, self.server_public_key, blob)
+                session = self._key.open_session_blob(self.server_public_key, blob)
             except Exception as e:
                 self.handshake_error = str(e)
                 self._state = "dead"

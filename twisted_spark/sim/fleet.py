@@ -10,6 +10,7 @@ from twisted.internet import defer
 
 from twisted_spark.crypto.keys import load_server_private_key, public_key_pem
 from twisted_spark.sim.device import VirtualDevice, connect_device
+from twisted_spark.sim.keys import shared_keys
 
 
 def load_server_public_key(data):
@@ -95,9 +96,11 @@ class Fleet:
 
 def make_factory(server_public_key, keys, platform, clock, **kw):
     """A ``make_device(index)`` for :class:`Fleet` from ``[(id, key)]``."""
+    share = shared_keys()
 
     def make_device(index):
         device_id, key = keys[index]
+        key = share(key)
         chosen = platform
         if platform == "mixed":
             chosen = "core" if index % 2 else "photon"

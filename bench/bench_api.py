@@ -225,11 +225,9 @@ def serve(args):
         tcp.Server.__init__ = nodelay_init
 
     raise_fd_limit()
-    # As a deployed server does: log events go to an observer, not into
-    # twisted's start-up buffer (its last 200 events keep their sources alive).
-    from twisted.logger import globalLogBeginner
+    from serverlog import log_like_serve
 
-    globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
+    log_like_serve()
     if args.tracemalloc:
         import tracemalloc
 

@@ -120,7 +120,6 @@ def serve_api(port: int, queue_size: int) -> None:
     """The real HTTP API (``build_cloud``'s site), one user ``bench`` with :data:`TOKEN`."""
     from Crypto.PublicKey import RSA
     from twisted.internet import defer, reactor
-    from twisted.logger import globalLogBeginner
 
     from twisted_spark.cloud import build_cloud
     from twisted_spark.config import Settings
@@ -138,8 +137,9 @@ def serve_api(port: int, queue_size: int) -> None:
             self.setTcpNoDelay(True)
 
         tcp.Server.__init__ = nodelay_init
-    # As a deployed server: log events go to an observer (here: nowhere).
-    globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
+    from serverlog import log_like_serve
+
+    log_like_serve()
     server_key = RSA.import_key((ROOT / "tests" / "keys" / "server.pem").read_bytes())
     settings = Settings(sse_queue_size=queue_size)
 

@@ -228,6 +228,10 @@ def main():
         return
     cost = rsa_cost()
     print(f"server RSA work per handshake (1 thread, isolated): {cost:.2f} ms CPU")
+    sys.path.insert(0, str(ROOT / "bench"))
+    from serverlog import log_like_serve
+
+    log_like_serve()
 
     from twisted.internet import defer, reactor, task, threads
 

@@ -36,7 +36,10 @@ def main():
     parser.add_argument("--count", type=int, default=1000)
     args = parser.parse_args()
     raise_fd_limit()
+    from serverlog import log_like_serve
     from twisted.internet import defer, task, threads
+
+    log_like_serve()
 
     async def run(reactor):
         store = await open_store(reactor, "memory", args.count)

@@ -518,7 +518,7 @@ def _serve_stream(bus, clock, request_line):
             streams.append(EventStream(request, clock).start(bus, "", None))
             return NOT_DONE_YET
 
-    channel = Site(Events()).buildProtocol(None)
+    channel = Site(Events(), timeout=None).buildProtocol(None)  # no idle timer in the reactor
     transport = StringTransport()
     channel.makeConnection(transport)
     channel.dataReceived(request_line + b"\r\nHost: x\r\n\r\n")
@@ -536,6 +536,7 @@ def _dechunk(body):
     return decoded
 
 
+@pytest.mark.usefixtures("clean_reactor")
 @pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"])
 def test_events_on_the_wire_are_valid_http_of_either_version(bus, clock, version):
     transport, streams = _serve_stream(bus, clock, b"GET /v1/events " + version)

@@ -40,6 +40,7 @@ from twisted_spark.api.bodies import (
     parse_body,
 )
 from twisted_spark.api.context import Call, Reply
+from twisted_spark.api.dispatch import RouteResource
 from twisted_spark.api.errors import (
     ApiError,
     install_error_handler,
@@ -137,7 +138,7 @@ class SparkAPI:
         self._policy_by_path: dict[tuple[bytes, bytes], RoutePolicy | None] = {}
         #: Klein endpoint name -> :class:`RoutePolicy`, filled by :meth:`route`.
         self.policies: dict[str, RoutePolicy] = {}
-        install_error_handler(self.app, self.settings.cors_origin)
+        self._handle_error = install_error_handler(self.app, self.settings.cors_origin)
         #: Open event streams (:class:`~twisted_spark.api.streams.StreamRegistry`).
         self.streams = streams
         if bus is not None:
@@ -163,7 +164,7 @@ class SparkAPI:
 
     def resource(self):
         """The ``IResource`` to serve (wrap it in a ``twisted.web.server.Site``)."""
-        return _Counted(self.app.resource(), self)
+        return _Counted(RouteResource(self.app, self._handle_error), self)
 
     @property
     def small_body_limit(self) -> int:

@@ -188,10 +188,13 @@ def sized(request, body: bytes) -> bytes:
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
-def install_error_handler(app, cors_origin: str) -> None:
-    """Register the one error handler of the Klein ``app``."""
+def install_error_handler(app, cors_origin: str):
+    """Register the one error handler of the Klein ``app``; return it.
 
-    @app.handle_errors(Exception)
+    It is ``handle(request, failure) -> bytes`` for every ``Exception``:
+    :class:`~twisted_spark.api.dispatch.RouteResource` calls it directly.
+    """
+
     def handle(request, failure):
         exc = failure.value
         if isinstance(exc, defer.CancelledError):
@@ -208,3 +211,6 @@ def install_error_handler(app, cors_origin: str) -> None:
                         method=request.method.decode("latin-1"),
                         uri=redact(request.uri).decode("latin-1"))
         return write_error(request, api_error, cors_origin)
+
+    app.handle_errors(Exception)(handle)
+    return handle

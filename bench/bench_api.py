@@ -202,6 +202,12 @@ class Inspector:
 
 def serve(args):
     from Crypto.PublicKey import RSA
+    from serving import (
+        add_bench_user,
+        log_like_serve,
+        nodelay_on_accepted_sockets,
+        started_executors,
+    )
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
@@ -209,24 +215,13 @@ def serve(args):
     from twisted_spark.cloud import build_cloud
     from twisted_spark.config import Settings
     from twisted_spark.crypto.keys import public_key_der
-    from twisted_spark.executors import Executors
-    from twisted_spark.models import AccessToken, DeviceRecord, User
+    from twisted_spark.models import DeviceRecord
     from twisted_spark.store import MemoryStore
 
     if args.nodelay:
-        from twisted.internet import tcp
-
-        original = tcp.Server.__init__
-
-        def nodelay_init(self, *a, **kw):
-            original(self, *a, **kw)
-            self.setTcpNoDelay(True)
-
-        tcp.Server.__init__ = nodelay_init
+        nodelay_on_accepted_sockets()
 
     raise_fd_limit()
-    from serverlog import log_like_serve
-
     log_like_serve()
     if args.tracemalloc:
         import tracemalloc
@@ -238,9 +233,7 @@ def serve(args):
     settings = Settings(max_pending_handshakes=100_000) if args.idle else Settings()
 
     async def start():
-        executors = Executors.threaded(reactor, settings.rsa_threads)
-        executors.start()
-        reactor.addSystemEventTrigger("before", "shutdown", executors.stop)
+        executors = started_executors(reactor, settings.rsa_threads)
         if args.store == "sqlite":
             import tempfile
 
@@ -258,8 +251,7 @@ def serve(args):
             store = await PostgresStore.open(url, reactor, executor=executors.database)
         else:
             store = MemoryStore()
-        await store.add_user(User("bench", "x", is_admin=False))
-        await store.add_token(AccessToken(TOKEN, "bench", "bench", 0.0, None))
+        await add_bench_user(store, TOKEN)
         for device_id in device_ids(args.devices) + idle_ids(args.idle):
             await store.put_device(
                 DeviceRecord(device_id, owner="bench", public_key=public_key_der(device_key))
@@ -666,13 +658,18 @@ def run_idle(args):
                   f"{dict(list(gone_again['gc_growth_by_type'].items())[:4])}",
                   flush=True)
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
+
+
+def stop_processes(procs):
+    """Terminate ``procs`` (the last started first); kill any still there after 10 s."""
+    for proc in reversed(procs):
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def run(args):
@@ -755,13 +752,7 @@ def run(args):
             f"devices CPU {result['devices_cpu_percent']:.0f}%, errors {result['errors'] or 0}"
         )
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
 
 
 def main(argv=None):

@@ -42,25 +42,22 @@ def device_ids(count):
 async def build(reactor, devices: int):
     """The cloud listening on loopback, and its ``devices`` connected virtual Photons."""
     from Crypto.PublicKey import RSA
+    from serving import add_bench_user, started_executors
     from twisted.internet.endpoints import TCP4ServerEndpoint
 
     from twisted_spark.cloud import build_cloud
     from twisted_spark.config import Settings
     from twisted_spark.crypto.keys import public_key_der
-    from twisted_spark.executors import Executors
-    from twisted_spark.models import AccessToken, DeviceRecord, User
+    from twisted_spark.models import DeviceRecord
     from twisted_spark.sim.device import VirtualDevice, connect_device
     from twisted_spark.store import MemoryStore
 
     server_key = RSA.import_key((KEYS / "server.pem").read_bytes())
     device_key = RSA.import_key((KEYS / "device-1.pem").read_bytes())
     settings = Settings()
-    executors = Executors.threaded(reactor, settings.rsa_threads)
-    executors.start()
-    reactor.addSystemEventTrigger("before", "shutdown", executors.stop)
+    executors = started_executors(reactor, settings.rsa_threads)
     store = MemoryStore()
-    await store.add_user(User("bench", "x", is_admin=False))
-    await store.add_token(AccessToken(TOKEN, "bench", "bench", 0.0, None))
+    await add_bench_user(store, TOKEN)
     for device_id in device_ids(devices):
         await store.put_device(
             DeviceRecord(device_id, owner="bench", public_key=public_key_der(device_key)))

@@ -119,37 +119,28 @@ TOKEN = "fa0c4b0c4b0c4b0c4b0c4b0c4b0c4b0c4b0c4b0c"
 def serve_api(port: int, queue_size: int) -> None:
     """The real HTTP API (``build_cloud``'s site), one user ``bench`` with :data:`TOKEN`."""
     from Crypto.PublicKey import RSA
+    from serving import (
+        add_bench_user,
+        log_like_serve,
+        nodelay_on_accepted_sockets,
+        started_executors,
+    )
     from twisted.internet import defer, reactor
 
     from twisted_spark.cloud import build_cloud
     from twisted_spark.config import Settings
-    from twisted_spark.executors import Executors
-    from twisted_spark.models import AccessToken, User
     from twisted_spark.store import MemoryStore
 
     if os.environ.get("BENCH_NODELAY"):
-        from twisted.internet import tcp
-
-        original = tcp.Server.__init__
-
-        def nodelay_init(self, *a, **kw):
-            original(self, *a, **kw)
-            self.setTcpNoDelay(True)
-
-        tcp.Server.__init__ = nodelay_init
-    from serverlog import log_like_serve
-
+        nodelay_on_accepted_sockets()
     log_like_serve()
     server_key = RSA.import_key((ROOT / "tests" / "keys" / "server.pem").read_bytes())
     settings = Settings(sse_queue_size=queue_size)
 
     async def start():
-        executors = Executors.threaded(reactor, settings.rsa_threads)
-        executors.start()
-        reactor.addSystemEventTrigger("before", "shutdown", executors.stop)
+        executors = started_executors(reactor, settings.rsa_threads)
         store = MemoryStore()
-        await store.add_user(User("bench", "x", is_admin=False))
-        await store.add_token(AccessToken(TOKEN, "bench", "bench", 0.0, None))
+        await add_bench_user(store, TOKEN)
         cloud = build_cloud(settings, reactor=reactor, store=store, server_key=server_key,
                             executors=executors)
         cloud.site.noisy = False

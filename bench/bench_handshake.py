@@ -229,7 +229,7 @@ def main():
     cost = rsa_cost()
     print(f"server RSA work per handshake (1 thread, isolated): {cost:.2f} ms CPU")
     sys.path.insert(0, str(ROOT / "bench"))
-    from serverlog import log_like_serve
+    from serving import log_like_serve
 
     log_like_serve()
 

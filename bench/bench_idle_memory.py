@@ -36,7 +36,7 @@ def main():
     parser.add_argument("--count", type=int, default=1000)
     args = parser.parse_args()
     raise_fd_limit()
-    from serverlog import log_like_serve
+    from serving import log_like_serve
     from twisted.internet import defer, task, threads
 
     log_like_serve()

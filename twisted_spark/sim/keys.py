@@ -25,10 +25,6 @@ class DeviceKey:
         self.der = public_key_der(key)
         self.openssl = openssl_private_key(key, validate=False)
 
-    @classmethod
-    def of(cls, key: RsaKey | DeviceKey) -> DeviceKey:
-        return key if isinstance(key, DeviceKey) else cls(key)
-
     def open_session_blob(self, server_public_key: RsaKey, blob: bytes) -> bytes:
         """The session in the server's blob (see :func:`open_session_blob`)."""
         try:

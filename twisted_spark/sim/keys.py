@@ -12,6 +12,7 @@ spends its CPU on the server's answers rather than on its own RSA.
 from __future__ import annotations
 
 from Crypto.PublicKey.RSA import RsaKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from twisted_spark.crypto.handshake import HandshakeError, open_session_blob
 from twisted_spark.crypto.keys import openssl_private_key, public_key_der
@@ -25,7 +26,7 @@ class DeviceKey:
         self.der = public_key_der(key)
         self.openssl = openssl_private_key(key, validate=False)
 
-    def open_session_blob(self, server_public_key: RsaKey, blob: bytes) -> bytes:
+    def open_session_blob(self, server_public_key: RsaKey | RSAPublicKey, blob: bytes) -> bytes:
         """The session in the server's blob (see :func:`open_session_blob`)."""
         try:
             return open_session_blob(self.openssl, server_public_key, blob)

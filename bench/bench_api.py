@@ -580,7 +580,7 @@ def run_idle(args):
 
     def start_fleet():
         fleet = subprocess.Popen(
-            me + ["fleet", "--idle", str(args.idle), "--port", str(ports["device"]),
+            me + ["fleet", "--idle", str(args.idle), "--port", str(fleet_ports["device"]),
                   "--keepalive", str(args.keepalive)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
         )
@@ -597,8 +597,8 @@ def run_idle(args):
         still = json.loads(fleet.stdout.readline())["still_online"]
         left_at = time.perf_counter()
         while True:
-            gone = ask(server, "gone")
-            if gone["connections"] <= args.devices or time.perf_counter() > left_at + 60:
+            gone = ask(holder, "gone")
+            if gone["connections"] <= stay or time.perf_counter() > left_at + 60:
                 break
             time.sleep(0.5)
         fleet.wait(10)
@@ -614,6 +614,18 @@ def run_idle(args):
         )
         procs.append(server)
         ports = json.loads(server.stdout.readline())
+        holder, fleet_ports, stay = server, ports, args.devices
+        if args.fleet_server == "separate":
+            # The control experiment: the same fleet and traffic on this
+            # machine, held by another server process, so the measured server
+            # does none of its work.
+            holder = subprocess.Popen(
+                me + ["server", "--devices", "0", "--idle", str(args.idle)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+            )
+            procs.append(holder)
+            fleet_ports, stay = json.loads(holder.stdout.readline()), 0
+            ask(holder, "pre")
         callers = subprocess.Popen(
             me + ["devices", "--devices", str(args.devices), "--port", str(ports["device"])],
             stdout=subprocess.PIPE, env=env, text=True,
@@ -660,6 +672,8 @@ def run_idle(args):
             print(f"  held {time.perf_counter() - held_at + args.settle:.0f} s: {still} of "
                   f"{connected['online']} still online; {gone['connections']} connections "
                   f"left {took:.1f} s after the fleet let go", flush=True)
+            if holder is not server:
+                continue  # the measured server held no fleet: no memory to report
             if round_no == 1:
                 first = (base, held, gone)
             else:
@@ -676,6 +690,8 @@ def run_idle(args):
               f"{with_fleet[99]:.2f} ms", flush=True)
         print(f"p99 with the fleet / without: {with_fleet[99] / without[99]:.2f} pooled; "
               f"rounds {', '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+        if holder is not server:
+            return
         base, held, gone = first
         trim = ask(server, "trim")
         per = (held["rss_kib"] - base["rss_kib"]) / max(1, held["online"])
@@ -845,6 +861,9 @@ def main(argv=None):
     parser.add_argument("--fleet-priority", choices=["normal", "idle"], default="normal",
                         help="(--idle) run the fleet's process under SCHED_IDLE, as if its "
                              "devices were on other machines")
+    parser.add_argument("--fleet-server", choices=["same", "separate"], default="same",
+                        help="(--idle) connect the fleet to the measured server, or (a control "
+                             "experiment) to a second server process on this machine")
     parser.add_argument("--latencies", help="(load) also write each call's latency here")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="(--idle) trace the server's allocations (slow)")

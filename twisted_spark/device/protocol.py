@@ -40,7 +40,6 @@ from twisted_spark.crypto.handshake import (
     decrypt_identity,
     make_nonce,
 )
-from twisted_spark.eager_write import write_now
 from twisted_spark.interfaces import ISessionTransport
 from twisted_spark.store import adopt_device_key
 
@@ -326,7 +325,7 @@ class DeviceProtocol:
         """Encrypt and write one CoAP message (in call order: the IV chain needs it)."""
         if self.state == CLOSED or self._channel is None:
             return
-        write_now(self.transport, self._channel.encrypt_frame(coap))
+        self.transport.write(self._channel.encrypt_frame(coap))
 
     def _log_unidentified(self, level, format, **kwargs):
         """Log about a connection without a session within its address's budget.

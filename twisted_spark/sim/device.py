@@ -33,7 +33,6 @@ from twisted_spark.crypto.handshake import (
     openssl_public_key,
     session_seeds,
 )
-from twisted_spark.eager_write import write_now
 from twisted_spark.platforms import CORE
 from twisted_spark.sim.application import (
     TYPE_CODES,
@@ -235,7 +234,7 @@ class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
         """Encrypt and write one CoAP message (raw; tests use it for bad input)."""
         if self._state != "framed":
             return
-        write_now(self.transport, self._channel.encrypt_frame(coap))
+        self.transport.write(self._channel.encrypt_frame(coap))
 
     def publish(self, name, data=None, ttl=60, private=False, confirmable=False):
         """Publish an event; with ``confirmable``, Deferred[bool] of the ACK."""

@@ -17,14 +17,13 @@ from twisted_spark.crypto.handshake import (
     encrypt_identity,
     make_nonce,
     open_session_blob,
-    openssl_public_key,
     session_hmac,
     session_seeds,
     sign_raw,
     split_session,
     verify_raw,
 )
-from twisted_spark.crypto.keys import openssl_private_key, public_key_der
+from twisted_spark.crypto.keys import openssl_private_key, openssl_public_key, public_key_der
 
 KEYS = Path(__file__).parent / "keys"
 DEVICE_ID = "53ff73065067544816300187"

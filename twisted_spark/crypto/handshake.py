@@ -41,11 +41,7 @@ from Crypto.PublicKey.RSA import RsaKey
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
-from cryptography.hazmat.primitives.asymmetric.rsa import (
-    RSAPrivateKey,
-    RSAPublicKey,
-    RSAPublicNumbers,
-)
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo
 
 from twisted_spark.crypto.keys import (
@@ -74,7 +70,6 @@ __all__ = [
     "encrypt_session",
     "make_nonce",
     "open_session_blob",
-    "openssl_public_key",
     "read_identity",
     "session_hmac",
     "session_seeds",
@@ -297,18 +292,6 @@ def sign_raw(server_private_key: ServerKey, message: bytes) -> bytes:
     if len(message) > key.key_size // 8 - 11:
         raise ValueError("message too long for a raw RSA signature")
     return key.sign(message, _PKCS1, _NO_DIGEST_INFO)
-
-
-def openssl_public_key(key: RsaKey | RSAPublicKey) -> RSAPublicKey:
-    """The RSA public key (or a private key's public half) as an OpenSSL key.
-
-    A virtual device's public-key work (encrypting its identity, checking the
-    server's signature) is about ten times cheaper through OpenSSL than through
-    pycryptodome's Python integers; a fleet converts the server key once.
-    """
-    if isinstance(key, RSAPublicKey):
-        return key
-    return RSAPublicNumbers(key.e, key.n).public_key()
 
 
 def verify_raw(public_key: RsaKey | RSAPublicKey, signature: bytes, message: bytes) -> bool:

@@ -30,9 +30,9 @@ from twisted_spark.crypto.handshake import (
     NONCE_LENGTH,
     SESSION_BLOB_LENGTH,
     encrypt_identity,
-    openssl_public_key,
     session_seeds,
 )
+from twisted_spark.crypto.keys import openssl_public_key
 from twisted_spark.platforms import CORE
 from twisted_spark.sim.application import (
     TYPE_CODES,

@@ -34,7 +34,9 @@ in the same server in ``--rounds`` rounds, each first with no fleet (the
 idle-server figure), then with the fleet connected, and prints the ratio of
 the p99s over all rounds' calls pooled, and each round's.  ``--fleet-priority
 idle`` runs the fleet under ``SCHED_IDLE``, standing for devices on other
-machines.  After each round the fleet disconnects and the server reports its
+machines; ``--fleet-server separate`` is the control (the same fleet held by
+a second server process, so the measured one does none of its work); and
+``--pin`` gives the server CPU 0 and every load process CPU 1.  After each round the fleet disconnects and the server reports its
 memory (in detail after the first): RSS, ``gc`` object counts
 by type (growth from before the fleet), and RSS after ``malloc_trim(0)`` (what
 glibc's allocator gives back), with ``--tracemalloc`` also the top allocation
@@ -552,6 +554,8 @@ def run_idle(args):
     me = [sys.executable, str(Path(__file__).resolve())]
     procs = []
     scratch = Path(tempfile.mkdtemp(prefix="bench-idle-"))
+    if args.pin:
+        os.sched_setaffinity(0, {1})  # inherited by every process started below
 
     def ask(proc, line):
         proc.stdin.write(line + "\n")
@@ -613,6 +617,10 @@ def run_idle(args):
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
         )
         procs.append(server)
+        if args.pin:
+            # The server gets a core of its own; this script and every load
+            # process it starts (clients, devices, fleet) share the other.
+            os.sched_setaffinity(server.pid, {0})
         ports = json.loads(server.stdout.readline())
         holder, fleet_ports, stay = server, ports, args.devices
         if args.fleet_server == "separate":
@@ -864,6 +872,9 @@ def main(argv=None):
     parser.add_argument("--fleet-server", choices=["same", "separate"], default="same",
                         help="(--idle) connect the fleet to the measured server, or (a control "
                              "experiment) to a second server process on this machine")
+    parser.add_argument("--pin", action="store_true",
+                        help="(--idle) the server on CPU 0, every load process on CPU 1, as if "
+                             "clients and devices were other machines")
     parser.add_argument("--latencies", help="(load) also write each call's latency here")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="(--idle) trace the server's allocations (slow)")

@@ -36,11 +36,12 @@ the p99s over all rounds' calls pooled, and each round's.  ``--fleet-priority
 idle`` runs the fleet under ``SCHED_IDLE``, standing for devices on other
 machines; ``--fleet-server separate`` is the control (the same fleet held by
 a second server process, so the measured one does none of its work); and
-``--pin`` gives the server CPU 0 and every load process CPU 1.  After each round the fleet disconnects and the server reports its
-memory (in detail after the first): RSS, ``gc`` object counts
-by type (growth from before the fleet), and RSS after ``malloc_trim(0)`` (what
-glibc's allocator gives back), with ``--tracemalloc`` also the top allocation
-sites still held (tracemalloc slows the server: take latencies without it)::
+``--pin`` gives the server CPU 0 and every load process CPU 1.  After each
+round the fleet disconnects and the server reports its memory (in detail
+after the first): RSS, ``gc`` object counts by type (growth from before the
+fleet), and RSS after ``malloc_trim(0)`` (what glibc's allocator gives
+back), with ``--tracemalloc`` also the top allocation sites still held
+(tracemalloc slows the server: take latencies without it)::
 
     PYTHONPATH=. python bench/bench_api.py --devices 1 --concurrency 1 \
         --idle 10000 --duration 20

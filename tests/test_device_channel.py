@@ -35,6 +35,8 @@ class MessageTransport:
     def send_coap(self, message):
         self.sent.append(decode(message))
 
+    send_answer = send_coap
+
     def close(self, reason, error=False):
         self.closed = reason
         self.session.connection_lost(reason)

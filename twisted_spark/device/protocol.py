@@ -40,6 +40,7 @@ from twisted_spark.crypto.handshake import (
     decrypt_identity,
     make_nonce,
 )
+from twisted_spark.device.eager_write import write_now
 from twisted_spark.interfaces import ISessionTransport
 from twisted_spark.store import adopt_device_key
 
@@ -323,16 +324,17 @@ class DeviceProtocol:
 
     def send_coap(self, coap):
         """Encrypt and write one CoAP message (in call order: the IV chain needs it)."""
-        if self.state == CLOSED or self._channel is None:
-            return
-        self.transport.write(self._channel.encrypt_frame(coap))
+        if self.state != CLOSED and self._channel is not None:
+            self.transport.write(self._channel.encrypt_frame(coap))
+
+    def send_answer(self, coap):
+        """:meth:`send_coap`, but sent at once if nothing is queued (:func:`write_now`)."""
+        if self.state != CLOSED and self._channel is not None:
+            write_now(self.transport, self._channel.encrypt_frame(coap))
 
     def _log_unidentified(self, level, format, **kwargs):
-        """Log about a connection without a session within its address's budget.
-
-        Anyone can open such connections by the thousand; the factory's
-        :class:`~twisted_spark.device.log_limit.LogLimiter` summarises the excess.
-        """
+        """Log about a connection without a session within its address's budget (anyone can
+        open thousands: the factory's :class:`LogLimiter` summarises the excess)."""
         self.factory.log_limiter.emit(self.remote_ip, self.log, level, format, **kwargs)
 
     # -- keep-alive -------------------------------------------------------------------

@@ -209,7 +209,7 @@ class DeviceSession(EventIngress, RemoteCalls):
         getattr(self, _HANDLERS[kind])(kind, msg)
 
     def _answer_ping(self, kind, msg):
-        self.transport.send_coap(to_device.empty_ack(msg.message_id))
+        self.transport.send_answer(to_device.empty_ack(msg.message_id))
 
     def _separate_response(self, kind, msg):
         self._response(msg)

@@ -190,6 +190,11 @@ class ISessionTransport(Interface):
     def send_coap(message: bytes) -> None:
         """Send one CoAP message (messages leave in call order)."""
 
+    def send_answer(message: bytes) -> None:
+        """Send a short answer to what the device just sent (a keep-alive's
+        ACK), in order with :meth:`send_coap`; a transport may send it at once
+        instead of with the rest of the reactor pass's writes."""
+
     def close(reason: str, error: bool = False) -> None:
         """Close the connection with one log line naming the device and ``reason``
         (a warning when ``error``); the session is then told ``connection_lost``."""

@@ -81,6 +81,11 @@ class ReliableTransport:
             self.layer.answered(mid, message)
         self._write(message)
 
+
+    def send_answer(self, message: bytes) -> None:
+        """A datagram leaves at once anyway: the same as :meth:`send_coap`."""
+        self.send_coap(message)
+
     def close(self, reason: str, error: bool = False) -> None:
         """End the DTLS session (the device will handshake again) and the CoAP session."""
         if self.closed:

@@ -81,3 +81,22 @@ def test_a_callback_may_re_arm_itself_and_cancel_another():
     assert fired == ["first"]
     clock.advance(3)
     assert fired == ["first", "first"]
+
+
+def test_a_full_slot_runs_in_batches_with_the_reactor_in_between():
+    """Hundreds of deadlines in one slot do not hold the reactor for all of them."""
+    clock = Clock()
+    w = TimerWheel(clock, 0.5, batch=32)
+    fired = []
+
+    def entry(n):
+        fired.append(n)
+        if n == 0:  # something else the reactor has to do, scheduled meanwhile
+            clock.callLater(0, fired.append, "reactor")
+
+    for n in range(100):
+        w.call_later(10, lambda n=n: entry(n))
+    clock.advance(10)
+    assert fired.index("reactor") == 32
+    assert [n for n in fired if n != "reactor"] == list(range(100))
+    assert len(w) == 0 and clock.getDelayedCalls() == []

@@ -15,6 +15,12 @@ A :class:`TimerWheel` keeps the deadlines in slots of ``resolution`` seconds
 (a deadline fires at the end of its slot, at most ``resolution`` late) behind
 a single ``DelayedCall``; an entry is made once per connection and re-armed,
 so keeping a device alive allocates nothing.
+
+A slot can hold hundreds of deadlines (10 000 devices that connected within
+seconds of each other); run in one reactor pass they would hold every API
+request that arrives meanwhile for milliseconds.  So at most ``batch`` of
+them run per pass, and the rest on the next one, after the reactor has
+served the sockets that are ready.
 """
 
 from __future__ import annotations
@@ -56,9 +62,10 @@ class WheelEntry:
 class TimerWheel:
     """Deadlines in slots of ``resolution`` seconds behind one ``clock.callLater``."""
 
-    def __init__(self, clock, resolution: float = 0.5):
+    def __init__(self, clock, resolution: float = 0.5, batch: int = 32):
         self.clock = clock
         self.resolution = resolution
+        self.batch = batch
         self._slots: dict[int, dict[WheelEntry, None]] = {}
         self._call = None
         self._due_slot: int | None = None
@@ -103,16 +110,19 @@ class TimerWheel:
         self._call = self.clock.callLater(delay, self._fire)
 
     def _fire(self) -> None:
+        """Run up to ``batch`` due entries; any more due run on the next pass."""
         self._call = self._due_slot = None
         now = self.clock.seconds()
-        due = sorted(slot for slot in self._slots if slot * self.resolution <= now)
-        for slot in due:
-            bucket = self._slots.pop(slot, None)
-            for entry in list(bucket or ()):
-                if entry.slot != slot:  # re-armed or cancelled by an earlier callback
-                    continue
-                entry.slot = None
+        budget = self.batch
+        for slot in sorted(slot for slot in self._slots if slot * self.resolution <= now):
+            # A callback may cancel or re-arm any entry: take them one by one.
+            while budget and (bucket := self._slots.get(slot)):
+                entry = next(iter(bucket))
+                self._remove(entry)
+                budget -= 1
                 entry.func()
+            if not budget:
+                break
         if self._slots:
             first = min(self._slots)
             if self._due_slot != first:

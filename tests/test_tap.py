@@ -23,7 +23,7 @@ DEFAULT_OPTIONS = {
     "database": "sqlite:",
     "handshake-timeout": 30.0,
     "device-idle-timeout": 30.0,
-    "device-ping-interval": 15.0,
+    "device-ping-interval": 20.0,
     "udp-device-idle-timeout": 90.0,
     "max-frame-size": 4096,
     "rsa-threads": 2,

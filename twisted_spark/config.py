@@ -40,8 +40,10 @@ class Settings:
     handshake_timeout: float = 30.0
     #: Seconds without any frame before a device is considered gone.
     device_idle_timeout: float = 30.0
-    #: Seconds of silence after which the server pings the device itself.
-    device_ping_interval: float = 15.0
+    #: Seconds of silence after which the server pings the device itself.  A
+    #: device pings after 15 s of silence on its own (PROTOCOL.md §10), so a
+    #: healthy one is never pinged twice; the server's pings find the silent ones.
+    device_ping_interval: float = 20.0
     #: Largest encrypted frame accepted from a device, in bytes.
     max_frame_size: int = 4 * KIB
     #: Seconds a Gen3 (UDP) device may stay silent before the server pings it;

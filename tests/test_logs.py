@@ -96,3 +96,47 @@ def test_text_lines_are_twisted_classic_lines():
             reference(event)
     assert ours.getvalue() == theirs.getvalue()
     assert ours.getvalue().count("\n") == len(times) * 2
+
+
+class _Named:
+    name = "relay-7"
+
+    def __repr__(self):
+        return "<Named relay-7>"
+
+
+def test_text_lines_match_twisted_for_every_kind_of_format():
+    """The fast path (``str.format_map``) and Twisted's path give the same lines."""
+    from twisted.logger import textFileLogObserver
+    from twisted.python.failure import Failure
+
+    try:
+        raise ZeroDivisionError("for the traceback")
+    except ZeroDivisionError:
+        failure = Failure()
+    base = {"log_time": 1_764_545_226.0, "log_namespace": "ns", "log_level": LogLevel.warn}
+    events = [
+        {"log_format": "{a!r} and {b:>6.2f} and {c.name} and {d[k]}", "a": "x", "b": 1.5,
+         "c": _Named(), "d": {"k": 3}},
+        {"log_format": "two\nlines and {n}", "n": 2},
+        {"log_format": "{missing} key"},  # unformattable: Twisted's own wording
+        {"log_format": "{c.__repr__()} called", "c": _Named()},  # Twisted's call syntax
+        {"log_format": "positional {}"},
+        {"log_format": b"bytes {n}", "n": 1},
+        {"log_format": "with a failure {n}", "n": 1, "log_failure": failure},
+        {"log_format": "system {n}", "n": 1, "log_system": _Named()},
+        {"log_format": "", "n": 1},
+        {"log_format": None},
+        {"log_format": "{{braces}} {n}", "n": 4, "log_level": None},
+    ]
+    ours, theirs = io.StringIO(), io.StringIO()
+    observer, reference = text_observer(ours), textFileLogObserver(theirs)
+    for event in events:
+        event = {**base, **event}
+        observer(event)
+        reference(event)
+        assert ours.getvalue() == theirs.getvalue(), event["log_format"]
+    assert "'x' and   1.50 and relay-7 and 3" in ours.getvalue()
+    assert "\tlines and 2" in ours.getvalue()
+    assert "Unable to format event" in ours.getvalue()
+    assert "ZeroDivisionError" in ours.getvalue()

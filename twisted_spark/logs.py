@@ -3,7 +3,8 @@
 
 :func:`text_observer` writes what twisted's ``textFileLogObserver`` writes,
 formatting each second's timestamp once instead of once per event (the
-access log writes a line per request; the timestamp was half its cost).
+access log writes a line per request; the timestamp was half its cost), and
+each message with ``str.format_map`` where that gives the same text.
 
 Each line has ``time`` (ISO 8601, UTC), ``level``, ``namespace`` and
 ``message`` (the formatted text a person would read), plus the fields a
@@ -73,11 +74,37 @@ class _TimestampPerSecond:
         return self._text
 
 
+def classic_line(event: dict, timestamp) -> str | None:
+    """The line ``formatEventAsClassicLogText(event, timestamp)`` gives, made faster.
+
+    Twisted formats each message through ``string.Formatter`` in Python, to
+    allow its ``{callable()}`` syntax; ``str.format_map`` does the rest of
+    that syntax in C, several times faster.  An event it cannot do (a call in
+    the format, a failure, a format that does not fit the event) takes
+    Twisted's own path, which also says why an event is unformattable.
+    """
+    format = event.get("log_format")
+    if (type(format) is not str or "()" in format or "log_failure" in event
+            or "log_flattened" in event):
+        return formatEventAsClassicLogText(event, formatTime=timestamp)
+    try:
+        text = format.format_map(event)
+    except Exception:
+        return formatEventAsClassicLogText(event, formatTime=timestamp)
+    if not text:
+        return None
+    system = event.get("log_system")
+    if system is None:
+        level = event.get("log_level")
+        system = f"{event.get('log_namespace', '-')}#{level.name if level is not None else '-'}"
+    line = f"{timestamp(event.get('log_time'))} [{system}] {text}\n"
+    return line if "\n" not in text else line[:-1].replace("\n", "\n\t") + "\n"
+
+
 def text_observer(out) -> FileLogObserver:
     """Classic text lines (``2026-11-30T23:20:26+0000 [namespace#info] message``) to ``out``."""
     timestamp = _TimestampPerSecond()
-    return FileLogObserver(
-        out, lambda event: formatEventAsClassicLogText(event, formatTime=timestamp))
+    return FileLogObserver(out, lambda event: classic_line(event, timestamp))
 
 
 def json_observer(out=None) -> FileLogObserver:

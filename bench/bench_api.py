@@ -28,11 +28,15 @@ token, and the server must hold ``tests/keys/server.pem``::
 
 ``--idle N`` (issue 17: "10 000 devices held in one process") adds a fourth
 process, ``fleet``: N more virtual devices that connect and stay idle, each
-pinging after ``--keepalive`` seconds of silence as the firmware does (15 s),
-while the server pings and idle-checks them.  The run then measures the load
-in the same server in ``--rounds`` rounds, each first with no fleet (the
-idle-server figure), then with the fleet connected, and prints the ratio of
-the p99s over all rounds' calls pooled, and each round's.  ``--fleet-priority
+pinging after ``--keepalive`` seconds of silence as the firmware does (15 s)
+plus up to ``--keepalive-jitter`` (1 s), while the server pings and
+idle-checks them.  (Without the jitter, one process answered together drifts
+into lock-step: its pings go out in clumps of up to ~200 per reactor pass,
+which devices on their own do not do; the fleet reports its clump sizes.)
+The run then measures the load in the same server in ``--rounds`` rounds,
+each first with no fleet (the idle-server figure), then with the fleet
+connected, and prints the ratio of the p99s over all rounds' calls pooled,
+and each round's.  ``--fleet-priority
 idle`` runs the fleet under ``SCHED_IDLE``, standing for devices on other
 machines; ``--fleet-server separate`` is the control (the same fleet held by
 a second server process, so the measured one does none of its work); and
@@ -346,6 +350,7 @@ def fleet(args):
     from twisted.internet import defer, reactor, stdio, task
     from twisted.protocols.basic import LineReceiver
 
+    from twisted_spark.sim.device import VirtualDevice
     from twisted_spark.sim.fleet import Fleet, make_factory
 
     raise_fd_limit()
@@ -354,10 +359,12 @@ def fleet(args):
     keys = [(device_id, device_key) for device_id in idle_ids(args.idle)]
     held = Fleet(
         reactor, "127.0.0.1", args.port,
-        make_factory(server_key.public_key(), keys, "photon", reactor, keepalive=args.keepalive),
+        make_factory(server_key.public_key(), keys, "photon", reactor, keepalive=args.keepalive,
+                     keepalive_jitter=keepalive_jitter(args.keepalive_jitter)),
         args.idle, concurrency=200,
     )
     release = defer.Deferred()
+    clumps = count_pings_per_pass(reactor, VirtualDevice)
 
     class Control(LineReceiver):
         delimiter = b"\n"
@@ -376,9 +383,57 @@ def fleet(args):
         still = sum(1 for d in held.devices if d._state == "framed")
         held.disconnect_all()
         await task.deferLater(reactor, 1.0, lambda: None)
-        print(json.dumps({"still_online": still}), flush=True)
+        print(json.dumps({"still_online": still, "pings_per_pass": clumps()}), flush=True)
 
     task.react(lambda r: defer.ensureDeferred(main(r)))
+
+
+def keepalive_jitter(seconds):
+    """Extra seconds for each keep-alive wait, uniform in [0, ``seconds``), or None."""
+    import random
+
+    if not seconds:
+        return None
+    rng = random.Random(17)
+    return lambda: rng.uniform(0.0, seconds)
+
+
+def count_pings_per_pass(reactor, device_class):
+    """Count the keep-alive pings the fleet sends in each pass of its reactor.
+
+    One process stands for many devices: what its timers find due in one
+    pass goes out together, a clump the server handles back to back (devices
+    on their own would ping independently).  Returns a function giving the
+    share of pings sent in clumps of each size so far.
+    """
+    sent = [0]
+    clumps = {}
+    ping, run = device_class.ping, reactor.runUntilCurrent
+
+    def counted_ping(self):
+        sent[0] += 1
+        return ping(self)
+
+    def counted_run():
+        before = sent[0]
+        run()
+        if sent[0] > before:
+            clumps[sent[0] - before] = clumps.get(sent[0] - before, 0) + 1
+
+    device_class.ping = counted_ping
+    reactor.runUntilCurrent = counted_run
+
+    def report():
+        total = sum(size * n for size, n in clumps.items()) or 1
+        share = {}
+        for size, n in sorted(clumps.items()):
+            band = "1" if size == 1 else "2-4" if size < 5 else "5-19" if size < 20 else "20+"
+            share[band] = share.get(band, 0) + size * n / total
+        return {"pings": sum(size * n for size, n in clumps.items()),
+                "largest": max(clumps, default=0),
+                "share_by_clump_size": {k: round(v, 3) for k, v in share.items()}}
+
+    return report
 
 
 # -- load --------------------------------------------------------------------------------
@@ -586,7 +641,8 @@ def run_idle(args):
     def start_fleet():
         fleet = subprocess.Popen(
             me + ["fleet", "--idle", str(args.idle), "--port", str(fleet_ports["device"]),
-                  "--keepalive", str(args.keepalive)],
+                  "--keepalive", str(args.keepalive),
+                  "--keepalive-jitter", str(args.keepalive_jitter)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
         )
         procs.append(fleet)
@@ -599,7 +655,9 @@ def run_idle(args):
     def release(fleet):
         fleet.stdin.write("\n")
         fleet.stdin.flush()
-        still = json.loads(fleet.stdout.readline())["still_online"]
+        said = json.loads(fleet.stdout.readline())
+        still = said["still_online"]
+        print(f"  fleet pings: {said['pings_per_pass']}", flush=True)
         left_at = time.perf_counter()
         while True:
             gone = ask(holder, "gone")
@@ -862,6 +920,9 @@ def main(argv=None):
                         help="also hold this many idle, pinging devices (see above)")
     parser.add_argument("--keepalive", type=float, default=15.0,
                         help="(--idle) seconds of silence before an idle device pings")
+    parser.add_argument("--keepalive-jitter", type=float, default=1.0,
+                        help="(--idle) up to this many seconds more, drawn for each wait, so "
+                             "the fleet's pings do not fall due in lock-step (0: they do)")
     parser.add_argument("--settle", type=float, default=5.0,
                         help="(--idle) seconds between the fleet online and the measurement")
     parser.add_argument("--rounds", type=int, default=3,

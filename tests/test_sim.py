@@ -103,3 +103,32 @@ def test_a_fleet_converts_each_key_once():
     first, second, third = (make_device(i) for i in range(3))
     assert first._key is second._key is not third._key
     assert first.private_key is DEVICE_KEYS[0] and third.private_key is DEVICE_KEYS[1]
+
+
+def test_a_virtual_device_pings_after_its_keepalive_plus_the_jitter():
+    from device_fixtures import CORE_ID, Server
+
+    from twisted_spark.config import Settings
+
+    # The server's own pings out of the way: only the device's are seen.
+    server = Server(Settings(device_ping_interval=100.0, device_idle_timeout=200.0))
+    server.register(CORE_ID)
+    extra = iter([0.5, 0.25, 0.75])
+    device = server.device(keepalive=15.0, keepalive_jitter=lambda: next(extra))
+    _, pump = server.connect(device)
+    pump.flush()
+    session = server.registry.get(CORE_ID)
+    assert session is not None and device.online.called
+    online_at = server.clock.seconds()
+    heard = []
+
+    def advance_to(seconds):
+        server.clock.advance(online_at + seconds - server.clock.seconds())
+        pump.flush()
+        heard.append(session.last_heard - online_at)
+
+    advance_to(15.4)  # past the keep-alive, short of its 0.5 s of jitter: silent
+    advance_to(15.5)  # pinged, and the server's answer came back at once
+    advance_to(30.7)  # the next wait: 15 s + 0.25 s from the ping
+    advance_to(30.75)
+    assert heard == [0.0, 15.5, 15.5, 30.75]

@@ -14,6 +14,7 @@ Examples::
 
 from __future__ import annotations
 
+import random
 import sys
 
 from twisted.python import usage
@@ -145,7 +146,8 @@ async def run(reactor, options):
         reactor,
         options["host"],
         options["port"],
-        make_factory(server_public, keys, options["platform"], reactor, keepalive=15.0),
+        make_factory(server_public, keys, options["platform"], reactor, keepalive=15.0,
+                     keepalive_jitter=random.Random().random),
         options["count"],
         options["concurrency"],
     )

@@ -74,6 +74,11 @@ class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
     :param clock: ``IReactorTime`` for the optional keep-alive ping.
     :param keepalive: ping the server after ``keepalive`` seconds of silence
         (the firmware uses 15); ``None`` = never.
+    :param keepalive_jitter: ``None``, or a function giving extra seconds to
+        add to each keep-alive wait (``random.Random(seed).random``, say).  A
+        fleet in one process answers its devices' pings together, so without
+        it their next pings fall due together again, in clumps that grow;
+        independent devices, whose loops and networks differ, drift apart.
     :param fast_ota: accept fast OTA when the server offers it (never on a Core).
     :param fast_style: fast OTA as ``"0.4.9"`` (good chunks answered, the
         device sends its own UpdateDone once missed chunks arrived) or
@@ -102,6 +107,7 @@ class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
         flags=0,
         clock=None,
         keepalive=None,
+        keepalive_jitter=None,
         fast_ota=True,
         fast_style="0.4.9",
         ota_faults=None,
@@ -124,6 +130,7 @@ class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
         self.flags = flags
         self.clock = clock
         self.keepalive = keepalive
+        self.keepalive_jitter = keepalive_jitter
         self.fast_ota = fast_ota and self.platform_id != CORE
         if fast_style not in ("0.4.9", "1.5.2"):
             raise ValueError(f"unknown fast OTA style {fast_style!r}")
@@ -274,7 +281,12 @@ class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
         if self.keepalive is None or self.clock is None:
             return
         self._last_received = self.clock.seconds()
-        self._timer = self.clock.callLater(self.keepalive, self._keepalive_check)
+        self._timer = self.clock.callLater(self._keepalive_wait(0.0), self._keepalive_check)
+
+    def _keepalive_wait(self, silence):
+        """Seconds until the next keep-alive check, ``silence`` seconds having passed."""
+        wait = self.keepalive - silence
+        return wait if self.keepalive_jitter is None else wait + self.keepalive_jitter()
 
     def _keepalive_check(self):
         self._timer = None
@@ -283,10 +295,8 @@ class VirtualDevice(ApplicationServer, OtaReceiver, Protocol):
         silence = self.clock.seconds() - self._last_received
         if silence >= self.keepalive:
             self.ping().addErrback(lambda f: None)
-            delay = self.keepalive
-        else:
-            delay = self.keepalive - silence
-        self._timer = self.clock.callLater(delay, self._keepalive_check)
+            silence = 0.0
+        self._timer = self.clock.callLater(self._keepalive_wait(silence), self._keepalive_check)
 
     # -- receiving --------------------------------------------------------------------
 

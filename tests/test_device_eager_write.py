@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer, main, protocol
@@ -68,6 +70,16 @@ async def connected_pair(expected):
     return server, device, close
 
 
+@contextlib.asynccontextmanager
+async def connected(expected):
+    """``connected_pair`` for an ``async with``: (server protocol, device protocol)."""
+    server, device, close = await connected_pair(expected)
+    try:
+        yield server, device
+    finally:
+        await close()
+
+
 def _factory(build):
     factory = protocol.Factory()
     factory.buildProtocol = build
@@ -76,35 +88,28 @@ def _factory(build):
 
 @pytest_twisted.ensureDeferred
 async def test_sends_at_once_when_nothing_is_queued(clean_reactor):
-    server, device, close = await connected_pair(5)
-    try:
+    async with connected(5) as (server, device):
         transport = server.transport
         write_now(transport, b"hello")
         # Sent already: nothing queued, the socket is not watched for writability.
         assert not transport.dataBuffer and not transport._tempDataBuffer
         assert transport not in global_reactor.getWriters()
         assert await device.complete == b"hello"
-    finally:
-        await close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_queued_data_keeps_its_place(clean_reactor):
-    server, device, close = await connected_pair(12)
-    try:
+    async with connected(12) as (server, device):
         transport = server.transport
         transport.write(b"first-")
         write_now(transport, b"second")
         assert transport in global_reactor.getWriters()  # queued behind the first
         assert await device.complete == b"first-second"
-    finally:
-        await close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_rest_of_a_partial_send_is_queued_in_order(clean_reactor):
-    server, device, close = await connected_pair(10)
-    try:
+    async with connected(10) as (server, device):
         transport = server.transport
         real = transport.writeSomeData
         calls = []
@@ -120,27 +125,21 @@ async def test_rest_of_a_partial_send_is_queued_in_order(clean_reactor):
         assert calls[0] == b"0123456789"
         assert await device.complete == b"0123456789"
         assert calls[1:] and calls[1].startswith(b"23")
-    finally:
-        await close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_send_error_is_reported_by_the_transport(clean_reactor):
-    server, device, close = await connected_pair(1)
-    try:
+    async with connected(1) as (server, device):
         transport = server.transport
         transport.writeSomeData = lambda data: main.CONNECTION_LOST
         write_now(transport, b"frame")
         await server.lost  # Twisted's own write path met the error
         assert server.reason.check(ConnectionLost)
-    finally:
-        await close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_closing_connection_is_left_to_write(clean_reactor):
-    server, device, close = await connected_pair(1)
-    try:
+    async with connected(1) as (server, device):
         transport = server.transport
         transport.loseConnection()  # nothing queued: only ``disconnecting`` says it
         direct = []
@@ -149,8 +148,6 @@ async def test_a_closing_connection_is_left_to_write(clean_reactor):
         )
         write_now(transport, b"late")
         assert direct == []  # not sent eagerly: the transport decides
-    finally:
-        await close()
 
 
 @pytest.mark.parametrize("frame", [b"abc", b""])

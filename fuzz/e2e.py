@@ -56,10 +56,11 @@ PAGE = 4096
 class Server:
     """The server process, its ports and its log."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, traced: bool = False) -> None:
         self.data_dir = data_dir
         self.log = data_dir / "server.log"
-        argv = [sys.executable, "-m", "twisted_spark", "serve", "--data-dir", str(data_dir),
+        entry = ["fuzz.traced_serve", str(data_dir)] if traced else ["twisted_spark"]
+        argv = [sys.executable, "-m", *entry, "serve", "--data-dir", str(data_dir),
                 "--api", "tcp:0:interface=127.0.0.1", "--device", "tcp:0:interface=127.0.0.1",
                 "--udp-device", "127.0.0.1:0", "--no-console"]
         with self.log.open("wb") as out:
@@ -82,6 +83,21 @@ class Server:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         return 0
+
+    def heap_growth(self, top: int = 10) -> list[str] | None:
+        """The allocation sites that grew most between the first and last snapshots."""
+        import tracemalloc
+
+        snaps = sorted(self.data_dir.glob("heap-*.snap"), key=lambda p: int(p.stem[5:]))
+        if len(snaps) < 2:
+            return None
+        first, last = (tracemalloc.Snapshot.load(str(p)) for p in (snaps[0], snaps[-1]))
+        diff = last.compare_to(first, "lineno")
+        total = sum(d.size_diff for d in diff)
+        return [f"traced total {total / 1024:+.1f} KiB"] + [
+            f"{d.size_diff / 1024:+.1f} KiB {d.count_diff:+d} blocks {d.traceback[0]}"
+            for d in diff[:top]
+        ]
 
     def tracebacks(self) -> list[str]:
         text = self.log.read_bytes()
@@ -153,21 +169,27 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--clients", type=int, default=3, help="concurrent clients per port")
     parser.add_argument("--keep", action="store_true", help="keep the data directory and log")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="trace the server's allocations; report the sites that grew "
+                             "between the baseline and the end (slows the server)")
     options = parser.parse_args(argv)
     ports = options.port or ["tcp", "udp", "http"]
     data_dir = Path(tempfile.mkdtemp(prefix="fuzz-e2e-"))
     prepare(data_dir)
-    server = Server(data_dir)
+    server = Server(data_dir, traced=options.tracemalloc)
     report: dict = {"ports": {}, "data_dir": str(data_dir)}
     try:
         subprocess.run([sys.executable, "-m", "fuzz.e2e_clients", json.dumps({
             "api": server.api, "device": server.device, "udp": server.udp, "pid":
             server.process.pid, "ports": ports, "duration": options.duration,
             "seed": options.seed, "clients": options.clients, "data_dir": str(data_dir),
+            "tracemalloc": options.tracemalloc,
         })], cwd=ROOT, check=False, timeout=options.duration * len(ports) + 600)
         report.update(json.loads((data_dir / "report.json").read_text()))
         report["server_alive"] = server.alive()
         report["tracebacks"] = server.tracebacks()[:5]
+        if options.tracemalloc:
+            report["heap_growth"] = server.heap_growth()
     finally:
         server.stop()
         if not options.keep:

@@ -9,8 +9,10 @@ with one JSON argument naming the server's ports and pid; writes
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -281,6 +283,20 @@ async def health(options) -> dict:
     return result
 
 
+async def heap_snapshot(options) -> None:
+    """With ``tracemalloc``, have the server write its next heap snapshot and wait for it."""
+    if not options.get("tracemalloc"):
+        return
+    data_dir = Path(options["data_dir"])
+    n = len(list(data_dir.glob("heap-*.done")))
+    os.kill(options["pid"], signal.SIGUSR2)
+    for _ in range(1200):
+        if (data_dir / f"heap-{n}.done").exists():
+            return
+        await sleep(0.05)
+    raise RuntimeError(f"the server wrote no heap snapshot {n} within 60 s")
+
+
 async def run(options) -> None:
     data_dir = Path(options["data_dir"])
     options["server_public"] = load_server_ec_private_key(
@@ -290,6 +306,7 @@ async def run(options) -> None:
     await health(options)
     await sleep(2)
     report["rss_baseline_kib"] = rss_kib(pid)
+    await heap_snapshot(options)
     peak = [0]
 
     def sample():
@@ -324,6 +341,7 @@ async def run(options) -> None:
     await sleep(5)
     report["rss_peak_kib"] = peak[0]
     report["rss_after_kib"] = rss_kib(pid)
+    await heap_snapshot(options)
     report["healthy"] = report["before"]["healthy"] and report["after"]["healthy"]
     (data_dir / "report.json").write_text(json.dumps(report))
 

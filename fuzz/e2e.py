@@ -4,6 +4,7 @@
 ::
 
     python -m fuzz.e2e --duration 600 --port tcp --port udp --port http [--seed 1]
+        [--tracemalloc]
 
 Starts ``python -m twisted_spark serve`` on loopback in another process, on a
 fresh data directory (SQLite) with one user, one token, three Photons and
@@ -24,7 +25,8 @@ two Gen3 devices registered, then for ``--duration`` seconds per port:
 Afterwards a normal Photon connects and answers a function call made by a
 normal client through the API, a Gen3 device completes a handshake and its
 Hello, and the server's RSS is compared with its baseline (measured after
-the same normal traffic, before fuzzing).  Prints one JSON report; exits 1
+the same normal traffic, before fuzzing); with ``--tracemalloc`` the report
+also lists the allocation sites that grew in between.  Prints one JSON report; exits 1
 if the server died, logged a traceback, answered a 5xx or failed the
 health check.  The server's log is kept in the data directory (``--keep``).
 """

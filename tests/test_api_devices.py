@@ -116,6 +116,48 @@ async def test_info_by_name_or_uppercase_id(ident):
     assert r.status == 200 and r.json["id"] == D1
 
 
+class CountingLists:
+    """The harness store, counting reads of whole device lists."""
+
+    def __init__(self, store):
+        self._store = store
+        self.lists = 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def list_devices(self, owner=None):
+        self.lists += 1
+        return self._store.list_devices(owner)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_exact_name_is_found_without_reading_the_owners_devices():
+    h, alice, _ = await setup()
+    for n in range(2, 40):
+        await h.device(n, owner="alice", name=f"plug-{n}", online=False)
+    h.api.store = counting = CountingLists(h.store)
+    r = await h.call("GET", "/v1/devices/kettle", token=alice)
+    assert r.status == 200 and r.json["id"] == D1
+    assert counting.lists == 0
+    r = await h.call("GET", "/v1/devices/Plug-7", token=alice)  # only a case-blind match
+    assert r.status == 200 and r.json["id"] == device_id(7)
+    assert counting.lists == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_name_lookup_exact_anywhere_before_own_case_blind():
+    h, _, _ = await setup()
+    root = await h.user("root", admin=True)
+    await h.device(3, owner="bob", name="lamp", online=False)
+    await h.device(4, owner="root", name="Lamp", online=False)
+    await h.device(5, owner="bob", name="LAMP", online=False)
+    assert (await h.call("GET", "/v1/devices/lamp", token=root)).json["id"] == device_id(3)
+    assert (await h.call("GET", "/v1/devices/Lamp", token=root)).json["id"] == device_id(4)
+    assert (await h.call("GET", "/v1/devices/lAmP", token=root)).json["id"] == device_id(4)
+    assert (await h.call("GET", "/v1/devices/KETTLE", token=root)).json["id"] == D1
+
+
 @pytest.mark.parametrize("ident", [device_id(99), "nosuchname", "kettle2"])
 @pytest_twisted.ensureDeferred
 async def test_unknown_device_is_403_like_a_foreign_one(ident):

@@ -40,7 +40,8 @@ def der(n):
 
 
 class ReadGate:
-    """A store whose device reads (``get_device``, ``list_devices``) wait.
+    """A store whose device reads (``get_device``, ``list_devices``,
+    ``list_devices_named``) wait.
 
     With ``parties=n`` the held reads are let go together as soon as ``n``
     are waiting, so ``n`` racing requests move in lockstep: every one has
@@ -71,6 +72,9 @@ class ReadGate:
 
     def list_devices(self, owner=None):
         return self._hold(self._store.list_devices(owner))
+
+    def list_devices_named(self, name, owner=None):
+        return self._hold(self._store.list_devices_named(name, owner))
 
     def _let_go(self, count):
         go, self.held = self.held[:count], self.held[count:]

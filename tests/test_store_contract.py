@@ -299,6 +299,26 @@ async def test_list_devices_all_and_by_owner(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_list_devices_named_matches_exactly_within_an_owner_or_all(store):
+    await with_users(store)
+    third, fourth = "0123456789abcdef01234567", "f" * 24
+    await store.put_device(full_device(PHOTON, owner="bob", name="kitchen"))
+    await store.put_device(full_device(CORE, owner="alice", name="kitchen"))
+    await store.put_device(DeviceRecord(third, name="kitchen"))  # unowned
+    await store.put_device(DeviceRecord(fourth, owner="alice", name="Kitchen"))
+    assert await store.list_devices_named("kitchen", "alice") == [
+        full_device(CORE, owner="alice", name="kitchen")
+    ]
+    assert [d.device_id for d in await store.list_devices_named("Kitchen", owner="alice")] == [
+        fourth
+    ]
+    everyone = await store.list_devices_named("kitchen")
+    assert [d.device_id for d in everyone] == sorted([CORE, PHOTON, third])
+    assert await store.list_devices_named("KITCHEN") == []  # case counts
+    assert await store.list_devices_named("kitchen", "nobody") == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_update_device_creates_missing_record(store):
     await with_users(store)
     got = await store.update_device(CORE, owner="alice", last_ip="198.51.100.1")

@@ -33,15 +33,25 @@ async def resolve(api, caller, ident: str) -> DeviceRecord:
     return record
 
 
-async def by_name(api, caller, name):
+async def by_name(api, caller, name, *, own_only=False):
+    """The device called ``name``: the caller's first, then (administrators,
+    unless ``own_only``) anyone's; an exact match before one that differs
+    only in case, or None.
+
+    An exact name is an index lookup; only a name that matches no device
+    exactly reads all the candidates to compare them ignoring case.
+    """
+    everyone = caller.is_admin and not own_only
+    exact = await api.store.list_devices_named(name, owner=caller.username)
+    if not exact and everyone:
+        exact = await api.store.list_devices_named(name)
+    if exact:
+        return exact[0]
     candidates = await api.store.list_devices(owner=caller.username)
-    if caller.is_admin:
+    if everyone:
         candidates += [r for r in await api.store.list_devices() if r.owner != caller.username]
-    for same in (lambda r: r.name == name, lambda r: (r.name or "").lower() == name.lower()):
-        matches = [r for r in candidates if r.name and same(r)]
-        if matches:
-            return matches[0]
-    return None
+    folded = name.lower()
+    return next((r for r in candidates if r.name and r.name.lower() == folded), None)
 
 
 async def any_device(api, caller, ident: str):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 
 from twisted_spark.api.errors import ApiError, forbidden
-from twisted_spark.api.lookup import DEVICE_ID
+from twisted_spark.api.lookup import DEVICE_ID, by_name
 from twisted_spark.models import Webhook
 from twisted_spark.store import TooManyWebhooks
 from twisted_spark.webhooks.definition import InvalidWebhook, parse_definition
@@ -34,12 +34,10 @@ async def own_device_id(api, caller, ident: str) -> str:
         if record is not None and record.owner == caller.username:
             return record.device_id
         raise forbidden()
-    mine = await api.store.list_devices(owner=caller.username)
-    for same in (lambda r: r.name == ident, lambda r: r.name.lower() == ident.lower()):
-        for record in mine:
-            if record.name and same(record):
-                return record.device_id
-    raise forbidden()
+    record = await by_name(api, caller, ident, own_only=True)
+    if record is None:
+        raise forbidden()
+    return record.device_id
 
 
 async def visible_hook(api, caller, hook_id: str) -> Webhook:

@@ -81,6 +81,14 @@ class IDeviceStore(Interface):
     def list_devices(owner=None):
         """All devices, or those of ``owner``. :rtype: Deferred[list[DeviceRecord]] by id."""
 
+    def list_devices_named(name, owner=None):
+        """The devices whose ``name`` is ``name`` exactly (case counts), of
+        every owner or of ``owner`` only: what a request naming a device
+        needs, without reading all of an owner's devices (an index lookup).
+
+        :rtype: Deferred[list[DeviceRecord]] by id.
+        """
+
     def put_device(record):
         """Insert or replace a whole record.
 

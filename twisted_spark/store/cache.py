@@ -197,6 +197,9 @@ class CachingStore:
     def list_devices(self, owner=None):
         return self.store.list_devices(owner)
 
+    def list_devices_named(self, name, owner=None):
+        return self.store.list_devices_named(name, owner)
+
     def put_device(self, record):
         return self._write("device", record.device_id, self.store.put_device, record)
 

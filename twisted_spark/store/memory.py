@@ -107,6 +107,15 @@ class MemoryStore:
         ]
         return defer.succeed(chosen)
 
+    def list_devices_named(self, name: str, owner: str | None = None) -> defer.Deferred:
+        chosen = [
+            normalize_device(self._devices[key])
+            for key in sorted(self._devices)
+            if self._devices[key].name == name
+            and (owner is None or self._devices[key].owner == owner)
+        ]
+        return defer.succeed(chosen)
+
     def put_device(self, record: DeviceRecord) -> defer.Deferred:
         record = normalize_device(record)
         try:

@@ -234,6 +234,11 @@ class PostgresStore:
             return self._call(ops.get_all, ops.LIST_DEVICES, (), device_row)
         return self._call(ops.get_all, ops.LIST_OWNED_DEVICES, (owner,), device_row)
 
+    def list_devices_named(self, name: str, owner: str | None = None) -> defer.Deferred:
+        if owner is None:
+            return self._call(ops.get_all, ops.LIST_NAMED_DEVICES, (name,), device_row)
+        return self._call(ops.get_all, ops.LIST_OWNED_NAMED_DEVICES, (owner, name), device_row)
+
     def put_device(self, record: DeviceRecord) -> defer.Deferred:
         return self._write(ops.put_device, normalize_device(record))
 

@@ -33,6 +33,10 @@ class CountingStore(MemoryStore):
         self.reads += 1
         return super().get_token(token)
 
+    def list_devices_named(self, name, owner=None):
+        self.reads += 1
+        return super().list_devices_named(name, owner)
+
     def get_device(self, device_id):
         self.reads += 1
         answer = super().get_device(device_id)
@@ -109,6 +113,48 @@ def test_device_writes_are_seen_at_once_and_records_are_copies():
     assert value(store.get_device(DEVICE)).name == "teapot"
     value(store.delete_device(DEVICE))
     assert value(store.get_device(DEVICE)) is None
+
+
+def test_a_name_lookup_is_answered_from_the_device_cache_and_follows_renames():
+    clock, inner, store = make()
+    value(store.update_device(DEVICE, name="kettle"))
+    reads = inner.reads
+    assert [d.device_id for d in value(store.list_devices_named("kettle", "alice"))] == [DEVICE]
+    assert inner.reads == reads + 1
+    value(store.update_device(DEVICE, last_heard=5.0))  # not a rename: the name entry stays
+    again = value(store.list_devices_named("kettle", "alice"))
+    assert [d.last_heard for d in again] == [5.0]  # the record itself is read afresh
+    assert inner.reads == reads + 2  # that device read, not the name lookup
+    assert value(store.list_devices_named("kettle", "alice")) == again
+    assert inner.reads == reads + 2
+    value(store.update_device(DEVICE, name="teapot"))
+    assert value(store.list_devices_named("kettle", "alice")) == []
+    assert value(store.list_devices_named("teapot")) == [value(store.get_device(DEVICE))]
+    clock.advance(1.0)  # entries are trusted for the ttl only
+    reads = inner.reads
+    value(store.list_devices_named("teapot"))
+    assert inner.reads == reads + 1  # the store's lookup, which brings the records too
+
+
+def test_a_name_taken_away_elsewhere_is_not_answered_from_memory():
+    _, inner, store = make()
+    value(store.update_device(DEVICE, name="kettle"))
+    value(store.list_devices_named("kettle", "alice"))
+    other = "ef" * 12
+    inner._devices[DEVICE] = DeviceRecord(DEVICE, owner="alice", name="lamp")  # the CLI, say
+    inner._devices[other] = DeviceRecord(other, owner="alice", name="kettle")
+    store.invalidate_device(DEVICE)  # a relay's word on the first device only
+    assert [d.device_id for d in value(store.list_devices_named("kettle", "alice"))] == [other]
+    inner._devices[other] = DeviceRecord(other, owner="alice", name="kettle2")
+    store._tables["device"].drop(other)  # the device entry gone, the name entry not
+    assert value(store.list_devices_named("kettle", "alice")) == []
+
+
+def test_a_new_device_of_a_name_is_found_at_once():
+    _, _, store = make()
+    assert value(store.list_devices_named("lamp")) == []
+    value(store.put_device(DeviceRecord("ef" * 12, owner="alice", name="lamp")))
+    assert [d.device_id for d in value(store.list_devices_named("lamp"))] == ["ef" * 12]
 
 
 def test_a_failed_write_still_forgets():

@@ -13,14 +13,20 @@ finished, and a read that was under way while a write started is not kept
 seen within ``ttl``; the :class:`~twisted_spark.interfaces.IStoreCache`
 methods let a cluster relay drop entries at once.
 
-What is not cached: a missing token, user or device (so a new one works at
-once), lists, and every other read.  Token expiry is still checked on each
-call (the cached record carries ``expires_at``).
+A device name's lookup (:meth:`CachingStore.list_devices_named`, what a
+request naming a device does) keeps only the ids it found, and answers a
+repeat through the device cache, checking that each record still has that
+name and owner; writes that may change a name or an owner (a new, deleted,
+renamed or given-away device) drop every name entry.
+
+What is not cached: a missing token, user, device or name (so a new one
+works at once), lists, and every other read.  Token expiry is still checked
+on each call (the cached record carries ``expires_at``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from twisted.internet import defer
@@ -40,6 +46,8 @@ DEFAULT_TTL = 1.0
 #: Entries per table; the oldest goes first when a table is full.  Expired
 #: entries are dropped as new ones come, so an idle server holds few.
 DEFAULT_SIZE = 10_000
+#: Device fields whose change can change what a name lookup finds.
+RENAMING = frozenset({"name", "owner"})
 
 
 class _Table:
@@ -48,11 +56,11 @@ class _Table:
     __slots__ = ("entries", "epoch", "size")
 
     def __init__(self, size: int) -> None:
-        self.entries: dict[str, tuple[Any, float]] = {}
+        self.entries: dict[Hashable, tuple[Any, float]] = {}
         self.epoch = 0
         self.size = size
 
-    def get(self, key: str, now: float, ttl: float) -> Any:
+    def get(self, key: Hashable, now: float, ttl: float) -> Any:
         found = self.entries.get(key)
         if found is None:
             return None
@@ -62,7 +70,7 @@ class _Table:
             return None
         return value
 
-    def put(self, key: str, value: Any, read_at: float, epoch: int, ttl: float) -> None:
+    def put(self, key: Hashable, value: Any, read_at: float, epoch: int, ttl: float) -> None:
         if epoch != self.epoch:  # a write began after this read did: its answer may be old
             return
         entries = self.entries
@@ -74,7 +82,7 @@ class _Table:
             del entries[oldest]
         entries[key] = (value, read_at)
 
-    def drop(self, key: str | None) -> None:
+    def drop(self, key: Hashable | None) -> None:
         self.epoch += 1
         if key is None:
             self.entries.clear()
@@ -100,7 +108,7 @@ class CachingStore:
         #: Reads answered from memory, and reads passed to the store.
         self.hits = 0
         self.misses = 0
-        self._tables = {kind: _Table(size) for kind in ("token", "user", "device")}
+        self._tables = {kind: _Table(size) for kind in ("token", "user", "device", "name")}
         self._listeners: list[Callable[[str, str | None], object]] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -116,6 +124,7 @@ class CachingStore:
 
     def invalidate_device(self, device_id: str) -> None:
         self._tables["device"].drop(device_id)
+        self._tables["name"].drop(None)  # what changed is not said: its name may have
 
     def invalidate_all(self) -> None:
         for table in self._tables.values():
@@ -158,6 +167,20 @@ class CachingStore:
 
         return defer.maybeDeferred(write, *args).addBoth(written)
 
+    def _device_write(self, device_id: str, renames: bool, write, *args) -> defer.Deferred:
+        """A device write; one that may change a name or owner (``renames``)
+        also drops the name entries, before and after, as :meth:`_write` does."""
+        if not renames:
+            return self._write("device", device_id, write, *args)
+        names = self._tables["name"]
+        names.drop(None)
+
+        def written(result):
+            names.drop(None)
+            return result
+
+        return self._write("device", device_id, write, *args).addBoth(written)
+
     # -- users -----------------------------------------------------------------------
 
     def add_user(self, user):
@@ -198,24 +221,50 @@ class CachingStore:
         return self.store.list_devices(owner)
 
     def list_devices_named(self, name, owner=None):
-        return self.store.list_devices_named(name, owner)
+        table = self._tables["name"]
+        key = (owner, name)
+        now = self.clock.seconds()
+        ids = table.get(key, now, self.ttl)
+        if ids is not None:
+            self.hits += 1
+            return defer.ensureDeferred(self._still_named(ids, name, owner))
+        self.misses += 1
+        epoch = table.epoch
+
+        def keep(records):
+            if records and self.ttl > 0:
+                table.put(key, tuple(r.device_id for r in records), now, epoch, self.ttl)
+            return records
+
+        return self.store.list_devices_named(name, owner).addCallback(keep)
+
+    async def _still_named(self, ids, name, owner):
+        """The records of the remembered ``ids`` (through the device cache), if
+        each still has ``name`` (and ``owner``); else the store's answer (a
+        write made elsewhere changed one)."""
+        records = [await self.get_device(device_id) for device_id in ids]
+        if all(r is not None and r.name == name and owner in (None, r.owner) for r in records):
+            return records
+        self._tables["name"].drop((owner, name))
+        return await self.store.list_devices_named(name, owner)
 
     def put_device(self, record):
-        return self._write("device", record.device_id, self.store.put_device, record)
+        return self._device_write(record.device_id, True, self.store.put_device, record)
 
     def update_device(self, device_id, **changes):
-        return self._write(
-            "device", device_id, lambda: self.store.update_device(device_id, **changes)
+        return self._device_write(
+            device_id, not RENAMING.isdisjoint(changes),
+            lambda: self.store.update_device(device_id, **changes),
         )
 
     def update_device_if(self, device_id, expected, **changes):
-        return self._write(
-            "device", device_id,
+        return self._device_write(
+            device_id, not RENAMING.isdisjoint(changes),
             lambda: self.store.update_device_if(device_id, expected, **changes),
         )
 
     def delete_device(self, device_id):
-        return self._write("device", device_id, self.store.delete_device, device_id)
+        return self._device_write(device_id, True, self.store.delete_device, device_id)
 
     # -- DTLS sessions (not cached) -------------------------------------------------------
 

@@ -241,11 +241,13 @@ class SQLiteStore:
 
     def list_devices_named(self, name: str, owner: str | None = None) -> defer.Deferred:
         if owner is None:
-            query, params = f"{SELECT_DEVICE} WHERE name = ? ORDER BY device_id", (name,)
-        else:
-            query = f"{SELECT_DEVICE} WHERE owner = ? AND name = ? ORDER BY device_id"
-            params = (owner, name)
-        return self._call(get_all, query, params, device_row)
+            return self._call(
+                get_all, f"{SELECT_DEVICE} WHERE name = ? ORDER BY device_id", (name,), device_row
+            )
+        return self._call(
+            get_all, f"{SELECT_DEVICE} WHERE owner = ? AND name = ? ORDER BY device_id",
+            (owner, name), device_row,
+        )
 
     def put_device(self, record: DeviceRecord) -> defer.Deferred:
         return self._write(put_device, normalize_device(record))
